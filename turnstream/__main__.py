@@ -1,0 +1,3 @@
+from turnstream.cli import app
+
+app()

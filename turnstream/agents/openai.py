@@ -1,0 +1,156 @@
+"""The built-in `openai` agent: any OpenAI-compatible chat completions endpoint.
+
+OpenAI, OpenRouter, vLLM and Ollama all speak the same streaming chat
+completions protocol, so one small agent covers them: point
+`TURNSTREAM_OPENAI_BASE_URL` at the server, set `TURNSTREAM_OPENAI_MODEL`, and
+(except for local servers) `TURNSTREAM_OPENAI_API_KEY`.
+
+The agent sends the conversation history and turns the stream into run events:
+content (and refusal) deltas become `delta`, the `reasoning` /
+`reasoning_content` fields some servers add become `reasoning`, tool-call
+fragments are assembled by index and emitted as whole `tool_call`s when the
+stream ends, and the usage chunk becomes `usage`. Every SDK failure is raised
+as one `OpenAIAgentError` whose message says which setting to check, so the run
+can show the user something actionable instead of an SDK traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from turnstream import events
+from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.config import Settings
+
+logger = logging.getLogger("turnstream.agents.openai")
+
+# Connect fast or fail; a reasoning model may think for minutes before its first token.
+_TIMEOUT = openai.Timeout(300.0, connect=10.0)
+_CHECK = "check TURNSTREAM_OPENAI_BASE_URL, TURNSTREAM_OPENAI_API_KEY and TURNSTREAM_OPENAI_MODEL"
+
+
+class OpenAIAgentError(RuntimeError):
+    """The chat completions call failed; the message says what to check."""
+
+
+@dataclass
+class _ToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+async def openai_agent(ctx: RunContext) -> AsyncIterator[AgentEvent]:
+    settings = ctx.settings
+    async with _client(settings) as client:
+        where = str(client.base_url)
+        logger.debug("chat completion: model=%s base_url=%s", settings.openai_model, where)
+        calls: dict[int, _ToolCall] = {}
+        usage = None
+        try:
+            stream = await client.chat.completions.create(
+                model=settings.openai_model,
+                messages=ctx.history,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        thought = _reasoning(delta)
+                        if thought:
+                            yield events.reasoning(thought)
+                        if delta.content:
+                            yield events.delta(delta.content)
+                        if delta.refusal:
+                            yield events.delta(delta.refusal)
+                        for fragment in delta.tool_calls or ():
+                            _add_fragment(calls, fragment)
+        except openai.OpenAIError as exc:
+            raise OpenAIAgentError(_explain(exc, where, settings.openai_model)) from exc
+
+        for index in sorted(calls):
+            call = calls[index]
+            yield events.tool_call(call.id or f"call_{index}", call.name, call.arguments or "{}")
+        if usage is not None:
+            yield events.usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+def _client(settings: Settings) -> openai.AsyncOpenAI:
+    api_key = settings.openai_api_key
+    if api_key is None:
+        if settings.openai_base_url is None:
+            raise OpenAIAgentError(
+                "The openai agent needs an API key: set TURNSTREAM_OPENAI_API_KEY "
+                "(or TURNSTREAM_OPENAI_BASE_URL for a local server that needs none)"
+            )
+        api_key = "not-needed"  # local servers (vLLM, Ollama) ignore the key
+    kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 1, "timeout": _TIMEOUT}
+    if settings.openai_base_url is not None:
+        kwargs["base_url"] = settings.openai_base_url
+    return openai.AsyncOpenAI(**kwargs)
+
+
+def _reasoning(delta: Any) -> str | None:
+    """OpenRouter streams `reasoning`, vLLM and DeepSeek `reasoning_content`."""
+    extra = delta.model_extra or {}
+    text = extra.get("reasoning") or extra.get("reasoning_content")
+    return text if isinstance(text, str) else None
+
+
+def _add_fragment(calls: dict[int, _ToolCall], fragment: Any) -> None:
+    """Merge one streamed tool-call fragment: id and name come once, arguments in pieces."""
+    index = fragment.index if fragment.index is not None else len(calls)
+    call = calls.setdefault(index, _ToolCall())
+    call.id = call.id or fragment.id or ""
+    if fragment.function is not None:
+        call.name = call.name or fragment.function.name or ""
+        call.arguments += fragment.function.arguments or ""
+
+
+def _explain(exc: openai.OpenAIError, where: str, model: str) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return (
+            f"The chat completions endpoint at {where} timed out; check TURNSTREAM_OPENAI_BASE_URL"
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        reason = exc.__cause__ or exc  # the SDK says only "Connection error."; its cause says why
+        return (
+            f"The connection to the chat completions endpoint at {where} failed ({reason}); "
+            "check TURNSTREAM_OPENAI_BASE_URL and that the server is running"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = _detail(exc)
+        if status in (401, 403):
+            hint = "check TURNSTREAM_OPENAI_API_KEY"
+        elif status == 429:
+            hint = "the provider is rate limiting this key or it is out of quota; try again later"
+        elif status == 404:
+            hint = (
+                f"check TURNSTREAM_OPENAI_MODEL ({model!r}) and TURNSTREAM_OPENAI_BASE_URL "
+                "(it usually ends in /v1)"
+            )
+        else:
+            hint = _CHECK
+        return (
+            f"The endpoint at {where} answered HTTP {status} for model {model!r}: {detail}; {hint}"
+        )
+    return f"The chat completions call to {where} for model {model!r} failed: {exc}; {_CHECK}"
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    if isinstance(body, str) and body:
+        return body
+    return exc.message

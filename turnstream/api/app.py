@@ -1,0 +1,72 @@
+"""The ASGI application and its lifespan: everything one API process opens and closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from turnstream import __version__
+from turnstream.api import errors
+from turnstream.api.routes import conversations, health, runs, sessions
+from turnstream.config import Settings
+from turnstream.embedded import EmbeddedRedis
+from turnstream.runs.broker import make_broker
+from turnstream.runs.reaper import reap_forever
+from turnstream.runtime import Runtime
+from turnstream.store.migrate import upgrade
+
+logger = logging.getLogger("turnstream.api")
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
+    """The API. With `worker`, runs execute in this process; else on `turnstream worker`s."""
+    settings = settings or Settings()
+    if not worker and settings.redis_url is None:
+        raise ValueError("--no-worker needs TURNSTREAM_REDIS_URL: workers must share a Redis")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded = None
+        if settings.redis_url is None:
+            embedded = EmbeddedRedis(settings.data_dir)
+            await asyncio.to_thread(embedded.start)
+            redis = embedded.client()
+        else:
+            redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        if settings.database_url.startswith("sqlite"):
+            await asyncio.to_thread(upgrade, settings.database_url)
+        runtime = Runtime.open(settings, redis)
+        broker = make_broker(settings, in_process=worker)
+        broker.state.runtime = runtime
+        await broker.startup()
+        reaper = asyncio.create_task(reap_forever(runtime))
+        app.state.runtime, app.state.broker = runtime, broker
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await runtime.close()
+            await broker.shutdown()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    app = FastAPI(
+        title="turnstream",
+        version=__version__,
+        description="Resumable background runs for AI chat, over Redis Streams.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    for router in (conversations.router, runs.router, sessions.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

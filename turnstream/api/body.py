@@ -1,0 +1,99 @@
+"""Reading a new message's content from a form or JSON body, with bounds checked first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
+
+from fastapi import Request
+from starlette.datastructures import Headers
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from turnstream.api.errors import ApiError
+
+
+async def read_content(request: Request, *, max_chars: int) -> str:
+    """The `content` of a message; 413 past `max_chars`, 400 for anything unreadable."""
+    # UTF-8 needs at most 4 bytes a character; the rest is room for the envelope.
+    max_bytes = max_chars * 4 + 16 * 1024
+    body = await _read_capped(request, max_bytes, max_chars)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        content = _from_json(body)
+    elif content_type == "application/x-www-form-urlencoded":
+        content = _from_urlencoded(body)
+    elif content_type == "multipart/form-data":
+        content = await _from_multipart(request.headers, body)
+    else:
+        raise _bad('Send the message as form field \'content\' or JSON {"content": "..."}.')
+    if "\x00" in content:
+        raise _bad("The message contains a NUL character.")
+    if not content.strip():
+        raise _bad("The message is empty.")
+    if len(content) > max_chars:
+        raise _too_long(max_chars)
+    return content
+
+
+async def _read_capped(request: Request, max_bytes: int, max_chars: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_long(max_chars)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_long(max_chars)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _from_json(body: bytes) -> str:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad("The body is not valid JSON.") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
+        raise _bad('The JSON body needs a string field "content".')
+    return payload["content"]
+
+
+def _from_urlencoded(body: bytes) -> str:
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad("The form is not valid UTF-8.") from exc
+    values = fields.get("content")
+    if not values:
+        raise _bad("The form needs a field 'content'.")
+    return values[0]
+
+
+async def _from_multipart(headers: Headers, body: bytes) -> str:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream()).parse()
+    except (MultiPartException, UnicodeDecodeError) as exc:
+        raise _bad(f"The multipart form could not be read: {exc}") from exc
+    value = form.get("content")
+    if not isinstance(value, str):
+        raise _bad("The form needs a text field 'content'.")
+    return value
+
+
+def _bad(detail: str) -> ApiError:
+    return ApiError(400, {"error": "Invalid message", "detail": detail})
+
+
+def _too_long(max_chars: int) -> ApiError:
+    return ApiError(
+        413,
+        {
+            "error": "Message too long",
+            "detail": f"A message may have at most {max_chars} characters.",
+            "maxChars": max_chars,
+        },
+    )

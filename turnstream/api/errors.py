@@ -1,0 +1,74 @@
+"""Errors as the API answers them: a status and a JSON body, never a bare 500.
+
+ApiError                    a 4xx with an exact body (SPEC §6, §7)
+redis ConnectionError/...   503 {"error": "Redis unavailable", ...}
+SQLAlchemy OperationalError 503 {"error": "Database unavailable", ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+logger = logging.getLogger("turnstream.api")
+
+ACCESS_DENIED = {"detail": "Access denied to conversation"}
+
+
+class ApiError(Exception):
+    """An answer with this exact JSON body, at the top level."""
+
+    def __init__(
+        self, status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(body)
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers
+
+
+def access_denied() -> ApiError:
+    return ApiError(403, ACCESS_DENIED)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("Redis unavailable: %s", exc)
+        return _unavailable("Redis unavailable", "Check that Redis is running and reachable.")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable: %s", exc)
+        return _unavailable("Database unavailable", "Check that the database is reachable.")
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated or _is_connection_error(exc):
+            return await _db_down(_request, exc)
+        raise exc
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    return isinstance(exc.orig, OSError) or "connection" in type(exc.orig).__name__.lower()
+
+
+def _unavailable(error: str, hint: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": f"{error}. {hint} Retry shortly."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

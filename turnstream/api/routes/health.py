@@ -1,0 +1,30 @@
+"""`GET /health`: liveness, and whether Redis and the database answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from turnstream.api.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(rt: RuntimeDep) -> JSONResponse:
+    checks = {"redis": "ok", "database": "ok"}
+    try:
+        await rt.redis.ping()
+    except RedisError as exc:
+        checks["redis"] = f"unavailable: {exc}"
+    try:
+        async with rt.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ok" if ready else "degraded", **checks}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,257 @@
+"""Runs over HTTP (SPEC §6): post a message, regenerate, resume, stop, inspect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from turnstream import keys
+from turnstream.api.body import read_content
+from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.errors import ApiError
+from turnstream.api.schemas import CursorExpired, ErrorBody, MessageBody, RunView, StopResult
+from turnstream.api.sse import event_stream
+from turnstream.events import parse_cursor
+from turnstream.keys import RunKeys
+from turnstream.runs.service import Multitask, RunConflict, Started, start_run, stop_run
+from turnstream.runs.state import RunRecord
+from turnstream.runs.stream import expired, follow
+from turnstream.runtime import Runtime
+from turnstream.store import runlog
+
+router = APIRouter(prefix="/conversations/{cid}", tags=["runs"])
+
+_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+_MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": _SSE, "description": "The run's events (stream=true) or the reply (false)"},
+    409: {"description": "Another run is active (multitask=reject)"},
+    413: {"description": "The message is too long"},
+}
+_MAX_SESSION_ID = 160
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+@router.post(
+    "/message/",
+    responses=_MESSAGE_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": MessageBody.model_json_schema()},
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"content": {"type": "string"}},
+                        "required": ["content"],
+                    }
+                },
+            },
+        }
+    },
+)
+@router.post("/message", include_in_schema=False)
+async def post_message(
+    request: Request,
+    rt: RuntimeDep,
+    broker: BrokerDep,
+    user: CurrentUser,
+    conversation: ConversationDep,
+    stream: bool = True,
+    multitask: Multitask = Multitask.REJECT,
+    idempotency_key: Annotated[str | None, Header(max_length=_MAX_IDEMPOTENCY_KEY)] = None,
+) -> Response:
+    """Store the user message, start a run, and stream its events (or wait for the reply)."""
+    content = await read_content(request, max_chars=rt.settings.max_message_chars)
+    started = await _start(
+        rt,
+        broker,
+        cid=conversation.id,
+        user_id=user.id,
+        content=content,
+        multitask=multitask,
+        idempotency_key=idempotency_key,
+    )
+    return await _answer(rt, conversation.id, started, stream=stream)
+
+
+@router.post("/regenerate", responses=_MESSAGE_RESPONSES)
+async def regenerate(
+    rt: RuntimeDep,
+    broker: BrokerDep,
+    user: CurrentUser,
+    conversation: ConversationDep,
+    stream: bool = True,
+    multitask: Multitask = Multitask.REJECT,
+    idempotency_key: Annotated[str | None, Header(max_length=_MAX_IDEMPOTENCY_KEY)] = None,
+) -> Response:
+    """Answer the last user message again, replacing the reply that followed it."""
+    loaded = await rt.store.load(cid=conversation.id)
+    last_user = (
+        next((m for m in reversed(loaded.messages) if m.role == "user"), None) if loaded else None
+    )
+    if last_user is None:
+        raise ApiError(400, {"error": "Nothing to regenerate", "conversationId": conversation.id})
+    started = await _start(
+        rt,
+        broker,
+        cid=conversation.id,
+        user_id=user.id,
+        content=last_user.content or "",
+        multitask=multitask,
+        idempotency_key=idempotency_key,
+        regenerate=True,
+    )
+    return await _answer(rt, conversation.id, started, stream=stream)
+
+
+@router.get(
+    "/resume/{session_id}",
+    responses={
+        200: {"content": _SSE, "description": "The run's events after the cursor"},
+        400: {"description": "Malformed cursor"},
+        404: {"model": ErrorBody, "description": "Session not found or expired"},
+        409: {"model": CursorExpired, "description": "The cursor is older than Redis holds"},
+    },
+)
+@router.post("/resume/{session_id}", include_in_schema=False)
+async def resume(
+    rt: RuntimeDep,
+    user: CurrentUser,
+    conversation: ConversationDep,
+    session_id: str,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> Response:
+    """The run's events after `cursor` (or `Last-Event-ID`), live until its end."""
+    k = RunKeys(conversation.id, session_id)
+    await _run_of(rt, k, user.id)
+    position = parse_cursor(cursor if cursor is not None else last_event_id)
+    if position is None:
+        raise ApiError(
+            400,
+            {
+                "error": "Invalid cursor",
+                "detail": "A cursor is a stream entry id such as 1704123456789-0.",
+            },
+        )
+    resync = await expired(rt.redis, k, position)
+    if resync is not None:
+        raise ApiError(
+            409,
+            {
+                "error": "Cursor expired",
+                "sessionId": session_id,
+                "resync": {
+                    "cursor": resync,
+                    "detail": "Events up to this cursor were trimmed. Resume from it for "
+                    "the rest; the whole reply is in the conversation's messages once the "
+                    "run has ended.",
+                },
+            },
+        )
+    return event_stream(rt, k, position)
+
+
+@router.post(
+    "/stop",
+    response_model=StopResult,
+    responses={404: {"model": ErrorBody, "description": "Nothing is running"}},
+)
+async def stop(
+    rt: RuntimeDep,
+    user: CurrentUser,
+    conversation: ConversationDep,
+    session_id: Annotated[str | None, Query(max_length=_MAX_SESSION_ID)] = None,
+) -> StopResult:
+    """Cancel the active run (or the one named); its partial reply is kept, marked cancelled."""
+    sid = session_id or await rt.redis.get(keys.active(conversation.id))
+    record = None
+    if sid is not None:
+        k = RunKeys(conversation.id, sid)
+        found = await rt.runs.get(k)
+        if found is not None and found.user_id == user.id:
+            record = await stop_run(rt, k)
+    if record is None:
+        raise ApiError(404, {"error": "No active run", "conversationId": conversation.id})
+    return StopResult(status="cancelled", sessionId=record.session_id)
+
+
+@router.get(
+    "/runs/{session_id}",
+    response_model=RunView,
+    responses={404: {"model": ErrorBody, "description": "Session not found or expired"}},
+)
+async def get_run(
+    rt: RuntimeDep, user: CurrentUser, conversation: ConversationDep, session_id: str
+) -> RunView:
+    """The run record: live from Redis while it is kept there, else from SQL."""
+    row = await runlog.get_run(rt.sessions, session_id=session_id[:_MAX_SESSION_ID])
+    if row is None or row.conversation_id != conversation.id or row.user_id != user.id:
+        raise _session_not_found(conversation.id)
+    usage = {"promptTokens": row.prompt_tokens, "completionTokens": row.completion_tokens}
+    record = await rt.runs.get(RunKeys(conversation.id, session_id))
+    if record is not None:
+        return RunView(**record.as_json(), **usage)
+    return RunView(
+        sessionId=row.id,
+        conversationId=row.conversation_id,
+        userId=row.user_id,
+        messageId=row.message_id,
+        status=row.status,
+        createdAt=runlog.to_ms(row.created_at) or 0,
+        startedAt=None,
+        endedAt=runlog.to_ms(row.ended_at),
+        lastActivity=None,
+        cursor="0-0",
+        worker=None,
+        error=row.error,
+        **usage,
+    )
+
+
+async def _start(rt: Runtime, broker: BrokerDep, **kwargs: Any) -> Started:
+    try:
+        return await start_run(rt, broker, **kwargs)
+    except RunConflict as conflict:
+        raise ApiError(
+            409,
+            {
+                "error": "A run is already active in this conversation",
+                "sessionId": conflict.active_session_id,
+                "conversationId": kwargs["cid"],
+                "detail": "Resume it, stop it, or post with multitask=interrupt or enqueue.",
+            },
+        ) from conflict
+
+
+async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> Response:
+    k = RunKeys(cid, started.session_id)
+    if stream:
+        return event_stream(rt, k, "0-0")
+    async for _entry in follow(rt.redis, k, "0-0"):
+        pass  # wait for the end: the reply is stored before it
+    messages = await rt.store.load(cid=cid)
+    reply = (
+        next((m for m in messages.messages if m.id == started.message_id), None)
+        if messages
+        else None
+    )
+    if reply is None:
+        raise _session_not_found(cid)
+    return JSONResponse(reply.model_dump(mode="json"), headers={"X-Session-Id": started.session_id})
+
+
+async def _run_of(rt: Runtime, k: RunKeys, user_id: str) -> RunRecord:
+    if len(k.sid) > _MAX_SESSION_ID:
+        raise _session_not_found(k.cid)
+    record = await rt.runs.get(k)
+    if record is None or record.user_id != user_id:
+        raise _session_not_found(k.cid)
+    return record
+
+
+def _session_not_found(cid: str) -> ApiError:
+    return ApiError(404, {"error": "Session not found or expired", "conversationId": cid})

@@ -1,0 +1,82 @@
+"""The two questions a frontend asks after a reload (SPEC §7), each answered in O(1).
+
+Both start from `chat:active:{cid}` and read only the newest run's own keys:
+no KEYS, no SCAN, whatever else Redis holds.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from fastapi import APIRouter
+
+from turnstream import keys
+from turnstream.api.deps import ConversationDep, RuntimeDep
+from turnstream.api.errors import ApiError
+from turnstream.api.schemas import ActiveSession, ErrorBody, TaskStatus
+from turnstream.keys import RunKeys
+from turnstream.runs.state import RunRecord, RunStatus, now_ms
+from turnstream.runtime import Runtime
+
+router = APIRouter(prefix="/conversations/{cid}", tags=["sessions"])
+
+_SESSION_STATUS = {
+    RunStatus.QUEUED: "active",
+    RunStatus.RUNNING: "active",
+    RunStatus.COMPLETED: "completed",
+    RunStatus.ERROR: "idle",
+    RunStatus.CANCELLED: "idle",
+}
+
+
+@router.get(
+    "/active-session",
+    response_model=ActiveSession,
+    responses={404: {"model": ErrorBody, "description": "No active session found"}},
+)
+async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> ActiveSession:
+    record = await _newest_run(rt, conversation.id, "No active session found")
+    return ActiveSession(
+        sessionId=record.session_id,
+        status=_SESSION_STATUS[record.status],
+        cursor=record.last_id,
+        conversationId=conversation.id,
+        startedAt=record.created_at,
+        lastActivity=record.last_activity or record.created_at,
+    )
+
+
+@router.get(
+    "/task-status",
+    response_model=TaskStatus,
+    responses={404: {"model": ErrorBody, "description": "No background task found"}},
+)
+async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStatus:
+    record = await _newest_run(rt, conversation.id, "No background task found")
+    if record.status.active:
+        expected = await _typical_duration_ms(rt)
+        estimate = max((record.started_at or record.created_at) + expected, now_ms())
+    else:
+        estimate = record.ended_at or record.last_activity or record.created_at
+    return TaskStatus(
+        isActive=record.status.active,
+        sessionId=record.session_id,
+        estimatedCompletion=estimate,
+        conversationId=conversation.id,
+    )
+
+
+async def _newest_run(rt: Runtime, cid: str, missing: str) -> RunRecord:
+    sid = await rt.redis.get(keys.active(cid))
+    record = await rt.runs.get(RunKeys(cid, sid)) if sid is not None else None
+    if record is None:
+        raise ApiError(404, {"error": missing, "conversationId": cid})
+    return record
+
+
+async def _typical_duration_ms(rt: Runtime) -> int:
+    """The median duration of recently completed runs, or the configured default."""
+    recent = await rt.redis.lrange(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
+    if not recent:
+        return int(rt.settings.default_run_seconds * 1000)
+    return int(statistics.median(int(d) for d in recent))

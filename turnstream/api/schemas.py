@@ -1,0 +1,92 @@
+"""Request and response bodies of the HTTP API (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from turnstream.store.views import ConversationView, MessageView
+
+_MAX_METADATA_KEYS = 64
+
+
+class ConversationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=_MAX_METADATA_KEYS)
+
+
+class ConversationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationView]
+    total: int
+
+
+class MessagePage(BaseModel):
+    items: list[MessageView]
+
+
+class MessageBody(BaseModel):
+    """The JSON form of a new message (a form field `content` works too)."""
+
+    content: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    conversationId: str
+
+
+class SessionNotFound(ErrorBody):
+    pass
+
+
+class ActiveSession(BaseModel):
+    sessionId: str
+    status: Literal["active", "completed", "idle"]
+    cursor: str
+    conversationId: str
+    startedAt: int
+    lastActivity: int
+
+
+class TaskStatus(BaseModel):
+    isActive: bool
+    sessionId: str
+    estimatedCompletion: int
+    conversationId: str
+
+
+class StopResult(BaseModel):
+    status: Literal["cancelled"]
+    sessionId: str
+
+
+class RunView(BaseModel):
+    sessionId: str
+    conversationId: str
+    userId: str
+    messageId: str
+    status: str
+    createdAt: int
+    startedAt: int | None
+    endedAt: int | None
+    lastActivity: int | None
+    cursor: str
+    worker: str | None
+    error: str | None
+    promptTokens: int = 0
+    completionTokens: int = 0
+
+
+class CursorExpired(BaseModel):
+    error: Literal["Cursor expired"]
+    sessionId: str
+    resync: dict[str, Any]

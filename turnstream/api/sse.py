@@ -1,0 +1,40 @@
+"""A run's events as a Server-Sent Events response (SPEC §5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from turnstream.events import EventType, dumps
+from turnstream.keys import RunKeys
+from turnstream.runs.stream import follow
+from turnstream.runtime import Runtime
+
+logger = logging.getLogger("turnstream.api")
+
+
+def event_stream(rt: Runtime, k: RunKeys, cursor: str) -> EventSourceResponse:
+    return EventSourceResponse(
+        _events(rt, k, cursor),
+        ping=rt.settings.ping_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        headers={"X-Session-Id": k.sid, "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(rt: Runtime, k: RunKeys, cursor: str) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for entry in follow(rt.redis, k, cursor):
+            yield ServerSentEvent(id=entry.id, event=entry.type, data=entry.sse_data())
+    except RedisError as exc:
+        # Mid-stream there is no status code left to change: say so, and let the client resume.
+        logger.warning("stream of %s interrupted: %s", k.sid, exc)
+        data = {
+            "type": EventType.ERROR.value,
+            "message": "Redis unavailable; resume later.",
+            "code": "redis_unavailable",
+        }
+        yield ServerSentEvent(event=EventType.ERROR.value, data=dumps(data))

@@ -1,0 +1,123 @@
+"""The wire format of run events (SPEC §5), in one module.
+
+An agent yields `Event`s. The run writes each one into its Redis stream as the
+fields `type`, `seq`, `ts` and `data` (JSON); a client receives each stream
+entry as one SSE event whose `id` is the entry id (the cursor) and whose data
+is a flat JSON object: `seq`, `type`, `ts` and the event's own fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EventType(enum.StrEnum):
+    QUEUED = "queued"  # the run was accepted
+    START = "start"  # a worker claimed it
+    DELTA = "delta"  # {"text"}: reply text
+    REASONING = "reasoning"  # {"text"}: model reasoning, not part of the reply
+    TOOL_CALL = "tool_call"  # {"id", "name", "arguments"}
+    TOOL_RESULT = "tool_result"  # {"id", "content"}
+    USAGE = "usage"  # {"prompt_tokens", "completion_tokens"}
+    ERROR = "error"  # {"message", "code"}
+    END = "end"  # {"status", "messageId"}: always the last event, exactly once
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def delta(text: str) -> Event:
+    return Event(EventType.DELTA, {"text": text})
+
+
+def reasoning(text: str) -> Event:
+    return Event(EventType.REASONING, {"text": text})
+
+
+def tool_call(id: str, name: str, arguments: str) -> Event:
+    return Event(EventType.TOOL_CALL, {"id": id, "name": name, "arguments": arguments})
+
+
+def tool_result(id: str, content: str) -> Event:
+    return Event(EventType.TOOL_RESULT, {"id": id, "content": content})
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Event:
+    return Event(
+        EventType.USAGE,
+        {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    )
+
+
+def error(message: str, code: str) -> Event:
+    return Event(EventType.ERROR, {"message": message, "code": code})
+
+
+def end(status: str, message_id: str) -> Event:
+    return Event(EventType.END, {"status": status, "messageId": message_id})
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One entry read back from a run's stream."""
+
+    id: str
+    type: str
+    seq: int
+    ts: int
+    data: dict[str, Any]
+
+    @classmethod
+    def from_redis(cls, entry_id: str | bytes, fields: dict[Any, Any]) -> StreamEntry:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(
+            id=_text(entry_id),
+            type=f["type"],
+            seq=int(f["seq"]),
+            ts=int(f["ts"]),
+            data=json.loads(f["data"]),
+        )
+
+    def sse_data(self) -> str:
+        """The SSE `data:` line: the event's own fields beside seq, type and ts."""
+        return dumps({**self.data, "seq": self.seq, "type": self.type, "ts": self.ts})
+
+    @property
+    def is_end(self) -> bool:
+        return self.type == EventType.END
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# A stream entry id ("<ms>-<n>"); "0" and "0-0" mean "from the start".
+_CURSOR = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+
+def parse_cursor(raw: str | None) -> str | None:
+    """Return a normalised cursor, or None when it is malformed."""
+    if raw is None or raw == "":
+        return "0-0"
+    if not _CURSOR.match(raw):
+        return None
+    ms, _, n = raw.partition("-")
+    if int(ms) >= 2**64 or (n and int(n) >= 2**64):
+        return None
+    return f"{int(ms)}-{int(n or 0)}"
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    ms, _, n = cursor.partition("-")
+    return int(ms), int(n or 0)

@@ -1,0 +1,81 @@
+"""Every Redis key turnstream reads or writes, in one place (SPEC §3).
+
+    chat:stream:{cid}:{sid}   stream  run events: type, seq, ts (ms), data (JSON); MAXLEN ~
+    task:status:{cid}:{sid}   string  queued | running | completed | error | cancelled
+    cancel:{cid}:{sid}        string  present while a stop is asked; 300 s
+    chat:run:{cid}:{sid}      hash    the run record; times in ms since the epoch
+    chat:active:{cid}         string  session id of the conversation's newest run
+    chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
+    chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
+    chat:idem:{uid}:{digest}  string  session id a POST with that Idempotency-Key started; 24 h
+    chat:durations            list    durations (ms) of recently completed runs, newest first
+
+The run's keys share a lifetime: refreshed on every write while the run lives,
+`stream_ttl` after it ends. Nothing on a request path lists keys: every lookup
+starts from a name built here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CANCEL_TTL_SECONDS = 300
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+DURATIONS_KEPT = 100
+
+LEASES = "chat:leases"
+DURATIONS = "chat:durations"
+
+
+def active(cid: str) -> str:
+    return f"chat:active:{cid}"
+
+
+def session_cache(cid: str) -> str:
+    return f"chat:session:{cid}"
+
+
+def idempotency(user_id: str, digest: str) -> str:
+    return f"chat:idem:{user_id}:{digest}"
+
+
+def status_prefix(cid: str) -> str:
+    """`task:status:{cid}:` — the create script appends the active session id to it."""
+    return f"task:status:{cid}:"
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of one run, named once so that no two modules spell them differently."""
+
+    cid: str
+    sid: str
+
+    @property
+    def stream(self) -> str:
+        return f"chat:stream:{self.cid}:{self.sid}"
+
+    @property
+    def status(self) -> str:
+        return status_prefix(self.cid) + self.sid
+
+    @property
+    def cancel(self) -> str:
+        return f"cancel:{self.cid}:{self.sid}"
+
+    @property
+    def run(self) -> str:
+        return f"chat:run:{self.cid}:{self.sid}"
+
+    @property
+    def active(self) -> str:
+        return active(self.cid)
+
+    @property
+    def lease_member(self) -> str:
+        return f"{self.cid} {self.sid}"
+
+    @classmethod
+    def from_lease_member(cls, member: str) -> RunKeys:
+        cid, sid = member.split(" ", 1)
+        return cls(cid, sid)

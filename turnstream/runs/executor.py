@@ -1,0 +1,236 @@
+"""Executing one run: claim it, stream the agent's events into Redis, store the reply, end it.
+
+The shape of an execution:
+
+    claim (queued -> running, atomically)
+    agent task ──events──> buffer ──flusher, one write per ~20 ms──> Redis stream
+    watcher: renews the lease, notices a stop, cancels the agent task
+    store the reply in SQL, then end the run (the `end` event comes last)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from turnstream.agents.base import RunContext
+from turnstream.events import Event, EventType, delta
+from turnstream.keys import RunKeys
+from turnstream.runs.reply import Reply
+from turnstream.runs.state import RunRecord, RunStatus, now_ms
+from turnstream.runtime import Runtime
+from turnstream.store import runlog
+from turnstream.store.views import NewMessage
+
+logger = logging.getLogger("turnstream.runs")
+
+_MESSAGE_STATUS = {
+    RunStatus.COMPLETED: "complete",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.ERROR: "error",
+}
+
+
+async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
+    """Run the run `sid` if it is still queued; a no-op for one that ran or ended already."""
+    k = RunKeys(cid, sid)
+    record = await rt.runs.get(k)
+    if record is None:
+        logger.warning("run %s expired before a worker took it", sid)
+        return
+    if record.multitask_after:
+        await rt.runs.wait_ended(RunKeys(cid, record.multitask_after))
+    if not await rt.runs.claim(k, worker=worker, lease_seconds=rt.settings.lease_seconds):
+        logger.info("run %s is %s already: not running it again", sid, record.status)
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    rt.running.add(task)
+    try:
+        await _Execution(rt, k, record, worker).run()
+    finally:
+        rt.running.discard(task)
+
+
+async def end_run(
+    rt: Runtime,
+    k: RunKeys,
+    record: RunRecord,
+    status: RunStatus,
+    reply: Reply,
+    *,
+    error: tuple[str, str] | None = None,
+    require: RunStatus | None = None,
+    lapsed_before: int = 0,
+) -> bool:
+    """Store the reply, then end the run: a client that sees `end` can load the message.
+
+    Returns False when the run had ended already (another actor won); the reply
+    is stored all the same, replacing what that actor stored under the same id.
+    """
+    await rt.store.save(
+        cid=k.cid,
+        message=NewMessage(
+            id=record.message_id,
+            role="assistant",
+            content=reply.text,
+            tool_calls=reply.tool_calls or None,
+            status=_MESSAGE_STATUS[status],
+            session_id=k.sid,
+        ),
+    )
+    ended = await rt.runs.finish(
+        k,
+        status=status,
+        message_id=record.message_id,
+        error=error,
+        require=require,
+        lapsed_before=lapsed_before,
+    )
+    if ended:
+        await runlog.end_run(
+            rt.sessions,
+            session_id=k.sid,
+            status=status.value,
+            error=error[0] if error else None,
+            ended_at_ms=now_ms(),
+        )
+        if reply.prompt_tokens or reply.completion_tokens:
+            await rt.store.record_usage(
+                cid=k.cid,
+                session_id=k.sid,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+            )
+    return ended
+
+
+class _Execution:
+    def __init__(self, rt: Runtime, k: RunKeys, record: RunRecord, worker: str) -> None:
+        self.rt = rt
+        self.k = k
+        self.record = record
+        self.worker = worker
+        self.reply = Reply()
+        self.buffer: list[Event] = []
+        self.pending = asyncio.Event()
+        self.write_lock = asyncio.Lock()
+        self.last_write = 0.0
+        self.stop_asked = False
+        self.lost = False
+        self.agent_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        status, error = RunStatus.COMPLETED, None
+        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._watcher())]
+        try:
+            ctx = await self._context()
+            self.agent_task = asyncio.create_task(self._consume(ctx))
+            await self.agent_task
+        except asyncio.CancelledError:
+            if not (self.stop_asked or self.lost):
+                # The worker itself is shutting down: end the run rather than leave it hanging.
+                await asyncio.shield(
+                    self._end(RunStatus.ERROR, ("worker stopped", "worker_stopped"))
+                )
+                raise
+            status = RunStatus.CANCELLED
+        except Exception as exc:
+            logger.exception("run %s failed", self.k.sid)
+            status, error = RunStatus.ERROR, (str(exc) or type(exc).__name__, "agent_error")
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        if self.lost:
+            logger.warning("run %s was taken from this worker (lease lapsed)", self.k.sid)
+            return
+        await self._end(status, error)
+
+    async def _context(self) -> RunContext:
+        fields = await self.rt.redis.hmget(self.k.run, ["message", "enqueued"])
+        message, enqueued = fields[0] or "", fields[1] == "1"
+        if enqueued and self.record.user_message_id:
+            # An enqueued message joins the conversation only once its turn comes.
+            await self.rt.store.save(
+                cid=self.k.cid,
+                message=NewMessage(id=self.record.user_message_id, role="user", content=message),
+            )
+        return RunContext(
+            conversation_id=self.k.cid,
+            user_id=self.record.user_id,
+            session_id=self.k.sid,
+            message_id=self.record.message_id,
+            message=message,
+            history=await self.rt.store.history(cid=self.k.cid),
+            settings=self.rt.settings,
+            cancelled=lambda: self.stop_asked,
+        )
+
+    async def _consume(self, ctx: RunContext) -> None:
+        async for item in self.rt.agent(ctx):
+            event = delta(item) if isinstance(item, str) else item
+            self.reply.add(event.type, event.data)
+            if event.type == EventType.DELTA and self.buffer and self.buffer[-1].type == "delta":
+                merged = self.buffer[-1].data["text"] + event.data["text"]
+                self.buffer[-1] = delta(merged)
+            else:
+                self.buffer.append(event)
+            self.pending.set()
+
+    async def _flusher(self) -> None:
+        """Write buffered events at most once per `delta_flush_ms`, coalescing deltas."""
+        loop = asyncio.get_running_loop()
+        interval = self.rt.settings.delta_flush_ms / 1000
+        while True:
+            await self.pending.wait()
+            delay = self.last_write + interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._write()
+
+    async def _write(self) -> None:
+        async with self.write_lock:
+            self.pending.clear()
+            batch, self.buffer = self.buffer, []
+            if not batch:
+                return
+            self.last_write = asyncio.get_running_loop().time()
+            if await self.rt.runs.append(self.k, batch):
+                self._stop()
+
+    async def _watcher(self) -> None:
+        """Renew the lease every third of its length; check for a stop in between."""
+        settings = self.rt.settings
+        loop = asyncio.get_running_loop()
+        next_renewal = loop.time() + settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(settings.cancel_poll_seconds)
+            if loop.time() >= next_renewal:
+                next_renewal = loop.time() + settings.lease_seconds / 3
+                state = await self.rt.runs.heartbeat(
+                    self.k, worker=self.worker, lease_seconds=settings.lease_seconds
+                )
+                if state == -1:
+                    self.lost = True
+                    self._cancel_agent()
+                    return
+                stop = bool(state)
+            else:
+                stop = bool(await self.rt.redis.exists(self.k.cancel))
+            if stop:
+                self._stop()
+
+    def _stop(self) -> None:
+        self.stop_asked = True
+        self._cancel_agent()
+
+    def _cancel_agent(self) -> None:
+        if self.agent_task is not None:
+            self.agent_task.cancel()
+
+    async def _end(self, status: RunStatus, error: tuple[str, str] | None) -> None:
+        with contextlib.suppress(Exception):
+            await self._write()  # what the agent said before the end still goes out first
+        await end_run(self.rt, self.k, self.record, status, self.reply, error=error)

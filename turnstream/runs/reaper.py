@@ -1,0 +1,63 @@
+"""The reaper: ends runs whose worker stopped renewing its lease.
+
+A worker that dies (SIGKILL, lost machine) leaves its runs `running`. Every
+process runs this loop; it reads the lapsed leases from the `chat:leases`
+index, rebuilds each partial reply from the run's own stream, stores it, and
+ends the run with `error`. The finish script re-checks the lease, so a reaper
+racing a live worker or another reaper changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from turnstream import keys
+from turnstream.events import StreamEntry
+from turnstream.runs.executor import end_run
+from turnstream.runs.reply import Reply
+from turnstream.runs.state import RunStatus, now_ms
+from turnstream.runtime import Runtime
+
+logger = logging.getLogger("turnstream.reaper")
+
+WORKER_LOST = ("The worker running this reply stopped responding.", "worker_lost")
+
+
+async def reap_once(rt: Runtime) -> int:
+    """End every run whose lease has lapsed; return how many this call ended."""
+    ended = 0
+    for k in await rt.runs.lapsed_leases():
+        record = await rt.runs.get(k)
+        if record is None or not record.status.active:
+            await rt.redis.zrem(keys.LEASES, k.lease_member)
+            continue
+        reply = Reply()
+        for entry_id, fields in await rt.redis.xrange(k.stream):
+            entry = StreamEntry.from_redis(entry_id, fields)
+            reply.add(entry.type, entry.data)
+        if await end_run(
+            rt,
+            k,
+            record,
+            RunStatus.ERROR,
+            reply,
+            error=WORKER_LOST,
+            require=RunStatus.RUNNING,
+            lapsed_before=now_ms(),
+        ):
+            logger.warning("ended run %s: its worker %s stopped responding", k.sid, record.worker)
+            ended += 1
+    return ended
+
+
+async def reap_forever(rt: Runtime) -> None:
+    while True:
+        try:
+            await reap_once(rt)
+        except (RedisError, SQLAlchemyError) as exc:
+            logger.warning("reaper pass failed, retrying: %s", exc)
+        await asyncio.sleep(rt.settings.reaper_interval)

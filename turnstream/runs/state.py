@@ -1,0 +1,336 @@
+"""A run's live state in Redis, changed only by atomic Lua scripts.
+
+Every transition is one script, so that two actors can never both win:
+
+    create     -> queued      the API; writes the `queued` event
+    claim      queued -> running   a worker; compare-and-set, so a redelivered
+                                   task message never runs a run twice
+    append     events while running; returns whether a stop was asked
+    heartbeat  renews the worker's lease; fails once the run is no longer its own
+    finish     -> completed | error | cancelled; writes `error`/`end` exactly once
+
+Every event gets the next `seq` from the run hash inside the script that
+writes it, so the API, the worker and the reaper can all write to one stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from turnstream import keys
+from turnstream.events import Event, EventType, dumps
+from turnstream.keys import RunKeys
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"  # accepted, waiting for a worker
+    RUNNING = "running"  # a worker holds its lease and streams events
+    COMPLETED = "completed"  # the agent finished; the reply is stored
+    ERROR = "error"  # the agent failed or its worker died; the partial reply is stored
+    CANCELLED = "cancelled"  # stopped; the partial reply is stored
+
+    @property
+    def active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# KEYS: stream, run hash, status, cancel, active, leases, durations.
+# ARGV[1..3]: now (ms), maxlen, ttl (ms); the events follow as (type, data) pairs.
+_PRELUDE = """
+local stream, run, status, cancel, active, leases, durations =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local last_id = false
+local function add(etype, data)
+  local seq = redis.call('HINCRBY', run, 'seq', 1)
+  last_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'type', etype, 'seq', seq, 'ts', now, 'data', data)
+  redis.call('HSET', run, 'last_activity', now, 'last_id', last_id)
+end
+local function add_from(first)
+  for i = first, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
+end
+local function keep(ms)
+  redis.call('PEXPIRE', stream, ms)
+  redis.call('PEXPIRE', run, ms)
+  redis.call('PEXPIRE', status, ms)
+  if redis.call('GET', active) == run_sid then redis.call('PEXPIRE', active, ms) end
+end
+local function is_terminal(s)
+  return s == 'completed' or s == 'error' or s == 'cancelled'
+end
+"""
+
+# ARGV[4]: session id, ARGV[5]: the run's fields as JSON, ARGV[6]: `reject` or
+# `enqueue` (what to do if another run of the conversation is active), ARGV[7]:
+# the status key prefix of the conversation's runs; then events.
+# Returns {1, session id it waits for or ''} or {0, the active session id}.
+_CREATE = (
+    "local run_sid = ARGV[4]\n"
+    + _PRELUDE
+    + """
+local after = ''
+local current = redis.call('GET', active)
+if current then
+  local current_status = redis.call('GET', ARGV[7] .. current)
+  if current_status == 'queued' or current_status == 'running' then
+    if ARGV[6] == 'reject' then return {0, current} end
+    after = current
+  end
+end
+if after ~= '' then redis.call('HSET', run, 'after', after, 'enqueued', '1') end
+for field, value in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', run, field, value) end
+redis.call('HSET', run, 'status', 'queued', 'created_at', now, 'seq', 0)
+redis.call('SET', status, 'queued')
+redis.call('SET', active, run_sid)
+add_from(8)
+keep(ttl)
+return {1, after}
+"""
+)
+
+# ARGV[4]: session id, ARGV[5]: worker name, ARGV[6]: lease expiry (ms),
+# ARGV[7]: lease member; then events.
+_CLAIM = (
+    "local run_sid = ARGV[4]\n"
+    + _PRELUDE
+    + """
+if redis.call('HGET', run, 'status') ~= 'queued' then return 0 end
+redis.call('HSET', run, 'status', 'running', 'started_at', now, 'worker', ARGV[5],
+  'lease_until', ARGV[6])
+redis.call('SET', status, 'running')
+redis.call('ZADD', leases, ARGV[6], ARGV[7])
+add_from(8)
+keep(ttl)
+return 1
+"""
+)
+
+# ARGV[4]: session id; then events. Returns {last id, stop asked (0/1)}.
+_APPEND = (
+    "local run_sid = ARGV[4]\n"
+    + _PRELUDE
+    + """
+if redis.call('HGET', run, 'status') ~= 'running' then return {'', 1} end
+add_from(5)
+keep(ttl)
+return {last_id, redis.call('EXISTS', cancel)}
+"""
+)
+
+# ARGV[4]: session id, ARGV[5]: worker, ARGV[6]: lease expiry, ARGV[7]: member.
+# Returns -1 if the run is no longer this worker's, else whether a stop was asked.
+_HEARTBEAT = (
+    "local run_sid = ARGV[4]\n"
+    + _PRELUDE
+    + """
+if redis.call('HGET', run, 'status') ~= 'running' or redis.call('HGET', run, 'worker') ~= ARGV[5]
+then return -1 end
+redis.call('HSET', run, 'lease_until', ARGV[6])
+redis.call('ZADD', leases, 'XX', ARGV[6], ARGV[7])
+keep(ttl)
+return redis.call('EXISTS', cancel)
+"""
+)
+
+# ARGV[4]: session id, ARGV[5]: final status, ARGV[6]: error text ('' for none),
+# ARGV[7]: required current status ('' for any live one), ARGV[8]: only if the
+# lease lapsed before this time ('0' for always), ARGV[9]: lease member,
+# ARGV[10]: durations kept; then events. Returns 1 if this call ended the run.
+_FINISH = (
+    "local run_sid = ARGV[4]\n"
+    + _PRELUDE
+    + """
+local current = redis.call('HGET', run, 'status')
+if not current or is_terminal(current) then return 0 end
+if ARGV[7] ~= '' and current ~= ARGV[7] then return 0 end
+if ARGV[8] ~= '0' then
+  local lease = tonumber(redis.call('HGET', run, 'lease_until') or '0')
+  if lease >= tonumber(ARGV[8]) then return 0 end
+end
+redis.call('HSET', run, 'status', ARGV[5], 'ended_at', now)
+if ARGV[6] ~= '' then redis.call('HSET', run, 'error', ARGV[6]) end
+redis.call('SET', status, ARGV[5])
+redis.call('ZREM', leases, ARGV[9])
+add_from(11)
+local started = redis.call('HGET', run, 'started_at')
+if ARGV[5] == 'completed' and started then
+  redis.call('LPUSH', durations, tonumber(now) - tonumber(started))
+  redis.call('LTRIM', durations, 0, tonumber(ARGV[10]) - 1)
+end
+keep(ttl)
+return 1
+"""
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The `chat:run:*` hash, typed."""
+
+    session_id: str
+    conversation_id: str
+    user_id: str
+    message_id: str
+    status: RunStatus
+    created_at: int
+    started_at: int | None
+    ended_at: int | None
+    last_activity: int | None
+    last_id: str
+    worker: str | None
+    error: str | None
+    user_message_id: str | None
+    multitask_after: str | None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> RunRecord:
+        def ms(name: str) -> int | None:
+            return int(h[name]) if h.get(name) else None
+
+        return cls(
+            session_id=h["session_id"],
+            conversation_id=h["conversation_id"],
+            user_id=h["user_id"],
+            message_id=h["message_id"],
+            status=RunStatus(h["status"]),
+            created_at=int(h["created_at"]),
+            started_at=ms("started_at"),
+            ended_at=ms("ended_at"),
+            last_activity=ms("last_activity"),
+            last_id=h.get("last_id") or "0-0",
+            worker=h.get("worker") or None,
+            error=h.get("error") or None,
+            user_message_id=h.get("user_message_id") or None,
+            multitask_after=h.get("after") or None,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "conversationId": self.conversation_id,
+            "userId": self.user_id,
+            "messageId": self.message_id,
+            "status": self.status.value,
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "lastActivity": self.last_activity,
+            "cursor": self.last_id,
+            "worker": self.worker,
+            "error": self.error,
+        }
+
+
+class RunState:
+    """The scripts above, bound to one Redis client and the retention settings."""
+
+    def __init__(self, redis: Redis, *, maxlen: int, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self.ttl_ms = ttl_seconds * 1000
+        self._create = redis.register_script(_CREATE)
+        self._claim = redis.register_script(_CLAIM)
+        self._append = redis.register_script(_APPEND)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._finish = redis.register_script(_FINISH)
+
+    def _keys(self, k: RunKeys) -> list[str]:
+        return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
+
+    def _args(self, k: RunKeys, *extra: Any, events: list[Event] = ()) -> list[Any]:  # type: ignore[assignment]
+        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.sid, *extra]
+        for event in events:
+            flat += [event.type.value, dumps(event.data)]
+        return flat
+
+    async def create(
+        self, k: RunKeys, fields: dict[str, str], *, enqueue: bool
+    ) -> tuple[bool, str | None]:
+        """Record a new queued run, point `chat:active` at it, write `queued`.
+
+        If another run of the conversation is active: with `enqueue`, the new
+        run waits for it and (True, its id) is returned; else nothing is
+        created and (False, its id) is returned.
+        """
+        queued = Event(EventType.QUEUED, {"sessionId": k.sid})
+        mode = "enqueue" if enqueue else "reject"
+        args = self._args(k, json.dumps(fields), mode, keys.status_prefix(k.cid), events=[queued])
+        created, other = await self._create(keys=self._keys(k), args=args)
+        return bool(created), other or None
+
+    async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:
+        start = Event(EventType.START, {"worker": worker})
+        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member, events=[start])
+        return bool(await self._claim(keys=self._keys(k), args=args))
+
+    async def append(self, k: RunKeys, events: list[Event]) -> bool:
+        """Write events; True when a stop was asked (or the run ended under us)."""
+        _last_id, stop = await self._append(keys=self._keys(k), args=self._args(k, events=events))
+        return bool(stop)
+
+    async def heartbeat(self, k: RunKeys, *, worker: str, lease_seconds: float) -> int:
+        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member)
+        return int(await self._heartbeat(keys=self._keys(k), args=args))
+
+    async def finish(
+        self,
+        k: RunKeys,
+        *,
+        status: RunStatus,
+        message_id: str,
+        error: tuple[str, str] | None = None,
+        require: RunStatus | None = None,
+        lapsed_before: int = 0,
+    ) -> bool:
+        """End the run with its `error` (if any) and `end` events, unless it already ended."""
+        events = []
+        if error is not None:
+            message, code = error
+            events.append(Event(EventType.ERROR, {"message": message, "code": code}))
+        events.append(Event(EventType.END, {"status": status.value, "messageId": message_id}))
+        args = self._args(
+            k,
+            status.value,
+            error[0] if error else "",
+            require.value if require else "",
+            lapsed_before,
+            k.lease_member,
+            keys.DURATIONS_KEPT,
+            events=events,
+        )
+        return bool(await self._finish(keys=self._keys(k), args=args))
+
+    async def get(self, k: RunKeys) -> RunRecord | None:
+        h = await self.redis.hgetall(k.run)
+        return RunRecord.from_hash(h) if h else None
+
+    async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
+        """Return once the run has ended or its keys expired (callers bound the wait)."""
+        while True:
+            status = await self.redis.get(k.status)
+            if status is None or not RunStatus(status).active:
+                return
+            await asyncio.sleep(poll_seconds)
+
+    async def ask_stop(self, k: RunKeys) -> None:
+        await self.redis.set(k.cancel, "1", ex=keys.CANCEL_TTL_SECONDS)
+
+    async def lapsed_leases(self, *, limit: int = 100) -> list[RunKeys]:
+        members = await self.redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)
+        return [RunKeys.from_lease_member(m) for m in members]
+
+
+def _lease_until(lease_seconds: float) -> int:
+    return now_ms() + int(lease_seconds * 1000)

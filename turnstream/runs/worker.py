@@ -1,0 +1,42 @@
+"""`turnstream worker`: taskiq worker processes that execute runs from the Redis Streams queue.
+
+taskiq imports `broker` from here in each worker process; the startup hook
+opens the process's Runtime and starts its reaper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+from taskiq import TaskiqEvents, TaskiqState
+
+from turnstream.config import Settings
+from turnstream.runs.broker import make_broker
+from turnstream.runs.reaper import reap_forever
+from turnstream.runtime import Runtime
+
+logger = logging.getLogger("turnstream.worker")
+
+settings = Settings()
+broker = make_broker(settings, in_process=settings.redis_url is None)
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _startup(state: TaskiqState) -> None:
+    assert settings.redis_url, "turnstream worker needs TURNSTREAM_REDIS_URL"
+    state.runtime = Runtime.open(
+        settings, Redis.from_url(settings.redis_url, decode_responses=True)
+    )
+    state.reaper = asyncio.create_task(reap_forever(state.runtime))
+    logger.info("worker %s ready", state.worker_name)
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _shutdown(state: TaskiqState) -> None:
+    state.reaper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await state.reaper
+    await state.runtime.close()
