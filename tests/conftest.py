@@ -6,6 +6,8 @@ through TURNSTREAM_TEST_REDIS_URL / TURNSTREAM_TEST_POSTGRES_URL. With plain
 PostgreSQL tests are skipped.
 """
 
+from __future__ import annotations
+
 import asyncio
 import os
 import uuid
@@ -16,6 +18,8 @@ import asyncpg
 import pytest
 import redis
 from sqlalchemy.engine import make_url
+
+from turnstream.config import Settings
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +82,59 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/test.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on SQLite and on real PostgreSQL, migrated to head."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    from turnstream.store.migrate import upgrade
+
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def settings(sqlite_url: str, redis_url: str, tmp_path) -> Settings:
+    """Settings for an in-process app on real Redis and a fresh SQLite file; a quick demo agent."""
+
+    return Settings(
+        database_url=sqlite_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        demo_words=8,
+        demo_delay_ms=5,
+    )
+
+
+@pytest.fixture
+async def app(settings):
+    """The ASGI app with its lifespan running (in-process worker)."""
+    from turnstream.api.app import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app):
+    """An HTTP client for the in-process app. It buffers whole responses: no live SSE."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def make_token(app):
+    """`await make_token("alice")` -> a bearer header dict for a new token of that user."""
+    from turnstream.store import users
+
+    async def make(user_id: str) -> dict[str, str]:
+        async with app.state.runtime.sessions() as db:
+            token = await users.create_token(db, user_id=user_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
