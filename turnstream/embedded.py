@@ -14,6 +14,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from turnstream.runtime import connect_redis
+
 logger = logging.getLogger("turnstream.embedded")
 
 
@@ -43,7 +45,7 @@ class EmbeddedRedis:
 
     def client(self) -> Redis:
         if self.url is not None:
-            return Redis.from_url(self.url, decode_responses=True)
+            return connect_redis(self.url)
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)

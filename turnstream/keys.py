@@ -1,6 +1,6 @@
 """Every Redis key turnstream reads or writes, in one place (SPEC §3).
 
-    chat:stream:{cid}:{sid}   stream  run events: type, seq, ts (ms), data (JSON); MAXLEN ~
+    chat:stream:{cid}:{sid}   stream  run events: type, seq, ts (ms), data (JSON); ~stream_maxlen
     task:status:{cid}:{sid}   string  queued | running | completed | error | cancelled
     cancel:{cid}:{sid}        string  present while a stop is asked; 300 s
     chat:run:{cid}:{sid}      hash    the run record; times in ms since the epoch

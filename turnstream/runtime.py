@@ -18,6 +18,15 @@ from turnstream.runs.state import RunState
 from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
 
+SOCKET_TIMEOUT = 5.0
+
+
+def connect_redis(url: str) -> Redis:
+    """The one way this process talks to Redis: strings in and out, outages noticed quickly."""
+    return Redis.from_url(
+        url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=2.0
+    )
+
 
 @dataclass
 class Runtime:

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from turnstream import __version__
 from turnstream.api import errors
@@ -17,7 +16,7 @@ from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
-from turnstream.runtime import Runtime
+from turnstream.runtime import Runtime, connect_redis
 from turnstream.store.migrate import upgrade
 
 logger = logging.getLogger("turnstream.api")
@@ -39,7 +38,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
             await asyncio.to_thread(embedded.start)
             redis = embedded.client()
         else:
-            redis = Redis.from_url(settings.redis_url, decode_responses=True)
+            redis = connect_redis(settings.redis_url)
         if settings.database_url.startswith("sqlite"):
             await asyncio.to_thread(upgrade, settings.database_url)
         runtime = Runtime.open(settings, redis)

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 
-from turnstream.agents.base import RunContext
+from redis.exceptions import RedisError
+
+from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.events import Event, EventType, delta
 from turnstream.keys import RunKeys
 from turnstream.runs.reply import Reply
@@ -107,6 +109,13 @@ async def end_run(
 
 
 class _Execution:
+    """One run on this worker: a consume loop that also flushes, and a watcher beside it.
+
+    Nothing here cancels a task that may be writing to Redis: a stop cancels only
+    the agent's pending step, and the watcher is told to finish, so a batch of
+    events is never half-sent.
+    """
+
     def __init__(self, rt: Runtime, k: RunKeys, record: RunRecord, worker: str) -> None:
         self.rt = rt
         self.k = k
@@ -114,35 +123,31 @@ class _Execution:
         self.worker = worker
         self.reply = Reply()
         self.buffer: list[Event] = []
-        self.pending = asyncio.Event()
-        self.write_lock = asyncio.Lock()
         self.last_write = 0.0
         self.stop_asked = False
         self.lost = False
-        self.agent_task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        self.step: asyncio.Future[AgentEvent] | None = None
 
     async def run(self) -> None:
         status, error = RunStatus.COMPLETED, None
-        helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._watcher())]
+        watcher = asyncio.create_task(self._watcher())
         try:
-            ctx = await self._context()
-            self.agent_task = asyncio.create_task(self._consume(ctx))
-            await self.agent_task
+            await self._consume(await self._context())
+            if self.stop_asked:
+                status = RunStatus.CANCELLED
         except asyncio.CancelledError:
-            if not (self.stop_asked or self.lost):
-                # The worker itself is shutting down: end the run rather than leave it hanging.
-                await asyncio.shield(
-                    self._end(RunStatus.ERROR, ("worker stopped", "worker_stopped"))
-                )
-                raise
-            status = RunStatus.CANCELLED
+            # The worker itself is shutting down: end the run rather than leave it hanging.
+            self.finished.set()
+            stopped = ("The worker stopped during this reply.", "worker_stopped")
+            await asyncio.shield(self._end(RunStatus.ERROR, stopped))
+            raise
         except Exception as exc:
             logger.exception("run %s failed", self.k.sid)
             status, error = RunStatus.ERROR, (str(exc) or type(exc).__name__, "agent_error")
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            self.finished.set()
+            await watcher
         if self.lost:
             logger.warning("run %s was taken from this worker (lease lapsed)", self.k.sid)
             return
@@ -169,68 +174,81 @@ class _Execution:
         )
 
     async def _consume(self, ctx: RunContext) -> None:
-        async for item in self.rt.agent(ctx):
-            event = delta(item) if isinstance(item, str) else item
-            self.reply.add(event.type, event.data)
-            if event.type == EventType.DELTA and self.buffer and self.buffer[-1].type == "delta":
-                merged = self.buffer[-1].data["text"] + event.data["text"]
-                self.buffer[-1] = delta(merged)
-            else:
-                self.buffer.append(event)
-            self.pending.set()
-
-    async def _flusher(self) -> None:
-        """Write buffered events at most once per `delta_flush_ms`, coalescing deltas."""
+        """Pull the agent's events; write them at most once per `delta_flush_ms`."""
         loop = asyncio.get_running_loop()
         interval = self.rt.settings.delta_flush_ms / 1000
-        while True:
-            await self.pending.wait()
-            delay = self.last_write + interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self._write()
+        events = aiter(self.rt.agent(ctx))
+        try:
+            while not (self.stop_asked or self.lost):
+                self.step = asyncio.ensure_future(anext(events))
+                while not self.step.done():
+                    wait = None
+                    if self.buffer:
+                        wait = max(0.0, self.last_write + interval - loop.time())
+                    await asyncio.wait({self.step}, timeout=wait)
+                    if not self.step.done():
+                        await self._write()
+                if self.step.cancelled():
+                    return  # stopped: `_stop` cancelled the agent's step
+                try:
+                    item = self.step.result()
+                except StopAsyncIteration:
+                    return
+                self._add(delta(item) if isinstance(item, str) else item)
+        finally:
+            if self.step is not None:
+                self.step.cancel()
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _add(self, event: Event) -> None:
+        self.reply.add(event.type, event.data)
+        if event.type == EventType.DELTA and self.buffer and self.buffer[-1].type == "delta":
+            self.buffer[-1] = delta(self.buffer[-1].data["text"] + event.data["text"])
+        else:
+            self.buffer.append(event)
 
     async def _write(self) -> None:
-        async with self.write_lock:
-            self.pending.clear()
-            batch, self.buffer = self.buffer, []
-            if not batch:
-                return
-            self.last_write = asyncio.get_running_loop().time()
-            if await self.rt.runs.append(self.k, batch):
-                self._stop()
+        batch, self.buffer = self.buffer, []
+        if not batch:
+            return
+        self.last_write = asyncio.get_running_loop().time()
+        if await self.rt.runs.append(self.k, batch):
+            self._stop()
 
     async def _watcher(self) -> None:
-        """Renew the lease every third of its length; check for a stop in between."""
+        """Renew the lease every third of its length; look for a stop in between."""
         settings = self.rt.settings
         loop = asyncio.get_running_loop()
         next_renewal = loop.time() + settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(settings.cancel_poll_seconds)
-            if loop.time() >= next_renewal:
-                next_renewal = loop.time() + settings.lease_seconds / 3
-                state = await self.rt.runs.heartbeat(
-                    self.k, worker=self.worker, lease_seconds=settings.lease_seconds
-                )
-                if state == -1:
-                    self.lost = True
-                    self._cancel_agent()
-                    return
-                stop = bool(state)
-            else:
-                stop = bool(await self.rt.redis.exists(self.k.cancel))
+        while not self.finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), settings.cancel_poll_seconds)
+                return
+            try:
+                if loop.time() >= next_renewal:
+                    next_renewal = loop.time() + settings.lease_seconds / 3
+                    state = await self.rt.runs.heartbeat(
+                        self.k, worker=self.worker, lease_seconds=settings.lease_seconds
+                    )
+                    if state == -1:
+                        self.lost = True
+                        self._stop()
+                        return
+                    stop = bool(state)
+                else:
+                    stop = bool(await self.rt.redis.exists(self.k.cancel))
+            except RedisError as exc:
+                logger.warning("run %s: could not reach Redis (%s); retrying", self.k.sid, exc)
+                continue
             if stop:
                 self._stop()
 
     def _stop(self) -> None:
         self.stop_asked = True
-        self._cancel_agent()
-
-    def _cancel_agent(self) -> None:
-        if self.agent_task is not None:
-            self.agent_task.cancel()
+        if self.step is not None:
+            self.step.cancel()
 
     async def _end(self, status: RunStatus, error: tuple[str, str] | None) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(RedisError):
             await self._write()  # what the agent said before the end still goes out first
         await end_run(self.rt, self.k, self.record, status, self.reply, error=error)

@@ -50,13 +50,23 @@ def now_ms() -> int:
 _PRELUDE = """
 local stream, run, status, cancel, active, leases, durations =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local now, maxlen, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now, maxlen, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local slack = math.max(1, math.floor(maxlen / 10))
 local last_id = false
+-- Trim by hand, in steps of `slack`, to record the newest id trimmed away:
+-- that is how a resume knows its cursor fell into the gap (409, not a silent hole).
+local function trim()
+  local len = redis.call('XLEN', stream)
+  if len <= maxlen + slack then return end
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen + 1)
+  redis.call('XTRIM', stream, 'MINID', head[#head][1])
+  redis.call('HSET', run, 'trimmed_through', head[#head - 1][1])
+end
 local function add(etype, data)
   local seq = redis.call('HINCRBY', run, 'seq', 1)
-  last_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'type', etype, 'seq', seq, 'ts', now, 'data', data)
+  last_id = redis.call('XADD', stream, '*', 'type', etype, 'seq', seq, 'ts', now, 'data', data)
   redis.call('HSET', run, 'last_activity', now, 'last_id', last_id)
+  trim()
 end
 local function add_from(first)
   for i = first, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end

@@ -12,10 +12,13 @@ from turnstream.keys import RunKeys
 from turnstream.runs.state import RunStatus
 
 _BATCH = 500
+# Below the Redis client's socket timeout (runtime.SOCKET_TIMEOUT), so a quiet stream never
+# looks like a dead connection.
+BLOCK_MS = 2000
 
 
 async def follow(
-    redis: Redis, k: RunKeys, cursor: str, *, block_ms: int = 5000
+    redis: Redis, k: RunKeys, cursor: str, *, block_ms: int = BLOCK_MS
 ) -> AsyncIterator[StreamEntry]:
     """Yield the entries after `cursor` (exclusive) until `end`.
 
@@ -41,12 +44,9 @@ async def follow(
 
 async def expired(redis: Redis, k: RunKeys, cursor: str) -> str | None:
     """If entries after `cursor` were trimmed away, the cursor to resync from; else None."""
-    if cursor_key(cursor) == (0, 0) and await redis.xlen(k.stream) == 0:
-        return None
-    info = await redis.xinfo_stream(k.stream)
-    deleted = info.get("max-deleted-entry-id") or "0-0"
-    if cursor_key(cursor) < cursor_key(deleted):
-        return deleted
+    trimmed_through = await redis.hget(k.run, "trimmed_through")
+    if trimmed_through and cursor_key(cursor) < cursor_key(trimmed_through):
+        return trimmed_through
     return None
 
 

@@ -10,13 +10,12 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import Redis
 from taskiq import TaskiqEvents, TaskiqState
 
 from turnstream.config import Settings
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
-from turnstream.runtime import Runtime
+from turnstream.runtime import Runtime, connect_redis
 
 logger = logging.getLogger("turnstream.worker")
 
@@ -27,9 +26,7 @@ broker = make_broker(settings, in_process=settings.redis_url is None)
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _startup(state: TaskiqState) -> None:
     assert settings.redis_url, "turnstream worker needs TURNSTREAM_REDIS_URL"
-    state.runtime = Runtime.open(
-        settings, Redis.from_url(settings.redis_url, decode_responses=True)
-    )
+    state.runtime = Runtime.open(settings, connect_redis(settings.redis_url))
     state.reaper = asyncio.create_task(reap_forever(state.runtime))
     logger.info("worker %s ready", state.worker_name)
 
