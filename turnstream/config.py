@@ -14,7 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TURNSTREAM_", extra="ignore")
+    # An empty variable counts as unset: `TURNSTREAM_REDIS_URL=` means embedded mode.
+    model_config = SettingsConfigDict(
+        env_prefix="TURNSTREAM_", extra="ignore", env_ignore_empty=True
+    )
 
     # Storage. No redis_url means embedded mode: `serve` starts its own server.
     database_url: str = "sqlite+aiosqlite:///turnstream.db"
