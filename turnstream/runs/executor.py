@@ -198,6 +198,8 @@ class _Execution:
         finally:
             if self.step is not None:
                 self.step.cancel()
+                # The generator can only be closed once its cancelled step has unwound.
+                await asyncio.gather(self.step, return_exceptions=True)
             await events.aclose()  # type: ignore[attr-defined]
 
     def _add(self, event: Event) -> None:
