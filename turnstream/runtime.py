@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from turnstream.agents import Agent, load_agent
 from turnstream.config import Settings
 from turnstream.runs.state import RunState
+from turnstream.runs.stream import StreamHub
 from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
 
@@ -37,6 +38,7 @@ class Runtime:
     store: ChatStore
     runs: RunState
     agent: Agent
+    hub: StreamHub
     # Runs executing in this process, so that shutdown can end them cleanly.
     running: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -52,9 +54,11 @@ class Runtime:
             store=ChatStore(sessions, redis, cache_ttl=settings.session_ttl),
             runs=RunState(redis, maxlen=settings.stream_maxlen, ttl_seconds=settings.stream_ttl),
             agent=load_agent(settings.agent),
+            hub=StreamHub(redis),
         )
 
     async def close(self) -> None:
+        await self.hub.close()
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         if settings.database_url.startswith("sqlite"):
             await asyncio.to_thread(upgrade, settings.database_url)
         runtime = Runtime.open(settings, redis)
+        await runtime.hub.start()
         broker = make_broker(settings, in_process=worker)
         broker.state.runtime = runtime
         await broker.startup()

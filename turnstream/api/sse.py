@@ -10,7 +10,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from turnstream.events import EventType, dumps
 from turnstream.keys import RunKeys
-from turnstream.runs.stream import follow
 from turnstream.runtime import Runtime
 
 logger = logging.getLogger("turnstream.api")
@@ -25,10 +24,14 @@ def event_stream(rt: Runtime, k: RunKeys, cursor: str) -> EventSourceResponse:
     )
 
 
-async def _events(rt: Runtime, k: RunKeys, cursor: str) -> AsyncIterator[ServerSentEvent]:
+async def _events(rt: Runtime, k: RunKeys, cursor: str) -> AsyncIterator[bytes | ServerSentEvent]:
     try:
-        async for entry in follow(rt.redis, k, cursor):
-            yield ServerSentEvent(id=entry.id, event=entry.type, data=entry.sse_data())
+        async for batch in rt.hub.follow(k, cursor):
+            # All entries that are ready go out in one network write.
+            yield b"".join(
+                ServerSentEvent(id=e.id, event=e.type, data=e.sse_data(), sep="\r\n").encode()
+                for e in batch
+            )
     except RedisError as exc:
         # Mid-stream there is no status code left to change: say so, and let the client resume.
         logger.warning("stream of %s interrupted: %s", k.sid, exc)

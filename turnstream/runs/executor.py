@@ -66,7 +66,7 @@ async def end_run(
     require: RunStatus | None = None,
     lapsed_before: int = 0,
 ) -> bool:
-    """Store the reply, then end the run: a client that sees `end` can load the message.
+    """Store the reply and its usage, then end the run: a client that sees `end` can load both.
 
     Returns False when the run had ended already (another actor won); the reply
     is stored all the same, replacing what that actor stored under the same id.
@@ -82,6 +82,13 @@ async def end_run(
             session_id=k.sid,
         ),
     )
+    if reply.prompt_tokens or reply.completion_tokens:
+        await rt.store.record_usage(
+            cid=k.cid,
+            session_id=k.sid,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
     ended = await rt.runs.finish(
         k,
         status=status,
@@ -98,13 +105,6 @@ async def end_run(
             error=error[0] if error else None,
             ended_at_ms=now_ms(),
         )
-        if reply.prompt_tokens or reply.completion_tokens:
-            await rt.store.record_usage(
-                cid=k.cid,
-                session_id=k.sid,
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
-            )
     return ended
 
 

@@ -134,25 +134,28 @@ class ChatStore:
     async def record_usage(
         self, *, cid: str, session_id: str, prompt_tokens: int, completion_tokens: int
     ) -> None:
-        """Add a run's token usage to the conversation's totals."""
+        """Set a run's token usage and move the conversation's totals by the difference.
+
+        Idempotent: the worker and a reaper racing to end one run count it once.
+        """
         now = utcnow()
         async with self.sessions() as db, db.begin():
+            run = await db.get(Run, session_id, with_for_update=True)
+            prompt_delta = prompt_tokens - (run.prompt_tokens if run else 0)
+            completion_delta = completion_tokens - (run.completion_tokens if run else 0)
+            if run is not None:
+                run.prompt_tokens, run.completion_tokens = prompt_tokens, completion_tokens
             version = await _bump(
                 db,
                 cid,
                 now,
-                prompt_tokens=Conversation.prompt_tokens + prompt_tokens,
-                completion_tokens=Conversation.completion_tokens + completion_tokens,
-            )
-            await db.execute(
-                update(Run)
-                .where(Run.id == session_id)
-                .values(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                prompt_tokens=Conversation.prompt_tokens + prompt_delta,
+                completion_tokens=Conversation.completion_tokens + completion_delta,
             )
 
         def add_usage(cached: CachedConversation) -> None:
-            cached.prompt_tokens += prompt_tokens
-            cached.completion_tokens += completion_tokens
+            cached.prompt_tokens += prompt_delta
+            cached.completion_tokens += completion_delta
 
         await self._patch_cache(cid, version, now, add_usage)
 

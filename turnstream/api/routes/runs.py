@@ -17,7 +17,7 @@ from turnstream.events import parse_cursor
 from turnstream.keys import RunKeys
 from turnstream.runs.service import Multitask, RunConflict, Started, start_run, stop_run
 from turnstream.runs.state import RunRecord
-from turnstream.runs.stream import expired, follow
+from turnstream.runs.stream import expired
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 
@@ -231,7 +231,7 @@ async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> R
     k = RunKeys(cid, started.session_id)
     if stream:
         return event_stream(rt, k, "0-0")
-    async for _entry in follow(rt.redis, k, "0-0"):
+    async for _batch in rt.hub.follow(k, "0-0"):
         pass  # wait for the end: the reply is stored before it
     messages = await rt.store.load(cid=cid)
     reply = (
