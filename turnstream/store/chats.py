@@ -218,9 +218,9 @@ class ChatStore:
                     Message.conversation_id == cid, Message.sequence > last_user.sequence
                 )
             )
-            await _bump(db, cid, now)
+            version = await _bump(db, cid, now)
             view = MessageView.model_validate(last_user)
-        await self._forget(cid)
+        await self._write_tombstone(cid, version)
         return view
 
     async def add_tool_call(self, *, cid: str, session_id: str, call: dict[str, Any]) -> None:
