@@ -3,8 +3,8 @@
 The shape of an execution:
 
     claim (queued -> running, atomically)
-    agent task ──events──> buffer ──flusher, one write per ~20 ms──> Redis stream
-    watcher: renews the lease, notices a stop, cancels the agent task
+    consume loop: agent events -> buffer -> one Redis write per ~20 ms (deltas merged)
+    watcher beside it: renews the lease, notices a stop, cancels the agent's step
     store the reply in SQL, then end the run (the `end` event comes last)
 """
 
@@ -68,8 +68,9 @@ async def end_run(
 ) -> bool:
     """Store the reply and its usage, then end the run: a client that sees `end` can load both.
 
-    Returns False when the run had ended already (another actor won); the reply
-    is stored all the same, replacing what that actor stored under the same id.
+    Returns False when the run had ended already (another actor won). A
+    conditional end (`require`: the reaper, or a stop before any worker) never
+    replaces a reply already stored: the worker that wrote it knew more.
     """
     await rt.store.save(
         cid=k.cid,
@@ -81,6 +82,7 @@ async def end_run(
             status=_MESSAGE_STATUS[status],
             session_id=k.sid,
         ),
+        keep_existing=require is not None,
     )
     if reply.prompt_tokens or reply.completion_tokens:
         await rt.store.record_usage(

@@ -169,8 +169,13 @@ class ChatStore:
         await self._patch_cache(cid, version, now, _add_message(view))
         return view
 
-    async def save(self, *, cid: str, message: NewMessage) -> MessageView:
-        """Insert the message, or replace its content if its id exists (a run's reply)."""
+    async def save(
+        self, *, cid: str, message: NewMessage, keep_existing: bool = False
+    ) -> MessageView:
+        """Insert the message, or replace its content if its id exists (a run's reply).
+
+        With `keep_existing`, a message already stored under the id is left as it is.
+        """
         assert message.id is not None, "save() needs the message id"
         now = utcnow()
         for _attempt in range(3):
@@ -179,6 +184,8 @@ class ChatStore:
                     row = await db.get(Message, message.id)
                     if row is None:
                         view, version = await _insert(db, cid, message, now)
+                    elif keep_existing:
+                        return MessageView.model_validate(row)
                     else:
                         for field in ("content", "status", "tool_calls", "refusal"):
                             setattr(row, field, getattr(message, field))
