@@ -53,6 +53,10 @@ return 1
 """
 
 
+# A tombstone version no conversation reaches (and exact in Lua's doubles).
+_DELETED_VERSION = 2**53
+
+
 class ChatStore:
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], redis: Redis, *, cache_ttl: int
@@ -129,7 +133,8 @@ class ChatStore:
             await db.execute(delete(Message).where(Message.conversation_id == cid))
             await db.execute(delete(Run).where(Run.conversation_id == cid))
             await db.execute(delete(Conversation).where(Conversation.id == cid))
-        await self._forget(cid)
+        # Outranks any version, so a read racing the delete cannot bring it back.
+        await self._write_tombstone(cid, _DELETED_VERSION)
 
     async def record_usage(
         self, *, cid: str, session_id: str, prompt_tokens: int, completion_tokens: int
@@ -140,7 +145,10 @@ class ChatStore:
         """
         now = utcnow()
         async with self.sessions() as db, db.begin():
-            run = await db.get(Run, session_id, with_for_update=True)
+            # Write the run row before reading it: that takes PostgreSQL's row lock and
+            # SQLite's write lock, so a racing call reads the usage this one set.
+            await db.execute(update(Run).where(Run.id == session_id).values(id=Run.id))
+            run = await db.get(Run, session_id)
             prompt_delta = prompt_tokens - (run.prompt_tokens if run else 0)
             completion_delta = completion_tokens - (run.completion_tokens if run else 0)
             if run is not None:
@@ -308,9 +316,10 @@ class ChatStore:
                 await pipe.watch(key)
                 raw = await pipe.get(key)
                 cached = _parse_cached(raw) if raw is not None else None
-                if cached is None:
-                    return  # nothing cached: the next read loads the new state
-                if cached.version == version - 1:
+                # Patch only a copy exactly one version behind. Anything else (nothing
+                # cached, a tombstone, a gap) gets a tombstone at this version, so a read
+                # that loaded the database before this write cannot cache its snapshot.
+                if cached is not None and cached.version == version - 1:
                     mutate(cached)
                     cached.version, cached.updated_at = version, now
                     pipe.multi()
@@ -341,12 +350,6 @@ class ChatStore:
             )
         except RedisError as exc:
             logger.warning("could not invalidate the session cache of %s: %s", cid, exc)
-
-    async def _forget(self, cid: str) -> None:
-        try:
-            await self.redis.delete(keys.session_cache(cid))
-        except RedisError as exc:
-            logger.warning("could not evict the session cache of %s: %s", cid, exc)
 
 
 def _parse_cached(raw: bytes | str) -> CachedConversation | None:

@@ -10,12 +10,17 @@ def to_openai(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Convert stored messages, merging consecutive assistant messages into one.
 
     Merged contents are joined by a newline and their tool calls concatenated;
-    a tool call without an id or a function name is skipped, since providers
-    reject the whole request for one malformed call.
+    a tool call without an id or a function name is skipped, and so is an
+    assistant message left with nothing in it, since providers reject the whole
+    request for one malformed message.
     """
     out: list[dict[str, Any]] = []
     for message in messages:
         converted = _convert(message)
+        if converted["role"] == "assistant" and not any(
+            converted.get(field) for field in ("content", "tool_calls", "refusal", "function_call")
+        ):
+            continue  # an empty reply (stopped before a word): providers reject it
         previous = out[-1] if out else None
         if converted["role"] == "assistant" and previous and previous["role"] == "assistant":
             _merge_into(previous, converted)

@@ -58,11 +58,7 @@ def _from_ms(ms: int) -> datetime:
 
 
 def to_ms(when: datetime | None) -> int | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    return None if when is None else int(when.timestamp() * 1000)
 
 
 async def session_ids(sessions: async_sessionmaker[AsyncSession], *, cid: str) -> list[str]:
