@@ -89,6 +89,15 @@ class StreamEntry:
             data=json.loads(f["data"]),
         )
 
+    @classmethod
+    def from_notice(cls, payload: str) -> StreamEntry:
+        """An entry as the append script publishes it: id, type, seq, ts and data, one per line.
+
+        JSON written by `dumps` never holds a raw newline, so the data is the rest.
+        """
+        entry_id, type_, seq, ts, data = payload.split("\n", 4)
+        return cls(id=entry_id, type=type_, seq=int(seq), ts=int(ts), data=json.loads(data))
+
     def sse_data(self) -> str:
         """The SSE `data:` line: the event's own fields beside seq, type and ts."""
         return dumps({**self.data, "seq": self.seq, "type": self.type, "ts": self.ts})

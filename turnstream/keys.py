@@ -10,6 +10,9 @@
     chat:idem:{uid}:{digest}  string  session id a POST with that Idempotency-Key started; 24 h
     chat:durations            list    durations (ms) of recently completed runs, newest first
 
+    chat:notify:{cid}:{sid}   channel every entry written to the run's stream, pushed to the
+                                      API processes whose clients follow the run
+
 The run's keys share a lifetime: refreshed on every write while the run lives,
 `stream_ttl` after it ends. Nothing on a request path lists keys: every lookup
 starts from a name built here.
@@ -70,6 +73,10 @@ class RunKeys:
     @property
     def active(self) -> str:
         return active(self.cid)
+
+    @property
+    def channel(self) -> str:
+        return f"chat:notify:{self.cid}:{self.sid}"
 
     @property
     def lease_member(self) -> str:

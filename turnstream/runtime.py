@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from turnstream.agents import Agent, load_agent
@@ -20,13 +20,24 @@ from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
 
 SOCKET_TIMEOUT = 5.0
+MAX_CONNECTIONS = 256
 
 
 def connect_redis(url: str) -> Redis:
-    """The one way this process talks to Redis: strings in and out, outages noticed quickly."""
-    return Redis.from_url(
-        url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=2.0
+    """The one way this process talks to Redis: strings in and out, outages noticed quickly.
+
+    A blocking pool: a burst of requests waits briefly for a connection instead of
+    failing with "Too many connections" (redis-py's default pool refuses at once).
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=SOCKET_TIMEOUT,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=2.0,
     )
+    return Redis(connection_pool=pool)
 
 
 @dataclass

@@ -46,11 +46,12 @@ def now_ms() -> int:
 
 
 # KEYS: stream, run hash, status, cancel, active, leases, durations.
-# ARGV[1..3]: now (ms), maxlen, ttl (ms); the events follow as (type, data) pairs.
+# ARGV[1..4]: now (ms), maxlen, ttl (ms), the run's channel; each script's own
+# arguments follow, then the events as (type, data) pairs.
 _PRELUDE = """
 local stream, run, status, cancel, active, leases, durations =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local now, maxlen, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, maxlen, ttl, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local slack = math.max(1, math.floor(maxlen / 10))
 local last_id = false
 -- Trim by hand, in steps of `slack`, to record the newest id trimmed away:
@@ -66,6 +67,9 @@ local function add(etype, data)
   local seq = redis.call('HINCRBY', run, 'seq', 1)
   last_id = redis.call('XADD', stream, '*', 'type', etype, 'seq', seq, 'ts', now, 'data', data)
   redis.call('HSET', run, 'last_activity', now, 'last_id', last_id)
+  -- Followers get the entry pushed at once (StreamEntry.from_notice reads it back).
+  redis.call('PUBLISH', channel,
+    last_id .. '\\n' .. etype .. '\\n' .. seq .. '\\n' .. now .. '\\n' .. data)
   trim()
 end
 local function add_from(first)
@@ -82,102 +86,102 @@ local function is_terminal(s)
 end
 """
 
-# ARGV[4]: session id, ARGV[5]: the run's fields as JSON, ARGV[6]: `reject` or
-# `enqueue` (what to do if another run of the conversation is active), ARGV[7]:
+# ARGV[5]: session id, ARGV[6]: the run's fields as JSON, ARGV[7]: `reject` or
+# `enqueue` (what to do if another run of the conversation is active), ARGV[8]:
 # the status key prefix of the conversation's runs; then events.
 # Returns {1, session id it waits for or ''} or {0, the active session id}.
 _CREATE = (
-    "local run_sid = ARGV[4]\n"
+    "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 local after = ''
 local current = redis.call('GET', active)
 if current then
-  local current_status = redis.call('GET', ARGV[7] .. current)
+  local current_status = redis.call('GET', ARGV[8] .. current)
   if current_status == 'queued' or current_status == 'running' then
-    if ARGV[6] == 'reject' then return {0, current} end
+    if ARGV[7] == 'reject' then return {0, current} end
     after = current
   end
 end
 if after ~= '' then redis.call('HSET', run, 'after', after, 'enqueued', '1') end
-for field, value in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', run, field, value) end
+for field, value in pairs(cjson.decode(ARGV[6])) do redis.call('HSET', run, field, value) end
 redis.call('HSET', run, 'status', 'queued', 'created_at', now, 'seq', 0)
 redis.call('SET', status, 'queued')
 redis.call('SET', active, run_sid)
-add_from(8)
+add_from(9)
 keep(ttl)
 return {1, after}
 """
 )
 
-# ARGV[4]: session id, ARGV[5]: worker name, ARGV[6]: lease expiry (ms),
-# ARGV[7]: lease member; then events.
+# ARGV[5]: session id, ARGV[6]: worker name, ARGV[7]: lease expiry (ms),
+# ARGV[8]: lease member; then events.
 _CLAIM = (
-    "local run_sid = ARGV[4]\n"
+    "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 if redis.call('HGET', run, 'status') ~= 'queued' then return 0 end
-redis.call('HSET', run, 'status', 'running', 'started_at', now, 'worker', ARGV[5],
-  'lease_until', ARGV[6])
+redis.call('HSET', run, 'status', 'running', 'started_at', now, 'worker', ARGV[6],
+  'lease_until', ARGV[7])
 redis.call('SET', status, 'running')
-redis.call('ZADD', leases, ARGV[6], ARGV[7])
-add_from(8)
+redis.call('ZADD', leases, ARGV[7], ARGV[8])
+add_from(9)
 keep(ttl)
 return 1
 """
 )
 
-# ARGV[4]: session id; then events. Returns {last id, stop asked (0/1)}.
+# ARGV[5]: session id; then events. Returns {last id, stop asked (0/1)}.
 _APPEND = (
-    "local run_sid = ARGV[4]\n"
+    "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 if redis.call('HGET', run, 'status') ~= 'running' then return {'', 1} end
-add_from(5)
+add_from(6)
 keep(ttl)
 return {last_id, redis.call('EXISTS', cancel)}
 """
 )
 
-# ARGV[4]: session id, ARGV[5]: worker, ARGV[6]: lease expiry, ARGV[7]: member.
+# ARGV[5]: session id, ARGV[6]: worker, ARGV[7]: lease expiry, ARGV[8]: member.
 # Returns -1 if the run is no longer this worker's, else whether a stop was asked.
 _HEARTBEAT = (
-    "local run_sid = ARGV[4]\n"
+    "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
-if redis.call('HGET', run, 'status') ~= 'running' or redis.call('HGET', run, 'worker') ~= ARGV[5]
+if redis.call('HGET', run, 'status') ~= 'running' or redis.call('HGET', run, 'worker') ~= ARGV[6]
 then return -1 end
-redis.call('HSET', run, 'lease_until', ARGV[6])
-redis.call('ZADD', leases, 'XX', ARGV[6], ARGV[7])
+redis.call('HSET', run, 'lease_until', ARGV[7])
+redis.call('ZADD', leases, 'XX', ARGV[7], ARGV[8])
 keep(ttl)
 return redis.call('EXISTS', cancel)
 """
 )
 
-# ARGV[4]: session id, ARGV[5]: final status, ARGV[6]: error text ('' for none),
-# ARGV[7]: required current status ('' for any live one), ARGV[8]: only if the
-# lease lapsed before this time ('0' for always), ARGV[9]: lease member,
-# ARGV[10]: durations kept; then events. Returns 1 if this call ended the run.
+# ARGV[5]: session id, ARGV[6]: final status, ARGV[7]: error text ('' for none),
+# ARGV[8]: required current status ('' for any live one), ARGV[9]: only if the
+# lease lapsed before this time ('0' for always), ARGV[10]: lease member,
+# ARGV[11]: durations kept; then events. Returns 1 if this call ended the run.
 _FINISH = (
-    "local run_sid = ARGV[4]\n"
+    "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 local current = redis.call('HGET', run, 'status')
 if not current or is_terminal(current) then return 0 end
-if ARGV[7] ~= '' and current ~= ARGV[7] then return 0 end
-if ARGV[8] ~= '0' then
+if ARGV[8] ~= '' and current ~= ARGV[8] then return 0 end
+if ARGV[9] ~= '0' then
   local lease = tonumber(redis.call('HGET', run, 'lease_until') or '0')
-  if lease >= tonumber(ARGV[8]) then return 0 end
+  if lease >= tonumber(ARGV[9]) then return 0 end
 end
-redis.call('HSET', run, 'status', ARGV[5], 'ended_at', now)
-if ARGV[6] ~= '' then redis.call('HSET', run, 'error', ARGV[6]) end
-redis.call('SET', status, ARGV[5])
-redis.call('ZREM', leases, ARGV[9])
-add_from(11)
+redis.call('HSET', run, 'status', ARGV[6], 'ended_at', now)
+if ARGV[7] ~= '' then redis.call('HSET', run, 'error', ARGV[7]) end
+redis.call('SET', status, ARGV[6])
+redis.call('ZREM', leases, ARGV[10])
+add_from(12)
 local started = redis.call('HGET', run, 'started_at')
-if ARGV[5] == 'completed' and started then
+if ARGV[6] == 'completed' and started then
   redis.call('LPUSH', durations, tonumber(now) - tonumber(started))
-  redis.call('LTRIM', durations, 0, tonumber(ARGV[10]) - 1)
+  redis.call('LTRIM', durations, 0, tonumber(ARGV[11]) - 1)
 end
 keep(ttl)
 return 1
@@ -260,7 +264,7 @@ class RunState:
         return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
 
     def _args(self, k: RunKeys, *extra: Any, events: list[Event] = ()) -> list[Any]:  # type: ignore[assignment]
-        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.sid, *extra]
+        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.channel, k.sid, *extra]
         for event in events:
             flat += [event.type.value, dumps(event.data)]
         return flat
