@@ -7,8 +7,8 @@ import re
 import time
 import uuid
 
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-_UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def uuid7() -> str:
@@ -24,11 +24,12 @@ def uuid7() -> str:
 
 
 def is_uuid(value: str) -> bool:
-    return bool(_UUID_PATTERN.match(value))
+    # fullmatch, not match: `$` would also accept a trailing newline.
+    return bool(_UUID_PATTERN.fullmatch(value))
 
 
 def is_user_id(value: str) -> bool:
-    return bool(USER_ID_PATTERN.match(value))
+    return bool(USER_ID_PATTERN.fullmatch(value))
 
 
 def session_id(user_id: str, message_id: str) -> str:

@@ -1,17 +1,7 @@
-"""Helpers shared by the API tests in this folder (fixtures stay in the test modules).
-
-Why `reaper_idle`: the app's lifespan stops its reaper with `cancel()` and then
-awaits it. On Python 3.11 a cancellation that lands while redis-py is inside a
-command (typically the reaper's first pass, right after start-up) can be lost,
-so the reaper never ends and the lifespan's shutdown hangs forever. Tests that
-finish within a few milliseconds hit that window. Until the app is fixed (see
-test_lifespan.py), tests wait for the reaper to be between passes before and
-after they run.
-"""
+"""Helpers shared by the API tests in this folder (fixtures stay in the test modules)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -39,45 +29,11 @@ def served_routes(app: FastAPI, prefix: str) -> set[tuple[str, str]]:
     return found
 
 
-def _reaper_tasks() -> list[asyncio.Task]:
-    return [
-        t
-        for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__qualname__", "") == "reap_forever" and not t.done()
-    ]
-
-
-def _await_chain(task: asyncio.Task) -> list[str]:
-    """Names of the coroutines the task is suspended in, outermost first."""
-    names, coro = [], task.get_coro()
-    while hasattr(coro, "cr_code"):
-        names.append(coro.cr_code.co_name)
-        coro = coro.cr_await
-    return names
-
-
-async def reaper_idle() -> None:
-    """Wait (up to 5 s) until every reaper of this loop sleeps between two passes."""
-    for _ in range(1000):
-        if all(_await_chain(t) == ["reap_forever", "sleep"] for t in _reaper_tasks()):
-            return
-        await asyncio.sleep(0.005)
-
-
-@contextlib.asynccontextmanager
-async def settled(app: FastAPI) -> AsyncIterator[FastAPI]:
-    await reaper_idle()
-    try:
-        yield app
-    finally:
-        await reaper_idle()
-
-
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """An app on these settings with its lifespan running (in-process worker)."""
     application = create_app(settings)
-    async with application.router.lifespan_context(application), settled(application):
+    async with application.router.lifespan_context(application):
         yield application
 
 

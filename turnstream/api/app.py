@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from turnstream import __version__
 from turnstream.api import errors
-from turnstream.api.routes import conversations, health, runs, sessions
+from turnstream.api.routes import conversations, fallback, health, runs, sessions
+from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
 from turnstream.runs.broker import make_broker
@@ -46,14 +47,13 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         broker = make_broker(settings, in_process=worker)
         broker.state.runtime = runtime
         await broker.startup()
-        reaper = asyncio.create_task(reap_forever(runtime))
+        reaper_stopping = asyncio.Event()
+        reaper = asyncio.create_task(reap_forever(runtime, reaper_stopping))
         app.state.runtime, app.state.broker = runtime, broker
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            await stop_task(reaper, reaper_stopping)
             await runtime.close()
             await broker.shutdown()
             if embedded is not None:
@@ -65,8 +65,8 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         description="Resumable background runs for AI chat, over Redis Streams.",
         lifespan=lifespan,
     )
-    errors.install(app)
+    errors.install(app, api_prefix=API_PREFIX)
     app.include_router(health.router)
-    for router in (conversations.router, runs.router, sessions.router):
+    for router in (conversations.router, runs.router, sessions.router, fallback.router):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -11,6 +11,7 @@ from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from turnstream.api.errors import ApiError
+from turnstream.api.schemas import has_lone_surrogate
 
 
 async def read_content(request: Request, *, max_chars: int) -> str:
@@ -29,6 +30,8 @@ async def read_content(request: Request, *, max_chars: int) -> str:
         raise _bad('Send the message as form field \'content\' or JSON {"content": "..."}.')
     if "\x00" in content:
         raise _bad("The message contains a NUL character.")
+    if has_lone_surrogate(content):
+        raise _bad("The message is not valid Unicode (it holds a lone surrogate).")
     if not content.strip():
         raise _bad("The message is empty.")
     if len(content) > max_chars:

@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,7 +40,19 @@ def access_denied() -> ApiError:
     return ApiError(403, ACCESS_DENIED)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, api_prefix: str) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from turnstream.api.auth import authenticate  # auth raises ApiError from here
+
+        # FastAPI reads a JSON body before any dependency: authenticate first, so a
+        # caller without a valid token learns nothing about the body it sent.
+        if request.url.path.startswith(api_prefix + "/"):
+            await authenticate(request.app.state.runtime, request.headers.get("authorization"))
+        # Only location, message and type: echoing the input could fail to encode.
+        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)

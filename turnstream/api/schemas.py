@@ -4,23 +4,47 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from turnstream.store.views import ConversationView, MessageView
 
 _MAX_METADATA_KEYS = 64
 
 
-class ConversationCreate(BaseModel):
+def has_lone_surrogate(value: Any) -> bool:
+    """JSON can smuggle in `\\ud800`; such text cannot be stored or sent back as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
+class _Text(BaseModel):
+    """A request body whose every string is valid Unicode."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if has_lone_surrogate(data):
+            raise ValueError("text must be valid Unicode (no lone surrogates)")
+        return data
+
+
+class ConversationCreate(_Text):
     title: str | None = Field(None, min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=_MAX_METADATA_KEYS)
 
 
-class ConversationUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConversationUpdate(_Text):
     title: str = Field(min_length=1, max_length=200)
 
 

@@ -10,6 +10,7 @@ racing a live worker or another reaper changes nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from redis.exceptions import RedisError
@@ -54,10 +55,16 @@ async def reap_once(rt: Runtime) -> int:
     return ended
 
 
-async def reap_forever(rt: Runtime) -> None:
-    while True:
+async def reap_forever(rt: Runtime, stopping: asyncio.Event) -> None:
+    """Reap until `stopping` is set.
+
+    The event, not only cancellation, ends the loop: redis-py can swallow a
+    cancel that lands mid-command, and a shutdown must never hang on that.
+    """
+    while not stopping.is_set():
         try:
             await reap_once(rt)
         except (RedisError, SQLAlchemyError) as exc:
             logger.warning("reaper pass failed, retrying: %s", exc)
-        await asyncio.sleep(rt.settings.reaper_interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), rt.settings.reaper_interval)

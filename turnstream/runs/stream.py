@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
 from turnstream.keys import RunKeys
 from turnstream.runs.state import RunStatus
@@ -61,16 +62,14 @@ class StreamHub:
         self._pubsub: PubSub = redis.pubsub()
         self._channels: dict[str, _Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._tick())]
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task, self._stopping)
         await self._pubsub.aclose()
 
     async def follow(self, k: RunKeys, cursor: str) -> AsyncIterator[list[StreamEntry]]:
@@ -131,7 +130,7 @@ class StreamHub:
                 await self._pubsub.unsubscribe(name)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             if not self._pubsub.subscribed:
                 await asyncio.sleep(0.05)
                 continue
@@ -154,8 +153,9 @@ class StreamHub:
                     follower.queue.put_nowait(batch)
 
     async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.idle_seconds)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
             for channel in self._channels.values():
                 for follower in channel.followers:
                     follower.queue.put_nowait(_TICK)

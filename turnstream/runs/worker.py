@@ -7,11 +7,11 @@ opens the process's Runtime and starts its reaper.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from taskiq import TaskiqEvents, TaskiqState
 
+from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
@@ -27,13 +27,12 @@ broker = make_broker(settings, in_process=settings.redis_url is None)
 async def _startup(state: TaskiqState) -> None:
     assert settings.redis_url, "turnstream worker needs TURNSTREAM_REDIS_URL"
     state.runtime = Runtime.open(settings, connect_redis(settings.redis_url))
-    state.reaper = asyncio.create_task(reap_forever(state.runtime))
+    state.reaper_stopping = asyncio.Event()
+    state.reaper = asyncio.create_task(reap_forever(state.runtime, state.reaper_stopping))
     logger.info("worker %s ready", state.worker_name)
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _shutdown(state: TaskiqState) -> None:
-    state.reaper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await state.reaper
+    await stop_task(state.reaper, state.reaper_stopping)
     await state.runtime.close()
