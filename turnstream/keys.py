@@ -7,6 +7,7 @@
     chat:active:{cid}         string  session id of the conversation's newest run
     chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
     chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
+    chat:owner:{cid}          string  the conversation's user id ("" once deleted); OWNER_TTL
     chat:idem:{uid}:{digest}  string  session id a POST with that Idempotency-Key started; 24 h
     chat:durations            list    durations (ms) of recently completed runs, newest first
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 CANCEL_TTL_SECONDS = 300
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+OWNER_TTL_SECONDS = 24 * 3600
 DURATIONS_KEPT = 100
 
 LEASES = "chat:leases"
@@ -36,6 +38,10 @@ def active(cid: str) -> str:
 
 def session_cache(cid: str) -> str:
     return f"chat:session:{cid}"
+
+
+def owner(cid: str) -> str:
+    return f"chat:owner:{cid}"
 
 
 def idempotency(user_id: str, digest: str) -> str:

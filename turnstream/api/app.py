@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from turnstream import __version__
 from turnstream.api import errors
+from turnstream.api.auth import TokenCache
 from turnstream.api.routes import conversations, fallback, health, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         description="Resumable background runs for AI chat, over Redis Streams.",
         lifespan=lifespan,
     )
+    app.state.token_cache = TokenCache()
     errors.install(app, api_prefix=API_PREFIX)
     app.include_router(health.router)
     for router in (conversations.router, runs.router, sessions.router, fallback.router):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+
 import jwt
 
 from turnstream.api.errors import ApiError
@@ -14,11 +17,36 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MAX_TOKEN_LENGTH = 4096
 
 
+class TokenCache:
+    """Users of recently checked opaque tokens, for `ttl` seconds, keyed by the token's hash.
+
+    Saves a database query on every request; the price is that a token removed
+    from the database keeps working here for up to `ttl` seconds.
+    """
+
+    def __init__(self, *, ttl: float = 60.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, User]] = OrderedDict()
+
+    def get(self, digest: str) -> User | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, user: User) -> None:
+        self._entries[digest] = (time.monotonic() + self.ttl, user)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 def unauthorized(detail: str) -> ApiError:
     return ApiError(401, {"detail": detail}, headers=_CHALLENGE)
 
 
-async def authenticate(rt: Runtime, authorization: str | None) -> User:
+async def authenticate(rt: Runtime, cache: TokenCache, authorization: str | None) -> User:
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -26,10 +54,14 @@ async def authenticate(rt: Runtime, authorization: str | None) -> User:
     if len(token) > MAX_TOKEN_LENGTH:
         raise unauthorized("Invalid token.")
     if token.startswith(users.TOKEN_PREFIX):
-        async with rt.sessions() as db:
-            user = await users.user_for_token(db, token=token)
+        digest = users.hash_token(token)
+        user = cache.get(digest)
         if user is None:
-            raise unauthorized("Invalid token.")
+            async with rt.sessions() as db:
+                user = await users.user_for_token(db, token=token)
+            if user is None:
+                raise unauthorized("Invalid token.")
+            cache.put(digest, user)
         return user
     if rt.settings.jwt_secret:
         return await _from_jwt(rt, token, rt.settings.jwt_secret)

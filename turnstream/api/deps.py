@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -11,7 +12,6 @@ from turnstream.api.auth import authenticate
 from turnstream.api.errors import access_denied
 from turnstream.runtime import Runtime
 from turnstream.store.models import User
-from turnstream.store.views import ConversationView
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -29,22 +29,26 @@ BrokerDep = Annotated[AsyncBroker, Depends(get_broker)]
 
 
 async def get_current_user(
-    rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None
 ) -> User:
-    return await authenticate(rt, authorization)
+    return await authenticate(rt, request.app.state.token_cache, authorization)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+@dataclass(frozen=True)
+class OwnedConversation:
+    id: str
+
+
 async def get_conversation(
     rt: RuntimeDep, user: CurrentUser, cid: Annotated[str, Path()]
-) -> ConversationView:
+) -> OwnedConversation:
     """The conversation in the path, if the caller owns it; 403 for anything else."""
-    conversation = await rt.store.owned(cid=cid, user_id=user.id)
-    if conversation is None:
+    if not await rt.store.is_owner(cid=cid, user_id=user.id):
         raise access_denied()
-    return conversation
+    return OwnedConversation(cid)
 
 
-ConversationDep = Annotated[ConversationView, Depends(get_conversation)]
+ConversationDep = Annotated[OwnedConversation, Depends(get_conversation)]

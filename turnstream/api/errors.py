@@ -48,7 +48,10 @@ def install(app: FastAPI, *, api_prefix: str) -> None:
         # FastAPI reads a JSON body before any dependency: authenticate first, so a
         # caller without a valid token learns nothing about the body it sent.
         if request.url.path.startswith(api_prefix + "/"):
-            await authenticate(request.app.state.runtime, request.headers.get("authorization"))
+            state = request.app.state
+            await authenticate(
+                state.runtime, state.token_cache, request.headers.get("authorization")
+            )
         # Only location, message and type: echoing the input could fail to encode.
         errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)

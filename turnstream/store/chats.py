@@ -16,6 +16,7 @@ database answers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -82,7 +83,33 @@ class ChatStore:
         )
         async with self.sessions() as db, db.begin():
             db.add(row)
+        with contextlib.suppress(RedisError):
+            await self.redis.set(keys.owner(row.id), user_id, ex=keys.OWNER_TTL_SECONDS)
         return ConversationView.model_validate(row)
+
+    async def is_owner(self, *, cid: str, user_id: str) -> bool:
+        """Whether `user_id` owns the conversation: one Redis GET on the hot path.
+
+        Owners never change, so `chat:owner:{cid}` is filled once (NX, so it can
+        never overwrite the "" a delete leaves) and read from then on.
+        """
+        if not is_uuid(cid):
+            return False
+        key = keys.owner(cid)
+        try:
+            owner = await self.redis.get(key)
+        except RedisError as exc:
+            logger.warning("owner cache unavailable, reading the database: %s", exc)
+            owner = None
+        if owner is None:
+            async with self.sessions() as db:
+                row = await db.get(Conversation, cid)
+            if row is None:
+                return False
+            owner = row.user_id
+            with contextlib.suppress(RedisError):
+                await self.redis.set(key, owner, ex=keys.OWNER_TTL_SECONDS, nx=True)
+        return owner == user_id
 
     async def owned(self, *, cid: str, user_id: str) -> ConversationView | None:
         """The conversation if `user_id` owns it; None for unknown, foreign or malformed ids."""
@@ -135,6 +162,10 @@ class ChatStore:
             await db.execute(delete(Conversation).where(Conversation.id == cid))
         # Outranks any version, so a read racing the delete cannot bring it back.
         await self._write_tombstone(cid, _DELETED_VERSION)
+        try:
+            await self.redis.set(keys.owner(cid), "", ex=keys.OWNER_TTL_SECONDS)
+        except RedisError as exc:
+            logger.warning("could not mark %s deleted in the owner cache: %s", cid, exc)
 
     async def record_usage(
         self, *, cid: str, session_id: str, prompt_tokens: int, completion_tokens: int

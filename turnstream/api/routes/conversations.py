@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.errors import access_denied
 from turnstream.api.schemas import (
     ConversationCreate,
     ConversationPage,
@@ -48,7 +49,8 @@ async def list_conversations(
 @router.get("/{cid}", response_model=ConversationDetail)
 async def get_conversation(rt: RuntimeDep, conversation: ConversationDep) -> ConversationDetail:
     loaded = await rt.store.load(cid=conversation.id)
-    assert loaded is not None
+    if loaded is None:  # deleted since the ownership check
+        raise access_denied()
     return ConversationDetail.model_validate(loaded.model_dump())
 
 
