@@ -12,6 +12,7 @@ import enum
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -70,24 +71,23 @@ def dumps(data: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class StreamEntry:
-    """One entry read back from a run's stream."""
+    """One entry read back from a run's stream.
+
+    The data stays JSON text until someone asks for it: relaying an entry to a
+    client splices that text into the SSE frame, built once however many
+    clients follow the run.
+    """
 
     id: str
     type: str
     seq: int
     ts: int
-    data: dict[str, Any]
+    raw: str  # the event's data, a JSON object as `dumps` wrote it
 
     @classmethod
     def from_redis(cls, entry_id: str | bytes, fields: dict[Any, Any]) -> StreamEntry:
         f = {_text(k): _text(v) for k, v in fields.items()}
-        return cls(
-            id=_text(entry_id),
-            type=f["type"],
-            seq=int(f["seq"]),
-            ts=int(f["ts"]),
-            data=json.loads(f["data"]),
-        )
+        return cls(_text(entry_id), f["type"], int(f["seq"]), int(f["ts"]), f["data"])
 
     @classmethod
     def from_notice(cls, payload: str) -> StreamEntry:
@@ -95,12 +95,23 @@ class StreamEntry:
 
         JSON written by `dumps` never holds a raw newline, so the data is the rest.
         """
-        entry_id, type_, seq, ts, data = payload.split("\n", 4)
-        return cls(id=entry_id, type=type_, seq=int(seq), ts=int(ts), data=json.loads(data))
+        entry_id, type_, seq, ts, raw = payload.split("\n", 4)
+        return cls(entry_id, type_, int(seq), int(ts), raw)
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.raw)
+        return parsed
 
     def sse_data(self) -> str:
-        """The SSE `data:` line: the event's own fields beside seq, type and ts."""
-        return dumps({**self.data, "seq": self.seq, "type": self.type, "ts": self.ts})
+        """The SSE `data:` line: seq, type and ts, then the event's own fields, flat."""
+        head = f'{{"seq":{self.seq},"type":{json.dumps(self.type)},"ts":{self.ts}'
+        return head + ("," + self.raw[1:] if self.raw != "{}" else "}")
+
+    @cached_property
+    def sse_frame(self) -> bytes:
+        """The whole SSE event (SPEC §5); its `id` is the stream entry id, the cursor."""
+        return f"id: {self.id}\r\nevent: {self.type}\r\ndata: {self.sse_data()}\r\n\r\n".encode()
 
     @property
     def is_end(self) -> bool:

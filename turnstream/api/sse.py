@@ -28,10 +28,7 @@ async def _events(rt: Runtime, k: RunKeys, cursor: str) -> AsyncIterator[bytes |
     try:
         async for batch in rt.hub.follow(k, cursor):
             # All entries that are ready go out in one network write.
-            yield b"".join(
-                ServerSentEvent(id=e.id, event=e.type, data=e.sse_data(), sep="\r\n").encode()
-                for e in batch
-            )
+            yield b"".join(entry.sse_frame for entry in batch)
     except RedisError as exc:
         # Mid-stream there is no status code left to change: say so, and let the client resume.
         logger.warning("stream of %s interrupted: %s", k.sid, exc)
