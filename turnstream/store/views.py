@@ -11,11 +11,9 @@ Role = Literal["user", "assistant", "system", "developer", "tool", "function"]
 MessageStatus = Literal["complete", "partial", "cancelled", "error"]
 
 
-class MessageView(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class _MessageFields(BaseModel):
+    """What a message says (SPEC §8), whether new or stored."""
 
-    id: str
-    sequence: int
     role: Role
     content: str | None = None
     name: str | None = None
@@ -25,6 +23,13 @@ class MessageView(BaseModel):
     function_call: dict[str, Any] | None = None
     status: MessageStatus = "complete"
     session_id: str | None = None
+
+
+class MessageView(_MessageFields):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    sequence: int
     created_at: datetime
 
 
@@ -48,16 +53,7 @@ class CachedConversation(ConversationView):
     messages: list[MessageView]
 
 
-class NewMessage(BaseModel):
-    """A message to append; the store gives it its sequence."""
+class NewMessage(_MessageFields):
+    """A message to append; the store gives it its sequence (and an id if it has none)."""
 
     id: str | None = None
-    role: Role
-    content: str | None = None
-    name: str | None = None
-    tool_call_id: str | None = None
-    refusal: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    function_call: dict[str, Any] | None = None
-    status: MessageStatus = "complete"
-    session_id: str | None = None

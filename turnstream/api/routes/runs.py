@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from turnstream import keys
@@ -30,7 +31,25 @@ _MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "The message is too long"},
 }
 _MAX_SESSION_ID = 160
-_MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    stream: bool
+    multitask: Multitask
+    idempotency_key: str | None
+
+
+def run_options(
+    stream: bool = True,
+    multitask: Multitask = Multitask.REJECT,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> RunOptions:
+    """How to start a run: stream or wait, what to do beside an active run, retry safety."""
+    return RunOptions(stream, multitask, idempotency_key)
+
+
+RunOptionsDep = Annotated[RunOptions, Depends(run_options)]
 
 
 @router.post(
@@ -59,22 +78,12 @@ async def post_message(
     broker: BrokerDep,
     user: CurrentUser,
     conversation: ConversationDep,
-    stream: bool = True,
-    multitask: Multitask = Multitask.REJECT,
-    idempotency_key: Annotated[str | None, Header(max_length=_MAX_IDEMPOTENCY_KEY)] = None,
+    options: RunOptionsDep,
 ) -> Response:
     """Store the user message, start a run, and stream its events (or wait for the reply)."""
     content = await read_content(request, max_chars=rt.settings.max_message_chars)
-    started = await _start(
-        rt,
-        broker,
-        cid=conversation.id,
-        user_id=user.id,
-        content=content,
-        multitask=multitask,
-        idempotency_key=idempotency_key,
-    )
-    return await _answer(rt, conversation.id, started, stream=stream)
+    started = await _start(rt, broker, conversation.id, user.id, content, options)
+    return await _answer(rt, conversation.id, started, stream=options.stream)
 
 
 @router.post("/regenerate", responses=_MESSAGE_RESPONSES)
@@ -83,9 +92,7 @@ async def regenerate(
     broker: BrokerDep,
     user: CurrentUser,
     conversation: ConversationDep,
-    stream: bool = True,
-    multitask: Multitask = Multitask.REJECT,
-    idempotency_key: Annotated[str | None, Header(max_length=_MAX_IDEMPOTENCY_KEY)] = None,
+    options: RunOptionsDep,
 ) -> Response:
     """Answer the last user message again, replacing the reply that followed it."""
     loaded = await rt.store.load(cid=conversation.id)
@@ -94,17 +101,9 @@ async def regenerate(
     )
     if last_user is None:
         raise ApiError(400, {"error": "Nothing to regenerate", "conversationId": conversation.id})
-    started = await _start(
-        rt,
-        broker,
-        cid=conversation.id,
-        user_id=user.id,
-        content=last_user.content or "",
-        multitask=multitask,
-        idempotency_key=idempotency_key,
-        regenerate=True,
-    )
-    return await _answer(rt, conversation.id, started, stream=stream)
+    content = last_user.content or ""
+    started = await _start(rt, broker, conversation.id, user.id, content, options, regenerate=True)
+    return await _answer(rt, conversation.id, started, stream=options.stream)
 
 
 @router.get(
@@ -212,16 +211,34 @@ async def get_run(
     )
 
 
-async def _start(rt: Runtime, broker: BrokerDep, **kwargs: Any) -> Started:
+async def _start(
+    rt: Runtime,
+    broker: BrokerDep,
+    cid: str,
+    user_id: str,
+    content: str,
+    options: RunOptions,
+    *,
+    regenerate: bool = False,
+) -> Started:
     try:
-        return await start_run(rt, broker, **kwargs)
+        return await start_run(
+            rt,
+            broker,
+            cid=cid,
+            user_id=user_id,
+            content=content,
+            multitask=options.multitask,
+            idempotency_key=options.idempotency_key,
+            regenerate=regenerate,
+        )
     except RunConflict as conflict:
         raise ApiError(
             409,
             {
                 "error": "A run is already active in this conversation",
                 "sessionId": conflict.active_session_id,
-                "conversationId": kwargs["cid"],
+                "conversationId": cid,
                 "detail": "Resume it, stop it, or post with multitask=interrupt or enqueue.",
             },
         ) from conflict
