@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from turnstream import keys
-from turnstream.events import Event, EventType, dumps
+from turnstream.events import Event, EventType, StreamEntry, dumps
 from turnstream.keys import RunKeys
 
 
@@ -56,7 +56,8 @@ local slack = math.max(1, math.floor(maxlen / 10))
 local last_id = false
 -- Trim by hand, in steps of `slack`, to record the newest id trimmed away:
 -- that is how a resume knows its cursor fell into the gap (409, not a silent hole).
-local function trim()
+local function trim(seq)
+  if seq <= maxlen + slack or seq % slack ~= 0 then return end
   local len = redis.call('XLEN', stream)
   if len <= maxlen + slack then return end
   local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen + 1)
@@ -66,11 +67,10 @@ end
 local function add(etype, data)
   local seq = redis.call('HINCRBY', run, 'seq', 1)
   last_id = redis.call('XADD', stream, '*', 'type', etype, 'seq', seq, 'ts', now, 'data', data)
-  redis.call('HSET', run, 'last_activity', now, 'last_id', last_id)
   -- Followers get the entry pushed at once (StreamEntry.from_notice reads it back).
   redis.call('PUBLISH', channel,
     last_id .. '\\n' .. etype .. '\\n' .. seq .. '\\n' .. now .. '\\n' .. data)
-  trim()
+  trim(seq)
 end
 local function add_from(first)
   for i = first, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
@@ -132,13 +132,13 @@ return 1
 )
 
 # ARGV[5]: session id; then events. Returns {last id, stop asked (0/1)}.
+# The hot path: no TTL refresh here, the worker's heartbeat does that.
 _APPEND = (
     "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 if redis.call('HGET', run, 'status') ~= 'running' then return {'', 1} end
 add_from(6)
-keep(ttl)
 return {last_id, redis.call('EXISTS', cancel)}
 """
 )
@@ -209,7 +209,9 @@ class RunRecord:
     multitask_after: str | None
 
     @classmethod
-    def from_hash(cls, h: dict[str, str]) -> RunRecord:
+    def from_hash(cls, h: dict[str, str], newest: StreamEntry | None) -> RunRecord:
+        """The record from its hash and its stream's newest entry (the cursor and last activity)."""
+
         def ms(name: str) -> int | None:
             return int(h[name]) if h.get(name) else None
 
@@ -222,8 +224,8 @@ class RunRecord:
             created_at=int(h["created_at"]),
             started_at=ms("started_at"),
             ended_at=ms("ended_at"),
-            last_activity=ms("last_activity"),
-            last_id=h.get("last_id") or "0-0",
+            last_activity=newest.ts if newest else None,
+            last_id=newest.id if newest else "0-0",
             worker=h.get("worker") or None,
             error=h.get("error") or None,
             user_message_id=h.get("user_message_id") or None,
@@ -327,8 +329,13 @@ class RunState:
         return bool(await self._finish(keys=self._keys(k), args=args))
 
     async def get(self, k: RunKeys) -> RunRecord | None:
-        h = await self.redis.hgetall(k.run)
-        return RunRecord.from_hash(h) if h else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.run)
+            pipe.xrevrange(k.stream, count=1)
+            h, newest = await pipe.execute()
+        if not h:
+            return None
+        return RunRecord.from_hash(h, StreamEntry.from_redis(*newest[0]) if newest else None)
 
     async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
         """Return once the run has ended or its keys expired (callers bound the wait)."""

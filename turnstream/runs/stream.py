@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
@@ -36,14 +37,19 @@ from turnstream.runs.state import RunStatus
 logger = logging.getLogger("turnstream.stream")
 
 IDLE_SECONDS = 2.0
+_CONFIRM_SECONDS = 10.0
+# Ticks go out in this many slices per idle period, so quiet followers do not all
+# check Redis at the same moment.
+_TICK_SLICES = 10
 _TICK: list[StreamEntry] = []  # an empty batch: "nothing came for a while, look yourself"
 
 
 class _Follower:
-    __slots__ = ("last_id", "queue")
+    __slots__ = ("last_id", "queue", "slice")
 
-    def __init__(self, last_id: str) -> None:
+    def __init__(self, last_id: str, slice: int) -> None:
         self.last_id = last_id
+        self.slice = slice
         self.queue: asyncio.Queue[list[StreamEntry]] = asyncio.Queue()
 
 
@@ -63,8 +69,13 @@ class StreamHub:
         self._channels: dict[str, _Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._joined = 0
+        self._commands = asyncio.Lock()  # one (un)subscribe at a time on the connection
 
     async def start(self) -> None:
+        # Connect once, up front: redis-py's PubSub opens a connection per concurrent
+        # first subscribe and keeps only one, so the others' confirmations never come.
+        await self._pubsub.connect()
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._tick())]
 
     async def close(self) -> None:
@@ -78,10 +89,14 @@ class StreamHub:
         Also returns once the run has ended (or expired) with nothing newer
         left, so a cursor at or past the end gets a finished stream, not a hang.
         """
-        follower = _Follower(cursor)
+        self._joined += 1
+        follower = _Follower(cursor, self._joined % _TICK_SLICES)
         channel = await self._join(k.channel, follower)
         try:
-            await asyncio.wait_for(channel.confirmed.wait(), 10)
+            try:
+                await asyncio.wait_for(channel.confirmed.wait(), _CONFIRM_SECONDS)
+            except TimeoutError as exc:
+                raise RedisTimeoutError(f"no subscription to {k.channel} confirmed") from exc
             # Catch up only now that nothing can slip by; notices queued meanwhile repeat it.
             catch_up: list[StreamEntry] | None = await self._range(k.stream, cursor)
             heard = False  # a notice came since the last tick
@@ -115,7 +130,8 @@ class StreamHub:
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = _Channel()
-            await self._pubsub.subscribe(name)
+            async with self._commands:
+                await self._pubsub.subscribe(name)
         channel.followers.add(follower)
         return channel
 
@@ -127,7 +143,8 @@ class StreamHub:
         if not channel.followers:
             del self._channels[name]
             with contextlib.suppress(RedisError):
-                await self._pubsub.unsubscribe(name)
+                async with self._commands:
+                    await self._pubsub.unsubscribe(name)
 
     async def _listen(self) -> None:
         while not self._stopping.is_set():
@@ -153,12 +170,15 @@ class StreamHub:
                     follower.queue.put_nowait(batch)
 
     async def _tick(self) -> None:
+        current = 0
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
+                await asyncio.wait_for(self._stopping.wait(), self.idle_seconds / _TICK_SLICES)
+            current = (current + 1) % _TICK_SLICES
             for channel in self._channels.values():
                 for follower in channel.followers:
-                    follower.queue.put_nowait(_TICK)
+                    if follower.slice == current:
+                        follower.queue.put_nowait(_TICK)
 
     async def _range(self, stream: str, after: str) -> list[StreamEntry]:
         raw = await self.redis.xrange(stream, f"({after}", "+")

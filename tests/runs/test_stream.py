@@ -1,0 +1,70 @@
+"""The stream hub: many followers at once, each getting every entry once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from turnstream import events
+from turnstream.keys import RunKeys
+from turnstream.runs.state import RunStatus
+from turnstream.runs.stream import StreamHub
+
+
+async def _running_run(runs, i: int) -> RunKeys:
+    k = RunKeys(f"c{i}", f"conversation:u:m{i}")
+    fields = {
+        "session_id": k.sid,
+        "conversation_id": k.cid,
+        "user_id": "u",
+        "message_id": f"m{i}",
+        "user_message_id": "",
+        "message": "x",
+    }
+    await runs.create(k, fields, enqueue=False)
+    await runs.claim(k, worker="w", lease_seconds=60)
+    return k
+
+
+async def test_many_first_followers_joining_at_once_all_get_every_entry(app):
+    """A fresh hub, 150 runs, every follower joining at the same moment (a deploy's reconnect)."""
+    rt = app.state.runtime
+    hub = StreamHub(rt.redis)
+    await hub.start()
+    try:
+        ks = [await _running_run(rt.runs, i) for i in range(150)]
+
+        async def follow(k):
+            return [e.seq for batch in [b async for b in hub.follow(k, "0-0")] for e in batch]
+
+        followers = [asyncio.create_task(follow(k)) for k in ks]
+        await asyncio.sleep(0.05)
+        for n in range(5):
+            for k in ks:
+                await rt.runs.append(k, [events.delta(f"w{n} ")])
+        for k in ks:
+            await rt.runs.finish(k, status=RunStatus.COMPLETED, message_id="m")
+        async with asyncio.timeout(20):
+            seen = await asyncio.gather(*followers)
+    finally:
+        await hub.close()
+    # queued, start, 5 deltas, end: each follower saw all 8, in order, once.
+    assert all(s == list(range(1, 9)) for s in seen), [s for s in seen if s != list(range(1, 9))][
+        :3
+    ]
+
+
+async def test_first_subscriptions_racing_on_a_fresh_hub_are_all_confirmed(app):
+    """Redis-py opened a connection per concurrent first SUBSCRIBE and kept one: 99 of 100 hung."""
+    hub = StreamHub(app.state.runtime.redis)
+    await hub.start()
+
+    async def follow_gone_run(i: int) -> list:
+        # No such run: subscribe, confirm, catch up on nothing, see it is not live, end.
+        return [b async for b in hub.follow(RunKeys(f"gone{i}", f"conversation:u:g{i}"), "0-0")]
+
+    try:
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*(follow_gone_run(i) for i in range(100)))
+    finally:
+        await hub.close()
+    assert results == [[]] * 100
