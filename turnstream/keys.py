@@ -49,8 +49,16 @@ def idempotency(user_id: str, digest: str) -> str:
 
 
 def status_prefix(cid: str) -> str:
-    """`task:status:{cid}:` — the create script appends the active session id to it."""
+    """`task:status:{cid}:`: scripts append the active session id to these prefixes."""
     return f"task:status:{cid}:"
+
+
+def run_prefix(cid: str) -> str:
+    return f"chat:run:{cid}:"
+
+
+def stream_prefix(cid: str) -> str:
+    return f"chat:stream:{cid}:"
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class RunKeys:
 
     @property
     def stream(self) -> str:
-        return f"chat:stream:{self.cid}:{self.sid}"
+        return stream_prefix(self.cid) + self.sid
 
     @property
     def status(self) -> str:
@@ -74,7 +82,7 @@ class RunKeys:
 
     @property
     def run(self) -> str:
-        return f"chat:run:{self.cid}:{self.sid}"
+        return run_prefix(self.cid) + self.sid
 
     @property
     def active(self) -> str:

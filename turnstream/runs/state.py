@@ -189,6 +189,17 @@ return 1
 )
 
 
+# The newest run of a conversation in one round trip (the session endpoints' hot path).
+# KEYS[1]: chat:active:{cid}; ARGV: the run hash and stream key prefixes.
+_NEWEST = """
+local sid = redis.call('GET', KEYS[1])
+if not sid then return false end
+local run = redis.call('HGETALL', ARGV[1] .. sid)
+local newest = redis.call('XREVRANGE', ARGV[2] .. sid, '+', '-', 'COUNT', 1)
+return {run, newest}
+"""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The `chat:run:*` hash, typed."""
@@ -261,6 +272,7 @@ class RunState:
         self._append = redis.register_script(_APPEND)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._finish = redis.register_script(_FINISH)
+        self._newest = redis.register_script(_NEWEST)
 
     def _keys(self, k: RunKeys) -> list[str]:
         return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
@@ -337,6 +349,20 @@ class RunState:
             return None
         return RunRecord.from_hash(h, StreamEntry.from_redis(*newest[0]) if newest else None)
 
+    async def newest(self, cid: str) -> RunRecord | None:
+        """The conversation's newest run (via `chat:active:{cid}`), or None if none is kept."""
+        reply = await self._newest(
+            keys=[keys.active(cid)], args=[keys.run_prefix(cid), keys.stream_prefix(cid)]
+        )
+        if not reply or not reply[0]:
+            return None
+        flat_hash, newest = reply
+        entry = None
+        if newest:
+            entry_id, flat_fields = newest[0]
+            entry = StreamEntry.from_redis(entry_id, _pairs(flat_fields))
+        return RunRecord.from_hash(_pairs(flat_hash), entry)
+
     async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
         """Return once the run has ended or its keys expired (callers bound the wait)."""
         while True:
@@ -351,6 +377,11 @@ class RunState:
     async def lapsed_leases(self, *, limit: int = 100) -> list[RunKeys]:
         members = await self.redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)
         return [RunKeys.from_lease_member(m) for m in members]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A script's flat [field, value, ...] reply as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _lease_until(lease_seconds: float) -> int:

@@ -14,7 +14,6 @@ from turnstream import keys
 from turnstream.api.deps import ConversationDep, RuntimeDep
 from turnstream.api.errors import ApiError
 from turnstream.api.schemas import ActiveSession, ErrorBody, TaskStatus
-from turnstream.keys import RunKeys
 from turnstream.runs.state import RunRecord, RunStatus, now_ms
 from turnstream.runtime import Runtime
 
@@ -67,8 +66,7 @@ async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStat
 
 
 async def _newest_run(rt: Runtime, cid: str, missing: str) -> RunRecord:
-    sid = await rt.redis.get(keys.active(cid))
-    record = await rt.runs.get(RunKeys(cid, sid)) if sid is not None else None
+    record = await rt.runs.newest(cid)
     if record is None:
         raise ApiError(404, {"error": missing, "conversationId": cid})
     return record
