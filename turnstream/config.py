@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     queue_name: str = "turnstream:runs"
     worker_concurrency: int = Field(100, ge=1)
 
+    # Abuse limits, per user.
+    runs_per_minute: int = Field(30, ge=1)
+    max_active_runs: int = Field(5, ge=1)
+
     @cached_property
     def embedded(self) -> bool:
         return self.redis_url is None

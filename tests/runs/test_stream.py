@@ -20,7 +20,7 @@ async def _running_run(runs, i: int) -> RunKeys:
         "user_message_id": "",
         "message": "x",
     }
-    await runs.create(k, fields, enqueue=False)
+    await runs.create(k, fields, enqueue=False, max_active=1000)
     await runs.claim(k, worker="w", lease_seconds=60)
     return k
 

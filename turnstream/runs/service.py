@@ -7,6 +7,7 @@ import contextlib
 import enum
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 
 from taskiq import AsyncBroker
@@ -17,7 +18,7 @@ from turnstream.keys import RunKeys
 from turnstream.runs.broker import kick
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import RunRecord, RunStatus, now_ms
+from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus, now_ms
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 from turnstream.store.views import NewMessage
@@ -31,6 +32,14 @@ class Multitask(enum.StrEnum):
     REJECT = "reject"  # 409, naming the active run
     INTERRUPT = "interrupt"  # stop the active run, then start
     ENQUEUE = "enqueue"  # start once the active run has ended
+
+
+class RateLimited(Exception):
+    """Too many runs started this minute; `retry_after` seconds until the next."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
 
 class RunConflict(Exception):
@@ -66,6 +75,12 @@ async def start_run(
     if idempotency_key is not None:
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
         idem_key = keys.idempotency(user_id, digest)
+        first = await rt.redis.get(idem_key)
+        run = await runlog.get_run(rt.sessions, session_id=first) if first else None
+        if run is not None:
+            return Started(run.id, run.message_id, replayed=True)
+    await _count_start(rt, user_id)
+    if idempotency_key is not None:
         if not await rt.redis.set(idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS):
             first = await rt.redis.get(idem_key)
             run = await runlog.get_run(rt.sessions, session_id=first) if first else None
@@ -89,7 +104,14 @@ async def start_run(
     }
     # Regenerating replaces the latest reply, so it cannot wait behind another run.
     enqueue = multitask is not Multitask.REJECT and not regenerate
-    created, other = await rt.runs.create(k, fields, enqueue=enqueue)
+    try:
+        created, other = await rt.runs.create(
+            k, fields, enqueue=enqueue, max_active=rt.settings.max_active_runs
+        )
+    except ActiveRunLimit:
+        if idempotency_key is not None:
+            await rt.redis.delete(idem_key)
+        raise
     if not created:
         if idempotency_key is not None:
             await rt.redis.delete(idem_key)
@@ -123,6 +145,18 @@ async def start_run(
             )
         raise
     return Started(sid, message_id, replayed=False)
+
+
+async def _count_start(rt: Runtime, user_id: str) -> None:
+    """A fixed one-minute window of started runs per user."""
+    now = now_ms()
+    key = keys.rate(user_id, now // 60_000)
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        started, _ = await pipe.execute()
+    if started > rt.settings.runs_per_minute:
+        raise RateLimited(retry_after=max(1, math.ceil((60_000 - now % 60_000) / 1000)))
 
 
 async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:

@@ -29,6 +29,14 @@ from turnstream.events import Event, EventType, StreamEntry, dumps
 from turnstream.keys import RunKeys
 
 
+class ActiveRunLimit(Exception):
+    """The user already has as many active runs as allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"  # accepted, waiting for a worker
     RUNNING = "running"  # a worker holds its lease and streams events
@@ -88,8 +96,9 @@ end
 
 # ARGV[5]: session id, ARGV[6]: the run's fields as JSON, ARGV[7]: `reject` or
 # `enqueue` (what to do if another run of the conversation is active), ARGV[8]:
-# the status key prefix of the conversation's runs; then events.
-# Returns {1, session id it waits for or ''} or {0, the active session id}.
+# the status key prefix of the conversation's runs, ARGV[9]: the user's set of
+# active runs, ARGV[10]: its cap; then events. Returns {1, session id it waits
+# for or ''}, {0, the active session id}, or {-1, ''} when the user is at the cap.
 _CREATE = (
     "local run_sid = ARGV[5]\n"
     + _PRELUDE
@@ -103,12 +112,22 @@ if current then
     after = current
   end
 end
+-- The user's cap on active runs: the set holds their runs' status keys; ended or
+-- expired ones leave it here, so it never needs a sweep elsewhere.
+local mine = ARGV[9]
+for _, member in ipairs(redis.call('ZRANGE', mine, 0, -1)) do
+  local s = redis.call('GET', member)
+  if not s or is_terminal(s) then redis.call('ZREM', mine, member) end
+end
+if redis.call('ZCARD', mine) >= tonumber(ARGV[10]) then return {-1, ''} end
+redis.call('ZADD', mine, now, status)
+redis.call('PEXPIRE', mine, ttl)
 if after ~= '' then redis.call('HSET', run, 'after', after, 'enqueued', '1') end
 for field, value in pairs(cjson.decode(ARGV[6])) do redis.call('HSET', run, field, value) end
 redis.call('HSET', run, 'status', 'queued', 'created_at', now, 'seq', 0)
 redis.call('SET', status, 'queued')
 redis.call('SET', active, run_sid)
-add_from(9)
+add_from(11)
 keep(ttl)
 return {1, after}
 """
@@ -284,18 +303,29 @@ class RunState:
         return flat
 
     async def create(
-        self, k: RunKeys, fields: dict[str, str], *, enqueue: bool
+        self, k: RunKeys, fields: dict[str, str], *, enqueue: bool, max_active: int
     ) -> tuple[bool, str | None]:
         """Record a new queued run, point `chat:active` at it, write `queued`.
 
         If another run of the conversation is active: with `enqueue`, the new
         run waits for it and (True, its id) is returned; else nothing is
-        created and (False, its id) is returned.
+        created and (False, its id) is returned. Raises ActiveRunLimit when the
+        user already has `max_active` active runs.
         """
         queued = Event(EventType.QUEUED, {"sessionId": k.sid})
         mode = "enqueue" if enqueue else "reject"
-        args = self._args(k, json.dumps(fields), mode, keys.status_prefix(k.cid), events=[queued])
+        args = self._args(
+            k,
+            json.dumps(fields),
+            mode,
+            keys.status_prefix(k.cid),
+            keys.user_runs(fields["user_id"]),
+            max_active,
+            events=[queued],
+        )
         created, other = await self._create(keys=self._keys(k), args=args)
+        if created == -1:
+            raise ActiveRunLimit(max_active)
         return bool(created), other or None
 
     async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:

@@ -16,8 +16,15 @@ from turnstream.api.schemas import CursorExpired, ErrorBody, MessageBody, RunVie
 from turnstream.api.sse import event_stream
 from turnstream.events import parse_cursor
 from turnstream.keys import RunKeys
-from turnstream.runs.service import Multitask, RunConflict, Started, start_run, stop_run
-from turnstream.runs.state import RunRecord
+from turnstream.runs.service import (
+    Multitask,
+    RateLimited,
+    RunConflict,
+    Started,
+    start_run,
+    stop_run,
+)
+from turnstream.runs.state import ActiveRunLimit, RunRecord
 from turnstream.runs.stream import expired
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
@@ -232,6 +239,25 @@ async def _start(
             idempotency_key=options.idempotency_key,
             regenerate=regenerate,
         )
+    except RateLimited as limited:
+        raise ApiError(
+            429,
+            {
+                "error": "Too many runs started",
+                "detail": f"At most {rt.settings.runs_per_minute} runs a minute; "
+                f"retry in {limited.retry_after} s.",
+            },
+            headers={"Retry-After": str(limited.retry_after)},
+        ) from limited
+    except ActiveRunLimit as limit:
+        raise ApiError(
+            429,
+            {
+                "error": "Too many active runs",
+                "detail": f"At most {limit.limit} runs at once; stop one or wait for it to end.",
+            },
+            headers={"Retry-After": "5"},
+        ) from limit
     except RunConflict as conflict:
         raise ApiError(
             409,

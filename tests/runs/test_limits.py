@@ -1,0 +1,74 @@
+"""Abuse limits: starting runs is rate limited per user, and so is how many run at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from sse import parse_sse
+
+from turnstream.api.app import create_app
+from turnstream.store import users
+
+
+@pytest.fixture
+async def limited(settings):
+    application = create_app(
+        settings.model_copy(
+            update={"runs_per_minute": 3, "max_active_runs": 1, "agent": "fake_agents:slow"}
+        )
+    )
+    async with application.router.lifespan_context(application):
+        async with application.state.runtime.sessions() as db:
+            alice = await users.create_token(db, user_id="alice")
+            bob = await users.create_token(db, user_id="bob")
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield http, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
+
+
+async def _post(http, headers, cid, content="hi"):
+    return await http.post(
+        f"/api/v1/conversations/{cid}/message/?stream=true",
+        headers=headers,
+        data={"content": content},
+    )
+
+
+async def _cid(http, headers):
+    return (await http.post("/api/v1/conversations", headers=headers)).json()["id"]
+
+
+async def test_a_second_active_run_of_one_user_is_429_and_others_are_unaffected(limited):
+    http, alice, bob = limited
+    first_cid, second_cid = await _cid(http, alice), await _cid(http, alice)
+    first = asyncio.create_task(_post(http, alice, first_cid))
+    for _ in range(500):
+        if (
+            await http.get(f"/api/v1/conversations/{first_cid}/task-status", headers=alice)
+        ).status_code == 200:
+            break
+        await asyncio.sleep(0.01)
+    refused = await _post(http, alice, second_cid)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "Too many active runs"
+    assert refused.headers["retry-after"] == "5"
+    messages = await http.get(f"/api/v1/conversations/{second_cid}/messages", headers=alice)
+    assert messages.json()["items"] == []  # nothing stored for the refused message
+    assert (await _post(http, bob, await _cid(http, bob))).status_code == 200  # bob is his own
+    assert parse_sse((await first).text)[-1].data["status"] == "completed"
+    assert (await _post(http, alice, second_cid)).status_code == 200  # the slot is free again
+
+
+async def test_starting_more_runs_a_minute_than_allowed_is_429_with_retry_after(limited):
+    http, alice, _bob = limited
+    cid = await _cid(http, alice)
+    for _ in range(3):
+        assert (await _post(http, alice, cid)).status_code == 200
+    refused = await _post(http, alice, cid)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "Too many runs started"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    replies = (await http.get(f"/api/v1/conversations/{cid}/messages", headers=alice)).json()
+    assert [m["role"] for m in replies["items"]] == ["user", "assistant"] * 3
