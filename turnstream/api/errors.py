@@ -8,6 +8,7 @@ SQLAlchemy OperationalError 503 {"error": "Database unavailable", ...}
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,6 +69,10 @@ def install(app: FastAPI, *, api_prefix: str) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
+    # asyncpg raises these unwrapped when it cannot connect at all; redis-py wraps
+    # its own, so here they can only mean the database.
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(socket.gaierror)
     async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
         logger.warning("database unavailable: %s", exc)
         return _unavailable("Database unavailable", "Check that the database is reachable.")
