@@ -68,3 +68,34 @@ async def test_first_subscriptions_racing_on_a_fresh_hub_are_all_confirmed(app):
     finally:
         await hub.close()
     assert results == [[]] * 100
+
+
+async def test_a_lost_notice_is_read_back_from_the_stream(app):
+    """A notice lost in a reconnect must not become a silent gap: the seq gap gives it away."""
+    rt = app.state.runtime
+    hub = StreamHub(rt.redis, idle_seconds=60)  # no tick to the rescue: only the gap check
+    await hub.start()
+    try:
+        k = await _running_run(rt.runs, 0)
+        seen: list[int] = []
+        started = asyncio.Event()
+
+        async def follow():
+            async for batch in hub.follow(k, "0-0"):
+                seen.extend(e.seq for e in batch)
+                started.set()
+
+        follower = asyncio.create_task(follow())
+        async with asyncio.timeout(5):
+            await started.wait()  # queued and start arrived
+        # An entry written without its notice, as if the notice were lost.
+        seq = await rt.redis.hincrby(k.run, "seq", 1)
+        fields = {"type": "delta", "seq": seq, "ts": 1, "data": '{"text":"lost"}'}
+        await rt.redis.xadd(k.stream, fields)
+        await rt.runs.append(k, [events.delta("after")])
+        await rt.runs.finish(k, status=RunStatus.COMPLETED, message_id="m")
+        async with asyncio.timeout(5):
+            await follower
+    finally:
+        await hub.close()
+    assert seen == [1, 2, 3, 4, 5]

@@ -10,11 +10,12 @@ topped out near 2,000 events/s.)
 
     follower: subscribe, wait for the confirmation, XRANGE after its cursor
     hub: notices -> each follower's queue; every `idle_seconds`, a tick
-    follower: skip what it has seen; on a tick after a quiet spell, XRANGE again
+    follower: skip what it has seen; on a seq gap, or a tick after a quiet spell, XRANGE
 
 Catching up only after the subscription is confirmed leaves no gap; skipping
-ids already seen leaves no duplicate. The tick's XRANGE heals notices lost in
-a reconnect, and notices an ended or expired run.
+ids already seen leaves no duplicate. A notice lost in a reconnect shows as a
+gap in `seq` and is read back from the stream; the tick's XRANGE also notices
+an ended or expired run.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ _TICK: list[StreamEntry] = []  # an empty batch: "nothing came for a while, look
 
 
 class _Follower:
-    __slots__ = ("last_id", "queue", "slice")
+    __slots__ = ("last_id", "last_seq", "queue", "slice")
 
     def __init__(self, last_id: str, slice: int) -> None:
         self.last_id = last_id
+        self.last_seq: int | None = None
         self.slice = slice
         self.queue: asyncio.Queue[list[StreamEntry]] = asyncio.Queue()
 
@@ -107,6 +109,9 @@ class StreamHub:
                     batch = await follower.queue.get()
                     if batch is not _TICK:
                         heard = True
+                        if follower.last_seq is not None and batch[0].seq > follower.last_seq + 1:
+                            # A notice went missing (a reconnect): read the gap from the stream.
+                            batch = await self._range(k.stream, follower.last_id)
                     elif heard:
                         heard = False
                         continue
@@ -117,7 +122,7 @@ class StreamHub:
                 fresh = [e for e in batch if cursor_key(e.id) > cursor_key(follower.last_id)]
                 if not fresh:
                     continue
-                follower.last_id = fresh[-1].id
+                follower.last_id, follower.last_seq = fresh[-1].id, fresh[-1].seq
                 ended = next((i for i, e in enumerate(fresh) if e.is_end), None)
                 if ended is not None:
                     yield fresh[: ended + 1]
