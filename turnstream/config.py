@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     # Auth. Opaque bearer tokens always work; HS256 JWTs too when a secret is set.
     jwt_secret: str | None = None
+    # Signs the short-lived stream tokens; unset: a random key kept in Redis.
+    secret_key: str | None = None
 
     # Agents (SPEC §9).
     agent: str = "demo"

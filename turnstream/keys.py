@@ -12,6 +12,7 @@
     chat:owner:{cid}          string  the conversation's user id ("" once deleted); OWNER_TTL
     chat:idem:{uid}:{digest}  string  session id a POST with that Idempotency-Key started; 24 h
     chat:durations            list    durations (ms) of recently completed runs, newest first
+    chat:secret               string  stream tokens' signing key (if none is configured)
 
     chat:notify:{cid}:{sid}   channel every entry written to the run's stream, pushed to the
                                       API processes whose clients follow the run
@@ -31,6 +32,7 @@ OWNER_TTL_SECONDS = 24 * 3600
 DURATIONS_KEPT = 100
 
 LEASES = "chat:leases"
+SECRET = "chat:secret"  # the stream tokens' signing key, unless TURNSTREAM_SECRET_KEY is set
 DURATIONS = "chat:durations"
 
 

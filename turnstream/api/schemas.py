@@ -114,3 +114,8 @@ class CursorExpired(BaseModel):
     error: Literal["Cursor expired"]
     sessionId: str
     resync: dict[str, Any]
+
+
+class StreamToken(BaseModel):
+    token: str
+    expiresAt: int

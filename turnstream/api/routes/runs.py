@@ -9,10 +9,18 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from turnstream import keys
+from turnstream.api import stream_tokens
 from turnstream.api.body import read_content
-from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
 from turnstream.api.errors import ApiError
-from turnstream.api.schemas import CursorExpired, ErrorBody, MessageBody, RunView, StopResult
+from turnstream.api.schemas import (
+    CursorExpired,
+    ErrorBody,
+    MessageBody,
+    RunView,
+    StopResult,
+    StreamToken,
+)
 from turnstream.api.sse import event_stream
 from turnstream.events import parse_cursor
 from turnstream.keys import RunKeys
@@ -125,15 +133,18 @@ async def regenerate(
 @router.post("/resume/{session_id}", include_in_schema=False)
 async def resume(
     rt: RuntimeDep,
-    user: CurrentUser,
-    conversation: ConversationDep,
+    follower: FollowerDep,
     session_id: str,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
-    """The run's events after `cursor` (or `Last-Event-ID`), live until its end."""
-    k = RunKeys(conversation.id, session_id)
-    await _run_of(rt, k, user.id)
+    """The run's events after `cursor` (or `Last-Event-ID`), live until its end.
+
+    Browsers' `EventSource` cannot send a bearer token: they pass `?token=` from
+    `POST …/stream-token` instead.
+    """
+    k = RunKeys(follower.cid, session_id)
+    await _run_of(rt, k, follower.user_id)
     position = parse_cursor(cursor if cursor is not None else last_event_id)
     if position is None:
         raise ApiError(
@@ -159,6 +170,16 @@ async def resume(
             },
         )
     return event_stream(rt, k, position)
+
+
+@router.post("/stream-token", response_model=StreamToken)
+async def stream_token(
+    rt: RuntimeDep, user: CurrentUser, conversation: ConversationDep
+) -> StreamToken:
+    """A token for `?token=` on this conversation's resume route, valid for minutes."""
+    key = await stream_tokens.signing_key(rt.redis, rt.settings.secret_key)
+    token, expires = stream_tokens.issue(key, user_id=user.id, cid=conversation.id)
+    return StreamToken(token=token, expiresAt=expires)
 
 
 @router.post(
