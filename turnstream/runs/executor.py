@@ -20,7 +20,7 @@ from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.events import Event, EventType, delta
 from turnstream.keys import RunKeys
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import RunRecord, RunStatus, now_ms
+from turnstream.runs.state import RunRecord, RunStatus
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 from turnstream.store.views import NewMessage
@@ -91,7 +91,7 @@ async def end_run(
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
         )
-    ended = await rt.runs.finish(
+    ended_at = await rt.runs.finish(
         k,
         status=status,
         message_id=record.message_id,
@@ -99,15 +99,16 @@ async def end_run(
         require=require,
         lapsed_before=lapsed_before,
     )
-    if ended:
-        await runlog.end_run(
-            rt.sessions,
-            session_id=k.sid,
-            status=status.value,
-            error=error[0] if error else None,
-            ended_at_ms=now_ms(),
-        )
-    return ended
+    if ended_at is None:
+        return False
+    await runlog.end_run(
+        rt.sessions,
+        session_id=k.sid,
+        status=status.value,
+        error=error[0] if error else None,
+        ended_at_ms=ended_at,
+    )
+    return True
 
 
 class _Execution:

@@ -72,20 +72,18 @@ async def start_run(
     """
     message_id = uuid7()
     sid = session_id(user_id, message_id)
+    idem_key = None
     if idempotency_key is not None:
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
         idem_key = keys.idempotency(user_id, digest)
-        first = await rt.redis.get(idem_key)
-        run = await runlog.get_run(rt.sessions, session_id=first) if first else None
-        if run is not None:
-            return Started(run.id, run.message_id, replayed=True)
+        if replay := await _replay(rt, idem_key):
+            return replay
     await _count_start(rt, user_id)
-    if idempotency_key is not None:
-        if not await rt.redis.set(idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS):
-            first = await rt.redis.get(idem_key)
-            run = await runlog.get_run(rt.sessions, session_id=first) if first else None
-            if run is not None:
-                return Started(run.id, run.message_id, replayed=True)
+    if idem_key is not None and not await rt.redis.set(
+        idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS
+    ):
+        if replay := await _replay(rt, idem_key):  # a concurrent retry got there first
+            return replay
 
     if multitask is Multitask.INTERRUPT:
         active = await rt.redis.get(keys.active(cid))
@@ -108,15 +106,13 @@ async def start_run(
         created, other = await rt.runs.create(
             k, fields, enqueue=enqueue, max_active=rt.settings.max_active_runs
         )
-    except ActiveRunLimit:
-        if idempotency_key is not None:
-            await rt.redis.delete(idem_key)
+        if not created:
+            assert other is not None
+            raise RunConflict(other)
+    except (ActiveRunLimit, RunConflict):
+        if idem_key is not None:
+            await rt.redis.delete(idem_key)  # nothing started: a retry may start it
         raise
-    if not created:
-        if idempotency_key is not None:
-            await rt.redis.delete(idem_key)
-        assert other is not None
-        raise RunConflict(other)
     try:
         await runlog.record_run(
             rt.sessions,
@@ -145,6 +141,13 @@ async def start_run(
             )
         raise
     return Started(sid, message_id, replayed=False)
+
+
+async def _replay(rt: Runtime, idem_key: str) -> Started | None:
+    """The run an earlier request with the same Idempotency-Key started, if any."""
+    first = await rt.redis.get(idem_key)
+    run = await runlog.get_run(rt.sessions, session_id=first) if first else None
+    return Started(run.id, run.message_id, replayed=True) if run else None
 
 
 async def _count_start(rt: Runtime, user_id: str) -> None:

@@ -49,6 +49,11 @@ class RunStatus(enum.StrEnum):
         return self in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
+def is_live(status: str | None) -> bool:
+    """Whether a `task:status` value means the run is still going (a missing key: no)."""
+    return status is not None and RunStatus(status).active
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -351,8 +356,11 @@ class RunState:
         error: tuple[str, str] | None = None,
         require: RunStatus | None = None,
         lapsed_before: int = 0,
-    ) -> bool:
-        """End the run with its `error` (if any) and `end` events, unless it already ended."""
+    ) -> int | None:
+        """End the run with its `error` (if any) and `end` events, unless it already ended.
+
+        Returns the end time (ms) the script recorded, or None if the run had ended.
+        """
         events = []
         if error is not None:
             message, code = error
@@ -368,7 +376,8 @@ class RunState:
             keys.DURATIONS_KEPT,
             events=events,
         )
-        return bool(await self._finish(keys=self._keys(k), args=args))
+        ended = await self._finish(keys=self._keys(k), args=args)
+        return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
 
     async def get(self, k: RunKeys) -> RunRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -396,8 +405,7 @@ class RunState:
     async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
         """Return once the run has ended or its keys expired (callers bound the wait)."""
         while True:
-            status = await self.redis.get(k.status)
-            if status is None or not RunStatus(status).active:
+            if not is_live(await self.redis.get(k.status)):
                 return
             await asyncio.sleep(poll_seconds)
 

@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
 from turnstream.keys import RunKeys
-from turnstream.runs.state import RunStatus
+from turnstream.runs.state import is_live
 
 logger = logging.getLogger("turnstream.stream")
 
@@ -190,8 +190,7 @@ class StreamHub:
         return [StreamEntry.from_redis(i, f) for i, f in raw]
 
     async def _live(self, k: RunKeys) -> bool:
-        status = await self.redis.get(k.status)
-        return status is not None and RunStatus(status).active
+        return is_live(await self.redis.get(k.status))
 
 
 def _text(value: str | bytes) -> str:

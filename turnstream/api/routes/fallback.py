@@ -18,6 +18,6 @@ router = APIRouter(include_in_schema=False)
 @router.api_route("/conversations/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 async def unmatched(rt: RuntimeDep, user: CurrentUser, rest: str) -> None:
     cid = rest.split("/", 1)[0]
-    if await rt.store.owned(cid=cid, user_id=user.id) is None:
+    if not await rt.store.is_owner(cid=cid, user_id=user.id):
         raise access_denied()
     raise ApiError(404, {"detail": "Not Found"})
