@@ -8,7 +8,8 @@
     chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
     chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
     chat:user-runs:{uid}      zset    status keys of the user's active runs (the cap's count)
-    chat:rate:{uid}:{minute}  string  runs the user started in that minute; 120 s
+    chat:rate:{uid}           zset    session ids of the runs the user started, scored by
+                                      start time (ms); the last minute's are kept
     chat:owner:{cid}          string  the conversation's user id ("" once deleted); OWNER_TTL
     chat:idem:{uid}:{digest}  string  session id a POST with that Idempotency-Key started; 24 h
     chat:durations            list    durations (ms) of recently completed runs, newest first
@@ -48,8 +49,8 @@ def user_runs(user_id: str) -> str:
     return f"chat:user-runs:{user_id}"
 
 
-def rate(user_id: str, minute: int) -> str:
-    return f"chat:rate:{user_id}:{minute}"
+def rate(user_id: str) -> str:
+    return f"chat:rate:{user_id}"
 
 
 def owner(cid: str) -> str:

@@ -35,7 +35,7 @@ class Multitask(enum.StrEnum):
 
 
 class RateLimited(Exception):
-    """Too many runs started this minute; `retry_after` seconds until the next."""
+    """Too many runs started in the last minute; `retry_after` seconds until the next may."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(retry_after)
@@ -78,7 +78,9 @@ async def start_run(
         idem_key = keys.idempotency(user_id, digest)
         if replay := await _replay(rt, idem_key):
             return replay
-    await _count_start(rt, user_id)
+    wait_ms = await rt.runs.count_start(user_id, sid, per_minute=rt.settings.runs_per_minute)
+    if wait_ms:
+        raise RateLimited(retry_after=math.ceil(wait_ms / 1000))
     if idem_key is not None and not await rt.redis.set(
         idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS
     ):
@@ -148,18 +150,6 @@ async def _replay(rt: Runtime, idem_key: str) -> Started | None:
     first = await rt.redis.get(idem_key)
     run = await runlog.get_run(rt.sessions, session_id=first) if first else None
     return Started(run.id, run.message_id, replayed=True) if run else None
-
-
-async def _count_start(rt: Runtime, user_id: str) -> None:
-    """A fixed one-minute window of started runs per user."""
-    now = now_ms()
-    key = keys.rate(user_id, now // 60_000)
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        started, _ = await pipe.execute()
-    if started > rt.settings.runs_per_minute:
-        raise RateLimited(retry_after=max(1, math.ceil((60_000 - now % 60_000) / 1000)))
 
 
 async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:

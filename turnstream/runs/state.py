@@ -224,6 +224,22 @@ return {run, newest}
 """
 
 
+# A sliding one-minute window of the runs a user started (no burst at a minute's edge).
+# KEYS[1]: chat:rate:{uid}; ARGV: now (ms), window (ms), limit, the new run's session id.
+# Returns 0 if the run may start (and counts it), else ms until the oldest start leaves.
+_COUNT_START = """
+local since = tonumber(ARGV[1]) - tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) - since
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The `chat:run:*` hash, typed."""
@@ -297,6 +313,7 @@ class RunState:
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._finish = redis.register_script(_FINISH)
         self._newest = redis.register_script(_NEWEST)
+        self._count_start = redis.register_script(_COUNT_START)
 
     def _keys(self, k: RunKeys) -> list[str]:
         return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
@@ -378,6 +395,14 @@ class RunState:
         )
         ended = await self._finish(keys=self._keys(k), args=args)
         return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
+
+    async def count_start(self, user_id: str, sid: str, *, per_minute: int) -> int:
+        """Count a run the user starts now; 0, or the ms to wait if the minute's quota is used."""
+        return int(
+            await self._count_start(
+                keys=[keys.rate(user_id)], args=[now_ms(), 60_000, per_minute, sid]
+            )
+        )
 
     async def get(self, k: RunKeys) -> RunRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,4 +1,4 @@
-"""Helpers shared by the API tests in this folder (fixtures stay in the test modules)."""
+"""Helpers shared by the API, security and reliability tests (fixtures stay in the test modules)."""
 
 from __future__ import annotations
 
