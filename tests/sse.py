@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
 
 
 @dataclass(frozen=True)
@@ -29,3 +33,15 @@ def parse_sse(text: str) -> list[SSEEvent]:
                 SSEEvent(fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"]))
             )
     return out
+
+
+def follow(client: httpx.Client, method: str, url: str, **kwargs: Any) -> Iterator[tuple]:
+    """Iterate (id, event, data) of a live SSE response, skipping `: ping` comments.
+
+    Closing the generator closes the connection: a client going away.
+    """
+    with connect_sse(client, method, url, **kwargs) as source:
+        assert source.response.status_code == 200, source.response.read()
+        for event in source.iter_sse():
+            if event.data:  # httpx-sse turns a `: ping` comment into an empty event
+                yield event.id, event.event, json.loads(event.data)

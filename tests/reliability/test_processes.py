@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
-from servers import Process, Server, create_token
-
-
-def _sse(client: httpx.Client, method: str, url: str, **kwargs):
-    """Iterate (id, event, data) of a live SSE response, skipping `: ping` comments."""
-    with connect_sse(client, method, url, **kwargs) as source:
-        assert source.response.status_code == 200, source.response.read()
-        for event in source.iter_sse():
-            if event.data:
-                yield event.id, event.event, json.loads(event.data)
+from servers import Server
+from sse import follow
 
 
 def _conversation(client: httpx.Client, base: str) -> str:
@@ -48,7 +36,7 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
                 "total": 0,
             }
             cid = _conversation(client, server.url)
-            first_client = _sse(
+            first_client = follow(
                 client,
                 "POST",
                 f"{server.url}/api/v1/conversations/{cid}/message/?stream=true",
@@ -57,7 +45,7 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
             seen = [next(first_client)]
             sid = seen[0][2]["sessionId"]
             resumed = list(
-                _sse(
+                follow(
                     client,
                     "GET",
                     f"{server.url}/api/v1/conversations/{cid}/resume/{sid}",
@@ -75,38 +63,11 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
 
 
 @pytest.fixture
-def production(tmp_path, redis_url, postgres_url):
-    """API A and API B (`serve --no-worker`) and one `turnstream worker`, on Redis + PostgreSQL."""
-    env = {
-        "TURNSTREAM_REDIS_URL": redis_url,
-        "TURNSTREAM_DATABASE_URL": postgres_url,
-        "TURNSTREAM_DEMO_WORDS": "120",
-        "TURNSTREAM_DEMO_DELAY_MS": "40",
-        "TURNSTREAM_LEASE_SECONDS": "3",
-        "TURNSTREAM_REAPER_INTERVAL": "0.5",
-        "TURNSTREAM_QUEUE_NAME": f"turnstream:test:{tmp_path.name}",
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "turnstream", "migrate"],
-        env={**__import__("os").environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    processes = {
-        "a": Server(env, tmp_path / "a.log", "--no-worker"),
-        "b": Server(env, tmp_path / "b.log", "--no-worker"),
-        "worker": Process(["worker"], env, tmp_path / "worker.log"),
-    }
-    try:
-        processes["a"].wait_ready()
-        processes["b"].wait_ready()
-        token = create_token(postgres_url, "alice")
-        yield processes, {"Authorization": f"Bearer {token}"}
-    finally:
-        for process in processes.values():
-            process.stop()
+def production(cluster):
+    """API A and API B and one worker."""
+    deployment = cluster()
+    processes = {"a": deployment.api(), "b": deployment.api(), "worker": deployment.worker()}
+    return processes, deployment.token()
 
 
 def test_start_on_one_api_process_and_resume_on_another(production):
@@ -114,7 +75,7 @@ def test_start_on_one_api_process_and_resume_on_another(production):
     a, b = processes["a"].url, processes["b"].url
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a)
-        dropped = _sse(
+        dropped = follow(
             client,
             "POST",
             f"{a}/api/v1/conversations/{cid}/message/?stream=true",
@@ -124,14 +85,14 @@ def test_start_on_one_api_process_and_resume_on_another(production):
         dropped.close()  # the client goes away mid-reply
         sid = assembled[0][2]["sessionId"]
         assembled += list(
-            _sse(
+            follow(
                 client,
                 "GET",
                 f"{b}/api/v1/conversations/{cid}/resume/{sid}",
                 headers={"Last-Event-ID": assembled[-1][0]},
             )
         )
-        full = list(_sse(client, "GET", f"{b}/api/v1/conversations/{cid}/resume/{sid}"))
+        full = list(follow(client, "GET", f"{b}/api/v1/conversations/{cid}/resume/{sid}"))
         messages = client.get(f"{b}/api/v1/conversations/{cid}/messages").json()["items"]
     assert assembled == full
     assert [data["seq"] for _id, _type, data in full] == list(range(1, len(full) + 1))
@@ -145,7 +106,7 @@ def test_sigkilled_worker_ends_the_run_with_error_within_10_seconds(production):
     a = processes["a"].url
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a)
-        stream = _sse(
+        stream = follow(
             client,
             "POST",
             f"{a}/api/v1/conversations/{cid}/message/?stream=true",

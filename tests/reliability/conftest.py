@@ -1,0 +1,84 @@
+"""A production-shaped deployment for fault tests: API processes and workers as OS processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from servers import Process, Server, create_token
+
+
+class Cluster:
+    """`serve --no-worker` API processes and `turnstream worker`s sharing one Redis and database.
+
+    Each process logs to its own file under the test's tmp_path; everything is
+    stopped (SIGTERM, then SIGKILL) when the test ends.
+    """
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.processes: list[Process] = []
+
+    def api(self) -> Server:
+        server = Server(self.env, self.logs / f"api{len(self.processes)}.log", "--no-worker")
+        self.processes.append(server)
+        server.wait_ready()
+        return server
+
+    def worker(self, **env: str) -> Process:
+        log = self.logs / f"worker{len(self.processes)}.log"
+        process = Process(["worker"], {**self.env, **env}, log)
+        self.processes.append(process)
+        return process
+
+    def token(self, user_id: str = "alice") -> dict[str, str]:
+        """Bearer headers for a new token of `user_id`."""
+        token = create_token(self.env["TURNSTREAM_DATABASE_URL"], user_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, redis_url, postgres_url) -> Iterator[Callable[..., Cluster]]:
+    """`cluster(**env)` -> a migrated deployment on Redis + PostgreSQL, with no processes yet.
+
+    The demo agent writes 120 words 40 ms apart (about 5 s); leases are short so
+    that a lost worker is noticed in a few seconds. `env` overrides TURNSTREAM_* variables.
+    """
+    made: list[Cluster] = []
+
+    def make(**env: str) -> Cluster:
+        full = {
+            "TURNSTREAM_REDIS_URL": redis_url,
+            "TURNSTREAM_DATABASE_URL": postgres_url,
+            "TURNSTREAM_DEMO_WORDS": "120",
+            "TURNSTREAM_DEMO_DELAY_MS": "40",
+            "TURNSTREAM_LEASE_SECONDS": "3",
+            "TURNSTREAM_REAPER_INTERVAL": "0.5",
+            "TURNSTREAM_QUEUE_NAME": f"turnstream:test:{tmp_path.name}",
+            **env,
+        }
+        migrate = subprocess.run(
+            [sys.executable, "-m", "turnstream", "migrate"],
+            env={**os.environ, **full},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        made.append(Cluster(full, tmp_path))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
