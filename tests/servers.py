@@ -1,8 +1,9 @@
-"""Real turnstream processes for tests: `serve` and `worker` as OS processes on loopback."""
+"""Real processes for tests: `serve`, `worker` and a Redis of a test's own, on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 from helpers import free_port
 
 from turnstream.store import users
@@ -80,3 +82,57 @@ def create_token(database_url: str, user_id: str) -> str:
             await engine.dispose()
 
     return asyncio.run(make())
+
+
+class RedisServer:
+    """A `redis-server` of the test's own, with AOF on, that a test may stop and start again.
+
+    Needs the binary scripts/test finds (TURNSTREAM_TEST_REDIS_SERVER).
+    """
+
+    def __init__(self, binary: str, data_dir: Path) -> None:
+        self.binary = binary
+        self.dir = data_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.fsync = "everysec"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.dir),
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", self.fsync,
+                "--logfile", str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    if client.ping():
+                        return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{(self.dir / 'redis.log').read_text()}")
+
+    def stop(self) -> None:
+        """A clean shutdown: the AOF is flushed, as with `systemctl restart redis`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(redis.RedisError):
+            with redis.Redis(port=self.port, socket_timeout=5) as client:
+                client.shutdown(nosave=True)  # nosave: no RDB; the AOF is flushed regardless
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

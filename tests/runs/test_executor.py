@@ -82,6 +82,21 @@ async def test_reaper_ends_a_run_whose_lease_lapsed_and_keeps_the_partial_reply(
     assert (reply.content, reply.status) == ("half a reply", "error")
 
 
+async def test_a_batch_sent_again_after_a_lost_reply_is_written_once(app):
+    from turnstream import events
+
+    rt = app.state.runtime
+    k, _started = await _queued_run(rt)
+    assert await rt.runs.claim(k, worker="w", lease_seconds=60)
+    first = [events.delta("one "), events.delta("two ")]
+    await rt.runs.append(k, first, batch=1)
+    await rt.runs.append(k, first, batch=1)  # the retry of a write whose reply was lost
+    await rt.runs.append(k, [events.delta("three")], batch=2)
+    entries = await rt.redis.xrange(k.stream)
+    assert [f["type"] for _id, f in entries] == ["queued", "start", "delta", "delta", "delta"]
+    assert [int(f["seq"]) for _id, f in entries] == [1, 2, 3, 4, 5]
+
+
 async def test_reaper_leaves_a_run_with_a_live_lease_alone(app):
     rt = app.state.runtime
     k, _started = await _queued_run(rt)

@@ -10,10 +10,15 @@ delivery harmless.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
+from collections.abc import AsyncGenerator
 
-from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
+from redis.exceptions import RedisError
+from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
 from turnstream.config import Settings
@@ -21,6 +26,35 @@ from turnstream.runs.executor import execute
 from turnstream.runtime import Runtime
 
 TASK_NAME = "turnstream.run"
+_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+logger = logging.getLogger("turnstream.worker")
+
+
+class StreamBroker(RedisStreamBroker):
+    """taskiq-redis's stream broker, but a Redis outage pauses the worker instead of ending it.
+
+    Its `listen` raises on a lost connection, which ends the worker process with
+    every run in it. Here the worker waits for Redis and reads on; the runs in
+    flight ride out the outage (see the executor).
+    """
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        failures = 0
+        while True:
+            try:
+                async with contextlib.aclosing(super().listen()) as messages:
+                    async for message in messages:
+                        failures = 0
+                        yield message
+            except RedisError as exc:
+                delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+                failures += 1
+                logger.warning("run queue unreachable (%s); trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                # A Redis that came back empty has lost the consumer group too.
+                with contextlib.suppress(RedisError):
+                    await self._declare_consumer_group()
 
 
 async def run_task(cid: str, sid: str, context: Context = TaskiqDepends()) -> None:
@@ -34,7 +68,7 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
         broker = InMemoryBroker(max_async_tasks=settings.worker_concurrency)
     else:
         assert settings.redis_url, "a Redis Streams broker needs TURNSTREAM_REDIS_URL"
-        broker = RedisStreamBroker(
+        broker = StreamBroker(
             settings.redis_url,
             queue_name=settings.queue_name,
             consumer_group_name="turnstream-workers",

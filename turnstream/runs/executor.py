@@ -126,6 +126,10 @@ class _Execution:
         self.worker = worker
         self.reply = Reply()
         self.buffer: list[Event] = []
+        # The batch being sent, kept with its number until Redis has taken it.
+        self.unsent: list[Event] = []
+        self.batches = 0
+        self.unreachable_since: float | None = None
         self.last_write = 0.0
         self.stop_asked = False
         self.lost = False
@@ -186,7 +190,7 @@ class _Execution:
                 self.step = asyncio.ensure_future(anext(events))
                 while not self.step.done():
                     wait = None
-                    if self.buffer:
+                    if self.buffer or self.unsent:
                         wait = max(0.0, self.last_write + interval - loop.time())
                     await asyncio.wait({self.step}, timeout=wait)
                     if not self.step.done():
@@ -213,11 +217,29 @@ class _Execution:
             self.buffer.append(event)
 
     async def _write(self) -> None:
-        batch, self.buffer = self.buffer, []
-        if not batch:
-            return
+        """Send the buffered events as one batch; while Redis is unreachable, hold them.
+
+        A batch that failed goes again unchanged, with its number, so the append
+        script writes it once even if the failed try did get through.
+        """
+        if not self.unsent:
+            if not self.buffer:
+                return
+            self.unsent, self.buffer = self.buffer, []
+            self.batches += 1
         self.last_write = asyncio.get_running_loop().time()
-        if await self.rt.runs.append(self.k, batch):
+        try:
+            stop = await self.rt.runs.append(self.k, self.unsent, batch=self.batches)
+        except RedisError as exc:
+            if self.unreachable_since is None:
+                self.unreachable_since = self.last_write
+                logger.warning("run %s: Redis unreachable (%s); holding events", self.k.sid, exc)
+            return
+        if self.unreachable_since is not None:
+            outage = self.last_write - self.unreachable_since
+            logger.warning("run %s: Redis is back after %.1f s; events sent", self.k.sid, outage)
+        self.unsent, self.unreachable_since = [], None
+        if stop:
             self._stop()
 
     async def _watcher(self) -> None:
@@ -254,6 +276,20 @@ class _Execution:
             self.step.cancel()
 
     async def _end(self, status: RunStatus, error: tuple[str, str] | None) -> None:
-        with contextlib.suppress(RedisError):
-            await self._write()  # what the agent said before the end still goes out first
-        await end_run(self.rt, self.k, self.record, status, self.reply, error=error)
+        # What the agent said before the end goes out first, through a short outage too.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rt.settings.lease_seconds
+        while (self.unsent or self.buffer) and loop.time() < deadline:
+            await self._write()
+            if self.unsent:
+                await asyncio.sleep(0.2)
+        try:
+            await end_run(self.rt, self.k, self.record, status, self.reply, error=error)
+        except RedisError as exc:
+            # end_run stores the reply before it touches Redis: only the run's end is missing.
+            logger.error(
+                "run %s: reply stored, but Redis is unreachable to end the run (%s); "
+                "the reaper ends it once Redis is back",
+                self.k.sid,
+                exc,
+            )

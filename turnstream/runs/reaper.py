@@ -61,10 +61,17 @@ async def reap_forever(rt: Runtime, stopping: asyncio.Event) -> None:
     The event, not only cancellation, ends the loop: redis-py can swallow a
     cancel that lands mid-command, and a shutdown must never hang on that.
     """
+    loop = asyncio.get_running_loop()
+    judge_after = 0.0
     while not stopping.is_set():
         try:
-            await reap_once(rt)
+            if loop.time() >= judge_after:
+                await reap_once(rt)
         except (RedisError, SQLAlchemyError) as exc:
             logger.warning("reaper pass failed, retrying: %s", exc)
+            if isinstance(exc, RedisError):
+                # No worker could renew a lease while Redis was away: give them one
+                # lease period after it is back before calling their runs lost.
+                judge_after = loop.time() + rt.settings.lease_seconds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), rt.settings.reaper_interval)

@@ -155,14 +155,22 @@ return 1
 """
 )
 
-# ARGV[5]: session id; then events. Returns {last id, stop asked (0/1)}.
+# ARGV[5]: session id, ARGV[6]: the batch's number ('' for none); then events.
+# Returns {last id, stop asked (0/1)}. A batch sent again after a lost reply
+# (a dropped connection, a client retry) is written once: its number is kept.
 # The hot path: no TTL refresh here, the worker's heartbeat does that.
 _APPEND = (
     "local run_sid = ARGV[5]\n"
     + _PRELUDE
     + """
 if redis.call('HGET', run, 'status') ~= 'running' then return {'', 1} end
-add_from(6)
+if ARGV[6] ~= '' then
+  if redis.call('HGET', run, 'batch') == ARGV[6] then
+    return {'', redis.call('EXISTS', cancel)}
+  end
+  redis.call('HSET', run, 'batch', ARGV[6])
+end
+add_from(7)
 return {last_id, redis.call('EXISTS', cancel)}
 """
 )
@@ -355,9 +363,14 @@ class RunState:
         args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member, events=[start])
         return bool(await self._claim(keys=self._keys(k), args=args))
 
-    async def append(self, k: RunKeys, events: list[Event]) -> bool:
-        """Write events; True when a stop was asked (or the run ended under us)."""
-        _last_id, stop = await self._append(keys=self._keys(k), args=self._args(k, events=events))
+    async def append(self, k: RunKeys, events: list[Event], *, batch: int | None = None) -> bool:
+        """Write events; True when a stop was asked (or the run ended under us).
+
+        With `batch` (numbered 1, 2, … by the one writer), sending a batch again is harmless.
+        """
+        number = "" if batch is None else batch
+        args = self._args(k, number, events=events)
+        _last_id, stop = await self._append(keys=self._keys(k), args=args)
         return bool(stop)
 
     async def heartbeat(self, k: RunKeys, *, worker: str, lease_seconds: float) -> int:
