@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from sqlalchemy import select, text
@@ -81,3 +82,20 @@ async def test_ensure_user_creates_once_and_updates_the_email(
     async with sessions() as db:
         rows = list(await db.scalars(select(User)))
     assert [(u.id, u.email) for u in rows] == [("carol", "carol@example.com")]
+
+
+async def test_two_processes_creating_one_user_at_once_both_succeed(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two API processes whose first request is the same new (JWT) user."""
+
+    async def create() -> str:
+        async with sessions() as db:
+            return await users.create_token(db, user_id="dave")
+
+    tokens = await asyncio.gather(*(create() for _ in range(4)))
+    async with sessions() as db:
+        rows = list(await db.scalars(select(User)))
+        found = [await users.user_for_token(db, token=t) for t in tokens]
+    assert [u.id for u in rows] == ["dave"]
+    assert [u.id for u in found] == ["dave"] * 4

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -93,8 +93,8 @@ class StreamHub:
         """
         self._joined += 1
         follower = _Follower(cursor, self._joined % _TICK_SLICES)
-        channel = await self._join(k.channel, follower)
         try:
+            channel = await self._join(k.channel, follower)
             try:
                 await asyncio.wait_for(channel.confirmed.wait(), _CONFIRM_SECONDS)
             except TimeoutError as exc:
@@ -133,11 +133,14 @@ class StreamHub:
 
     async def _join(self, name: str, follower: _Follower) -> _Channel:
         channel = self._channels.get(name)
-        if channel is None:
-            channel = self._channels[name] = _Channel()
-            async with self._commands:
-                await self._pubsub.subscribe(name)
+        if channel is not None:
+            channel.followers.add(follower)
+            return channel
+        channel = self._channels[name] = _Channel()
         channel.followers.add(follower)
+        # Shielded: if this follower's client goes away now, the others that join the
+        # channel meanwhile still need the subscription.
+        await asyncio.shield(self._command(self._pubsub.subscribe, name))
         return channel
 
     async def _leave(self, name: str, follower: _Follower) -> None:
@@ -148,8 +151,12 @@ class StreamHub:
         if not channel.followers:
             del self._channels[name]
             with contextlib.suppress(RedisError):
-                async with self._commands:
-                    await self._pubsub.unsubscribe(name)
+                await asyncio.shield(self._command(self._pubsub.unsubscribe, name))
+
+    async def _command(self, command: Callable[[str], Awaitable[object]], name: str) -> None:
+        """One (un)subscribe at a time on the connection, in the order they were asked for."""
+        async with self._commands:
+            await command(name)
 
     async def _listen(self) -> None:
         while not self._stopping.is_set():

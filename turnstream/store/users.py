@@ -6,6 +6,8 @@ import hashlib
 import secrets
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turnstream.ids import uuid7
@@ -19,11 +21,16 @@ def hash_token(token: str) -> str:
 
 
 async def ensure_user(db: AsyncSession, *, user_id: str, email: str | None = None) -> User:
+    """The user, created if needed; safe when several processes create one user at once."""
     user = await db.get(User, user_id)
     if user is None:
-        user = User(id=user_id, email=email)
-        db.add(user)
-    elif email is not None and user.email != email:
+        # INSERT … ON CONFLICT DO NOTHING: a second API process's first request (or first
+        # start) for the same user must not fail on the primary key.
+        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await db.execute(insert(User).values(id=user_id, email=email).on_conflict_do_nothing())
+        user = await db.get(User, user_id)
+        assert user is not None
+    if email is not None and user.email != email:
         user.email = email
     await db.flush()
     return user
