@@ -99,3 +99,23 @@ async def test_a_lost_notice_is_read_back_from_the_stream(app):
     finally:
         await hub.close()
     assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_a_follower_that_leaves_while_subscribing_does_not_block_the_next(app):
+    """A client gone while its SUBSCRIBE waited for the connection left the channel
+    registered but never subscribed: every later follower on the process waited 10 s, then failed.
+    """
+    rt = app.state.runtime
+    hub = StreamHub(rt.redis)
+    await hub.start()
+    try:
+        k = await _running_run(rt.runs, 0)
+        async with hub._commands:  # another follower's (un)subscribe holds the connection
+            gone = asyncio.create_task(anext(aiter(hub.follow(k, "0-0"))))
+            await asyncio.sleep(0.05)  # it now waits to subscribe
+            gone.cancel()  # its client went away
+        async with asyncio.timeout(3):
+            first = await anext(aiter(hub.follow(k, "0-0")))
+    finally:
+        await hub.close()
+    assert [e.type for e in first] == ["queued", "start"]
