@@ -35,6 +35,7 @@ def serve(
     import uvicorn
 
     from turnstream.api.app import create_app
+    from turnstream.api.http_protocol import HEAD_CAP_FACTOR, bounded_httptools
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
@@ -57,6 +58,8 @@ def serve(
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        # httptools alone reads a request head of any size.
+        http=bounded_httptools(HEAD_CAP_FACTOR * settings.max_header_bytes),
     )
 
 
@@ -92,7 +95,8 @@ def worker(
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
-    if Settings().redis_url is None:
+    settings = Settings()
+    if settings.redis_url is None:
         raise _fail("turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis.")
     args = WorkerArgs(
         broker="turnstream.runs.worker:broker",
@@ -101,6 +105,10 @@ def worker(
         max_async_tasks=concurrency,
         # Acknowledge only after the run: a worker that dies leaves its message pending.
         ack_type=AcknowledgeType.WHEN_EXECUTED,
+        # On SIGTERM taskiq stops reading the queue, waits this long for the runs in
+        # flight, then shuts the broker down: our shutdown hook ends what is still going.
+        wait_tasks_timeout=settings.worker_grace_seconds,
+        # Bounds that hook (ending runs takes well under a second each, in parallel).
         shutdown_timeout=10,
     )
     sys.exit(run_worker(args) or 0)

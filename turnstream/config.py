@@ -53,10 +53,17 @@ class Settings(BaseSettings):
     ping_seconds: float = 15.0
     queue_name: str = "turnstream:runs"
     worker_concurrency: int = Field(100, ge=1)
+    # How long a SIGTERMed `turnstream worker` lets its runs in flight finish after it
+    # stops taking new ones; runs still going then end with `error` (`worker_stopped`),
+    # their partial replies stored. Keep it a few seconds under the orchestrator's kill
+    # timeout (Kubernetes: terminationGracePeriodSeconds, 30 s by default).
+    worker_grace_seconds: float = Field(20.0, ge=0)
 
     # Abuse limits, per user.
     runs_per_minute: int = Field(30, ge=1)
     max_active_runs: int = Field(5, ge=1)
+    # Request header bytes (names, values, ": " and CRLF) past which a request gets 431.
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
     @cached_property
     def embedded(self) -> bool:

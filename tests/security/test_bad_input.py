@@ -10,6 +10,16 @@ import pytest
 
 API = "/api/v1/conversations"
 MAX_CHARS = 100
+# Bytes that are no text: not UTF-8, and without NUL, so that only their encoding can refuse them.
+BINARY = bytes(range(1, 256)) * 4
+
+
+def _multipart_field(value: bytes, content_type: str | None = None) -> bytes:
+    """A multipart body whose `content` is a text field (no filename) holding `value`."""
+    head = b'--xyz\r\nContent-Disposition: form-data; name="content"\r\n'
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n".encode()
+    return head + b"\r\n" + value + b"\r\n--xyz--\r\n"
 
 
 @pytest.fixture
@@ -222,6 +232,17 @@ async def test_a_huge_chunked_body_is_refused_with_413(client, alice, cid):
         pytest.param(
             "multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage", id="multipart-broken"
         ),
+        pytest.param("application/octet-stream", BINARY, id="octet-stream"),
+        pytest.param("image/png", b"\x89PNG\r\n\x1a\n" + BINARY, id="png"),
+        # Starlette reads such a field as Latin-1: it used to be stored as mojibake.
+        pytest.param(
+            "multipart/form-data; boundary=xyz", _multipart_field(BINARY), id="multipart-binary"
+        ),
+        pytest.param(
+            "multipart/form-data; boundary=xyz",
+            _multipart_field(BINARY, "application/octet-stream"),
+            id="multipart-binary-octet-stream",
+        ),
     ],
 )
 async def test_unreadable_bodies_are_400(client, alice, cid, content_type, body):
@@ -259,3 +280,39 @@ async def test_refused_posts_leave_the_conversation_usable(client, alice, cid):
     await client.post(_url(cid), headers={**alice, "Content-Type": "text/plain"}, content=b"x")
     response = await client.post(_url(cid), headers=alice, data={"content": "now a real one"})
     await _assert_reply(client, alice, cid, response, "now a real one")
+
+
+# -- who hears about a bad body ----------------------------------------------------
+# FastAPI reads a JSON body before the route's dependencies: the 401 and 403 checks
+# must still come first, as they do for a readable body.
+
+NOT_UTF8_JSON = b'{"title": "\xff"}'  # FastAPI's own 400, before any dependency ran
+
+
+@pytest.mark.parametrize("body", [NOT_UTF8_JSON, b'{"title": 5}'], ids=["not-utf8", "invalid"])
+async def test_a_bad_json_body_without_a_token_is_401(client, body):
+    response = await client.post(API, headers={"Content-Type": "application/json"}, content=body)
+    assert response.status_code == 401, response.text
+    assert response.json()["detail"].startswith("Missing bearer token")
+
+
+@pytest.mark.parametrize("body", [NOT_UTF8_JSON, b'{"title": 5}'], ids=["not-utf8", "invalid"])
+async def test_a_bad_json_body_on_another_users_conversation_is_403(
+    client, make_token, alice, cid, body
+):
+    bob = await make_token("bob")
+    before = (await client.get(f"{API}/{cid}", headers=alice)).json()
+    headers = {**bob, "Content-Type": "application/json"}
+    response = await client.patch(f"{API}/{cid}", headers=headers, content=body)
+    assert response.status_code == 403, response.text
+    assert response.json() == {"detail": "Access denied to conversation"}
+    assert (await client.get(f"{API}/{cid}", headers=alice)).json() == before
+
+
+async def test_json_that_is_not_utf8_is_400_for_the_owner(client, alice, cid):
+    before = (await client.get(f"{API}/{cid}", headers=alice)).json()
+    headers = {**alice, "Content-Type": "application/json"}
+    response = await client.patch(f"{API}/{cid}", headers=headers, content=NOT_UTF8_JSON)
+    assert response.status_code == 400, response.text
+    assert isinstance(response.json()["detail"], str)
+    assert (await client.get(f"{API}/{cid}", headers=alice)).json() == before

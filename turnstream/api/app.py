@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from turnstream import __version__
 from turnstream.api import errors
 from turnstream.api.auth import TokenCache
+from turnstream.api.header_limit import HeaderLimit
 from turnstream.api.routes import conversations, fallback, health, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         lifespan=lifespan,
     )
     app.state.token_cache = TokenCache()
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     errors.install(app, api_prefix=API_PREFIX)
     app.include_router(health.router)
     for router in (conversations.router, runs.router, sessions.router, fallback.router):

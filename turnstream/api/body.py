@@ -78,13 +78,32 @@ async def _from_multipart(headers: Headers, body: bytes) -> str:
         yield body
 
     try:
-        form = await MultiPartParser(headers, stream()).parse()
+        form = await _StrictMultiPartParser(headers, stream()).parse()
     except (MultiPartException, UnicodeDecodeError) as exc:
         raise _bad(f"The multipart form could not be read: {exc}") from exc
     value = form.get("content")
     if not isinstance(value, str):
         raise _bad("The form needs a text field 'content'.")
     return value
+
+
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, except that a text field not valid in its charset is an error.
+
+    Starlette decodes such a field as Latin-1 instead, which would store random
+    bytes as mojibake where the other body formats refuse them.
+    """
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset)
+            except UnicodeDecodeError as exc:
+                raise MultiPartException(
+                    f"The field '{part.field_name}' is not valid {self._charset} text."
+                ) from exc
+        super().on_part_end()
 
 
 def _bad(detail: str) -> ApiError:

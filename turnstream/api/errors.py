@@ -1,6 +1,8 @@
 """Errors as the API answers them: a status and a JSON body, never a bare 500.
 
 ApiError                    a 4xx with an exact body (SPEC §6, §7)
+RequestValidationError,     422 / FastAPI's own 400, but only after the caller passed
+  HTTPException             the 401 and 403 checks its route would make
 redis ConnectionError/...   503 {"error": "Redis unavailable", ...}
 SQLAlchemy OperationalError 503 {"error": "Database unavailable", ...}
 """
@@ -13,12 +15,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("turnstream.api")
 
@@ -42,24 +46,52 @@ def access_denied() -> ApiError:
 
 
 def install(app: FastAPI, *, api_prefix: str) -> None:
+    async def refusal(request: Request) -> JSONResponse | None:
+        """The 401 or 403 the route's own dependencies would give, if any.
+
+        FastAPI reads and validates the body and parameters before any dependency
+        runs; without this, a caller with no valid token, or with someone else's
+        conversation, would hear about their input first.
+        """
+        from turnstream.api.auth import authenticate
+        from turnstream.api.deps import get_follower
+
+        if not request.url.path.startswith(api_prefix + "/"):
+            return None
+        rt, authorization = request.app.state.runtime, request.headers.get("authorization")
+        cid = request.path_params.get("cid")
+        try:
+            if cid is None:
+                await authenticate(rt, request.app.state.token_cache, authorization)
+            else:
+                # A bearer token of the owner, or (as on resume) a stream token of this
+                # conversation: either already proves the caller may see it.
+                await get_follower(
+                    request, rt, cid, request.query_params.get("token"), authorization
+                )
+        except ApiError as refused:
+            return _as_response(refused)
+        return None
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        from turnstream.api.auth import authenticate  # auth raises ApiError from here
-
-        # FastAPI reads a JSON body before any dependency: authenticate first, so a
-        # caller without a valid token learns nothing about the body it sent.
-        if request.url.path.startswith(api_prefix + "/"):
-            state = request.app.state
-            await authenticate(
-                state.runtime, state.token_cache, request.headers.get("authorization")
-            )
+        if refused := await refusal(request):
+            return refused
         # Only location, message and type: echoing the input could fail to encode.
         errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's 400 for a body it cannot parse (JSON that is not UTF-8) comes before
+        # the dependencies. Routing's 404 and 405 depend only on the path and method.
+        if exc.status_code not in (404, 405) and (refused := await refusal(request)):
+            return refused
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+        return _as_response(exc)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
@@ -82,6 +114,10 @@ def install(app: FastAPI, *, api_prefix: str) -> None:
         if exc.connection_invalidated or _is_connection_error(exc):
             return await _db_down(_request, exc)
         raise exc
+
+
+def _as_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
