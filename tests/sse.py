@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,23 @@ def parse_sse(text: str) -> list[SSEEvent]:
                 SSEEvent(fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"]))
             )
     return out
+
+
+# The end of an SSE frame: a line end followed by an empty line.
+_FRAME_END = re.compile(rb"(?:\r\n|\n)(?:\r\n|\n)")
+
+
+def frame_ends(raw: bytes) -> list[int]:
+    """The offsets in `raw` just past each complete SSE frame (events and comments alike)."""
+    return [match.end() for match in _FRAME_END.finditer(raw)]
+
+
+def parse_received(raw: bytes) -> tuple[list[SSEEvent], bytes]:
+    """What a client makes of a body cut off anywhere: the events of its complete frames,
+    and the bytes of an unfinished last frame, which it must throw away."""
+    ends = frame_ends(raw)
+    complete = ends[-1] if ends else 0
+    return parse_sse(raw[:complete].decode()), raw[complete:]
 
 
 def follow(client: httpx.Client, method: str, url: str, **kwargs: Any) -> Iterator[tuple]:

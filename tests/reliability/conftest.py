@@ -25,10 +25,18 @@ class Cluster:
         self.processes: list[Process] = []
 
     def api(self) -> Server:
-        server = Server(self.env, self.logs / f"api{len(self.processes)}.log", "--no-worker")
-        self.processes.append(server)
-        server.wait_ready()
-        return server
+        return self.apis(1)[0]
+
+    def apis(self, count: int) -> list[Server]:
+        """`count` API processes, started together: each takes seconds to start."""
+        servers = []
+        for _ in range(count):
+            log = self.logs / f"api{len(self.processes)}.log"
+            servers.append(Server(self.env, log, "--no-worker"))
+            self.processes.append(servers[-1])
+        for server in servers:
+            server.wait_ready()
+        return servers
 
     def worker(self, **env: str) -> Process:
         log = self.logs / f"worker{len(self.processes)}.log"

@@ -129,3 +129,42 @@ def test_sigkilled_worker_ends_the_run_with_error_within_10_seconds(production):
     partial = "".join(data["text"] for _id, t, data in seen if t == "delta")
     assert messages[-1]["status"] == "error" and messages[-1]["content"] == partial
     assert 0 < len(partial.split()) < 120
+
+
+def test_sigkilled_api_process_mid_stream_the_client_resumes_on_another(production):
+    processes, headers = production
+    a, b = processes["a"], processes["b"].url
+    with httpx.Client(headers=headers, timeout=30) as client:
+        cid = _conversation(client, a.url)
+        stream = follow(
+            client,
+            "POST",
+            f"{a.url}/api/v1/conversations/{cid}/message/?stream=true",
+            data={"content": "hello"},
+        )
+        assembled = [next(stream) for _ in range(8)]
+        a.signal(signal.SIGKILL)
+        killed_at_ms = time.time_ns() // 1_000_000
+        with pytest.raises(httpx.TransportError):  # the client sees its connection fail
+            for event in stream:  # what was already on the wire still counts
+                assembled.append(event)
+        assert a.proc.wait(5) == -signal.SIGKILL
+        sid = assembled[0][2]["sessionId"]
+        assembled += list(
+            follow(
+                client,
+                "GET",
+                f"{b}/api/v1/conversations/{cid}/resume/{sid}",
+                headers={"Last-Event-ID": assembled[-1][0]},
+            )
+        )
+        full = list(follow(client, "GET", f"{b}/api/v1/conversations/{cid}/resume/{sid}"))
+        run = client.get(f"{b}/api/v1/conversations/{cid}/runs/{sid}").json()
+        messages = client.get(f"{b}/api/v1/conversations/{cid}/messages").json()["items"]
+    assert assembled == full
+    assert [data["seq"] for _id, _type, data in full] == list(range(1, len(full) + 1))
+    assert [t for _id, t, _data in full].count("end") == 1
+    assert full[-1][2]["ts"] > killed_at_ms  # the run was still going when A died
+    assert run["status"] == "completed" and full[-1][2]["status"] == "completed"
+    text = "".join(data["text"] for _id, t, data in full if t == "delta")
+    assert messages[-1]["content"] == text and len(text.split()) == 120

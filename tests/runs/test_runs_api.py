@@ -225,6 +225,40 @@ async def test_enqueue_starts_after_the_active_run_ends(slow_client):
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
 
 
+async def test_stopping_an_enqueued_run_while_it_waits_keeps_the_conversation_in_order(
+    slow_client,
+):
+    headers = await _headers(slow_client, "alice")
+    cid = await _conversation(slow_client, headers)
+    first = asyncio.create_task(_post(slow_client, headers, cid, "one"))
+    running = await _until_running(slow_client, headers, cid)
+    second = asyncio.create_task(_post(slow_client, headers, cid, "two", multitask="enqueue"))
+    for _ in range(400):  # until the enqueued run is the newest
+        newest = await slow_client.get(
+            f"/api/v1/conversations/{cid}/active-session", headers=headers
+        )
+        if newest.json()["sessionId"] != running["sessionId"]:
+            break
+        await asyncio.sleep(0.01)
+    waiting = newest.json()["sessionId"]
+    stopped = await slow_client.post(
+        f"/api/v1/conversations/{cid}/stop", params={"session_id": waiting}, headers=headers
+    )
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {"status": "cancelled", "sessionId": waiting}
+    first_events, second_events = parse_sse((await first).text), parse_sse((await second).text)
+    assert _ends(first_events)[0].data["status"] == "completed"  # the stop was not for it
+    assert [e.event for e in second_events] == ["queued", "start", "end"]  # no agent ran
+    messages = await _messages(slow_client, headers, cid)
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "cancelled"),
+    ]
+    assert messages[2]["content"] == "two" and messages[3]["content"] == ""
+
+
 async def test_stop_mid_run_keeps_the_partial_reply_marked_cancelled(slow_client):
     headers = await _headers(slow_client, "alice")
     cid = await _conversation(slow_client, headers)
@@ -254,6 +288,23 @@ async def test_idempotency_key_returns_the_first_run(client, make_token):
     assert again.headers["x-session-id"] == first.headers["x-session-id"]
     assert parse_sse(again.text) == parse_sse(first.text)
     assert [m["role"] for m in await _messages(client, headers, cid)] == ["user", "assistant"]
+
+
+async def test_concurrent_requests_with_one_idempotency_key_start_one_run(client, make_token):
+    """A client retrying a request whose answer it never saw, while the first still runs."""
+    headers = await make_token("alice")
+    for attempt in range(5):
+        cid = await _conversation(client, headers)
+        keyed = {**headers, "Idempotency-Key": f"retry-{attempt}"}
+        url = f"/api/v1/conversations/{cid}/message/?stream=false"
+        both = await asyncio.gather(
+            *(client.post(url, headers=keyed, data={"content": "hi"}) for _ in range(2))
+        )
+        later = await client.post(url, headers=keyed, data={"content": "hi"})
+        assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+        sids = {r.headers["x-session-id"] for r in [*both, later]}
+        assert len(sids) == 1
+        assert [m["role"] for m in await _messages(client, headers, cid)] == ["user", "assistant"]
 
 
 async def test_regenerate_replaces_the_last_reply(client, make_token):

@@ -6,6 +6,11 @@ plus `turnstream worker`): taskiq-redis's RedisStreamBroker, a consumer group
 with acknowledgements, so a message a crashed worker took is delivered again.
 Either way the task only names the run; the run's claim makes a second
 delivery harmless.
+
+A SIGTERMed worker (see `turnstream worker`) stops reading, lets its runs in
+flight finish within the grace, then ends the claimed ones (`worker_stopped`)
+and hands back the ones still waiting for their turn: no message stays pending
+(see `run_task`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqD
 from taskiq_redis import RedisStreamBroker
 
 from turnstream.config import Settings
+from turnstream.keys import RunKeys
 from turnstream.runs.executor import execute
+from turnstream.runs.state import RunStatus
 from turnstream.runtime import Runtime
 
 TASK_NAME = "turnstream.run"
@@ -59,7 +66,36 @@ class StreamBroker(RedisStreamBroker):
 
 async def run_task(cid: str, sid: str, context: Context = TaskiqDepends()) -> None:
     runtime: Runtime = context.state.runtime
-    await execute(runtime, cid, sid, worker=context.state.worker_name)
+    task = asyncio.current_task()
+    assert task is not None
+    context.state.run_tasks.add(task)
+    try:
+        await execute(runtime, cid, sid, worker=context.state.worker_name)
+    except asyncio.CancelledError:
+        if not context.state.stopping:
+            raise
+        # Cancelled by the worker's shutdown hook: the run has been seen to; taskiq
+        # may ack its message (a re-raise would only add a traceback to the log).
+        await _left_behind(runtime, context.broker, RunKeys(cid, sid))
+    finally:
+        context.state.run_tasks.discard(task)
+
+
+async def _left_behind(runtime: Runtime, broker: AsyncBroker, k: RunKeys) -> None:
+    """A run the stopping worker did not finish: hand it back if it never started.
+
+    A run still queued (it waited for the run before it) gets a new message on
+    the queue, so another worker takes it at once; left pending instead, this
+    message would reach one only through XAUTOCLAIM, after taskiq-redis's idle
+    timeout of 10 minutes. A run that started has been ended by the executor
+    (`worker_stopped`, the partial reply stored).
+    """
+    status = await runtime.redis.get(k.status)
+    if status == RunStatus.QUEUED:
+        await kick(broker, k.cid, k.sid)
+        logger.info("run %s handed back to the queue: this worker is stopping", k.sid)
+    else:
+        logger.warning("run %s ended (%s): this worker stopped before it finished", k.sid, status)
 
 
 def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
@@ -73,9 +109,16 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
             queue_name=settings.queue_name,
             consumer_group_name="turnstream-workers",
             consumer_id="0",  # a group created late still sees messages sent before it
+            # One message per read: a worker never holds messages it has not handed to
+            # taskiq, which a SIGTERM would leave pending (see `_hand_back`).
+            xread_count=1,
         )
     broker.register_task(run_task, task_name=TASK_NAME)
     broker.state.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    # Every run task of this process, claimed or still waiting (Runtime.running: claimed),
+    # and whether the worker's shutdown hook has begun (it cancels those still here).
+    broker.state.run_tasks = set()
+    broker.state.stopping = False
     return broker
 
 

@@ -140,7 +140,10 @@ class _Execution:
         status, error = RunStatus.COMPLETED, None
         watcher = asyncio.create_task(self._watcher())
         try:
-            await self._consume(await self._context())
+            ctx = await self._context()  # stores an enqueued run's question, in its turn
+            if await self.rt.redis.exists(self.k.cancel):
+                self.stop_asked = True  # stopped while it waited for its turn: no agent
+            await self._consume(ctx)
             if self.stop_asked:
                 status = RunStatus.CANCELLED
         except asyncio.CancelledError:

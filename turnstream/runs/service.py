@@ -18,12 +18,19 @@ from turnstream.keys import RunKeys
 from turnstream.runs.broker import kick
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus, now_ms
+from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus, is_live, now_ms
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 from turnstream.store.views import NewMessage
 
 logger = logging.getLogger("turnstream.runs")
+
+# How long a request waits for a concurrent one with the same Idempotency-Key to record its run.
+_CLAIM_WAIT_SECONDS = 5.0
+
+# A field of the run hash (`chat:run:*`), set once `start_run` has written the run's
+# SQL side (user message, or the replies a regenerate replaces deleted).
+PREPARED = "prepared"
 
 
 class Multitask(enum.StrEnum):
@@ -81,11 +88,8 @@ async def start_run(
     wait_ms = await rt.runs.count_start(user_id, sid, per_minute=rt.settings.runs_per_minute)
     if wait_ms:
         raise RateLimited(retry_after=math.ceil(wait_ms / 1000))
-    if idem_key is not None and not await rt.redis.set(
-        idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS
-    ):
-        if replay := await _replay(rt, idem_key):  # a concurrent retry got there first
-            return replay
+    if idem_key is not None and (replay := await _claim(rt, idem_key, sid)):
+        return replay  # a concurrent request with the same key got there first
 
     if multitask is Multitask.INTERRUPT:
         active = await rt.redis.get(keys.active(cid))
@@ -131,6 +135,7 @@ async def start_run(
             await rt.store.append(
                 cid=cid, message=NewMessage(id=user_message_id, role="user", content=content)
             )
+        await _prepared(rt, k)
         await kick(broker, cid, sid)
     except BaseException:
         record = await rt.runs.get(k)
@@ -145,6 +150,26 @@ async def start_run(
     return Started(sid, message_id, replayed=False)
 
 
+async def _claim(rt: Runtime, idem_key: str, sid: str) -> Started | None:
+    """Claim `idem_key` for run `sid`: None once claimed, or the run of the request holding it.
+
+    The holder records its run in SQL a moment after its claim, or deletes the key if it
+    starts nothing; until one or the other, wait (bounded). Answering 409 meanwhile, and
+    deleting the holder's key with it, would let a later retry start a second run.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _CLAIM_WAIT_SECONDS
+    while not await rt.redis.set(idem_key, sid, nx=True, ex=keys.IDEMPOTENCY_TTL_SECONDS):
+        if replay := await _replay(rt, idem_key):
+            return replay
+        if loop.time() > deadline:
+            # The holder died between its claim and its record: take the key over.
+            await rt.redis.set(idem_key, sid, ex=keys.IDEMPOTENCY_TTL_SECONDS)
+            return None
+        await asyncio.sleep(0.02)
+    return None
+
+
 async def _replay(rt: Runtime, idem_key: str) -> Started | None:
     """The run an earlier request with the same Idempotency-Key started, if any."""
     first = await rt.redis.get(idem_key)
@@ -152,16 +177,54 @@ async def _replay(rt: Runtime, idem_key: str) -> Started | None:
     return Started(run.id, run.message_id, replayed=True) if run else None
 
 
+async def _prepared(rt: Runtime, k: RunKeys) -> None:
+    """Mark the run's SQL side done; end it here if a stop came while it was being done.
+
+    Until then a stop only asks (see `stop_run`): ending the run earlier would store
+    its reply before its own user message, or before the deletion of the replies a
+    regenerate replaces, which would then delete it too. Of the two checks, the
+    stop's (after asking) or this one (after marking), at least one sees the other.
+    """
+    await rt.redis.hset(k.run, PREPARED, "1")
+    if await rt.redis.exists(k.cancel):
+        await _end_queued(rt, k)
+
+
+async def _end_queued(rt: Runtime, k: RunKeys) -> None:
+    """Cancel a run no worker has claimed yet; a no-op once one has (it sees the stop).
+
+    Also a no-op while the run waits for the one before it (`enqueue`): ended now,
+    its reply would be stored before that run's. Its worker ends it in its turn.
+    """
+    record = await rt.runs.get(k)
+    if record is None or record.status is not RunStatus.QUEUED:
+        return
+    before = record.multitask_after
+    if before and is_live(await rt.redis.get(RunKeys(k.cid, before).status)):
+        return
+    await end_run(rt, k, record, RunStatus.CANCELLED, Reply(), require=RunStatus.QUEUED)
+
+
 async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:
-    """Ask the run to stop and wait (bounded) until it has ended; None if it is not active."""
+    """Ask the run to stop and wait (bounded) until it has ended; None if it is not active.
+
+    The record returned may still be active (the wait timed out) or have ended
+    otherwise than `cancelled` (it finished before it saw the stop).
+    """
     record = await rt.runs.get(k)
     if record is None or not record.status.active:
         return None
     await rt.runs.ask_stop(k)
-    if record.status is RunStatus.QUEUED:
+    if record.status is RunStatus.QUEUED and await rt.redis.hget(k.run, PREPARED):
         # No worker has it yet: end it here. If one claims it meanwhile, it sees the stop.
-        await end_run(rt, k, record, RunStatus.CANCELLED, Reply(), require=RunStatus.QUEUED)
+        await _end_queued(rt, k)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(rt.settings.stop_wait_seconds):
             await rt.runs.wait_ended(k)
-    return await rt.runs.get(k)
+    record = await rt.runs.get(k)
+    if record is not None and record.status is RunStatus.QUEUED:
+        # Still queued after the whole wait, so never prepared: the request that was
+        # starting it is gone (its process died) or stuck. It must not block the conversation.
+        await _end_queued(rt, k)
+        record = await rt.runs.get(k)
+    return record

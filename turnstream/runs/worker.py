@@ -1,7 +1,8 @@
 """`turnstream worker`: taskiq worker processes that execute runs from the Redis Streams queue.
 
 taskiq imports `broker` from here in each worker process; the startup hook
-opens the process's Runtime and starts its reaper.
+opens the process's Runtime and starts its reaper, the shutdown hook (after
+the SIGTERM grace) ends or hands back the runs still here.
 """
 
 from __future__ import annotations
@@ -34,5 +35,18 @@ async def _startup(state: TaskiqState) -> None:
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _shutdown(state: TaskiqState) -> None:
+    """After the grace (`worker_grace_seconds`): end or hand back every run still here.
+
+    Runs not claimed yet (waiting for the run before them) go back on the queue
+    first, before the runs they wait for end and would let them start; then
+    Runtime.close() cancels the claimed ones, which end with `worker_stopped`.
+    (A claim already on its way to Redis when the cancel lands leaves its run
+    `running` with no one renewing its lease: the reaper ends it.)
+    """
+    state.stopping = True
     await stop_task(state.reaper, state.reaper_stopping)
+    waiting = [task for task in state.run_tasks if task not in state.runtime.running]
+    for task in waiting:  # no await in between, so none of them moves into `running`
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
     await state.runtime.close()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from turnstream import keys
 from turnstream.api import stream_tokens
@@ -22,7 +23,7 @@ from turnstream.api.schemas import (
     StreamToken,
 )
 from turnstream.api.sse import event_stream
-from turnstream.events import parse_cursor
+from turnstream.events import cursor_key, parse_cursor
 from turnstream.keys import RunKeys
 from turnstream.runs.service import (
     Multitask,
@@ -32,7 +33,7 @@ from turnstream.runs.service import (
     start_run,
     stop_run,
 )
-from turnstream.runs.state import ActiveRunLimit, RunRecord
+from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus
 from turnstream.runs.stream import expired
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
@@ -96,7 +97,12 @@ async def post_message(
     options: RunOptionsDep,
 ) -> Response:
     """Store the user message, start a run, and stream its events (or wait for the reply)."""
-    content = await read_content(request, max_chars=rt.settings.max_message_chars)
+    try:
+        content = await read_content(request, max_chars=rt.settings.max_message_chars)
+    except ClientDisconnect:
+        # The client hung up before its message arrived whole: nothing was stored or
+        # started, and no one is left to answer (499, as nginx logs it), so no error either.
+        return Response(status_code=499)
     started = await _start(rt, broker, conversation.id, user.id, content, options)
     return await _answer(rt, conversation.id, started, stream=options.stream)
 
@@ -144,15 +150,17 @@ async def resume(
     `POST …/stream-token` instead.
     """
     k = RunKeys(follower.cid, session_id)
-    await _run_of(rt, k, follower.user_id)
+    record = await _run_of(rt, k, follower.user_id)
     position = parse_cursor(cursor if cursor is not None else last_event_id)
     if position is None:
-        raise ApiError(
-            400,
-            {
-                "error": "Invalid cursor",
-                "detail": "A cursor is a stream entry id such as 1704123456789-0.",
-            },
+        raise _invalid_cursor("A cursor is a stream entry id such as 1704123456789-0.")
+    if cursor_key(position) > cursor_key(record.last_id):
+        # No entry of this run can be newer than its newest: the cursor is not one this
+        # run sent (another run's, or made up). Waiting after it would silently skip
+        # every event still to come, `end` included.
+        raise _invalid_cursor(
+            f"The cursor is past this run's newest event ({record.last_id}), so this run "
+            "did not send it. Resume from an id this run sent, or without a cursor."
         )
     resync = await expired(rt.redis, k, position)
     if resync is not None:
@@ -185,15 +193,23 @@ async def stream_token(
 @router.post(
     "/stop",
     response_model=StopResult,
-    responses={404: {"model": ErrorBody, "description": "Nothing is running"}},
+    responses={
+        202: {"description": "Asked to stop, still ending after the stop wait: `stopping`"},
+        404: {"model": ErrorBody, "description": "Nothing is running"},
+        409: {"description": "The run ended otherwise (e.g. completed) before it saw the stop"},
+    },
 )
 async def stop(
     rt: RuntimeDep,
     user: CurrentUser,
     conversation: ConversationDep,
     session_id: Annotated[str | None, Query(max_length=_MAX_SESSION_ID)] = None,
-) -> StopResult:
-    """Cancel the active run (or the one named); its partial reply is kept, marked cancelled."""
+) -> StopResult | JSONResponse:
+    """Cancel the active run (or the one named); its partial reply is kept, marked cancelled.
+
+    Answers what became of the run: 200 `cancelled`; 202 `stopping` if it has not
+    ended within the stop wait; 409 if it ended otherwise (it completed first).
+    """
     sid = session_id or await rt.redis.get(keys.active(conversation.id))
     record = None
     if sid is not None:
@@ -203,6 +219,18 @@ async def stop(
             record = await stop_run(rt, k)
     if record is None:
         raise ApiError(404, {"error": "No active run", "conversationId": conversation.id})
+    if record.status.active:  # the stop is asked and will be seen; it only took longer
+        return JSONResponse({"status": "stopping", "sessionId": record.session_id}, status_code=202)
+    if record.status is not RunStatus.CANCELLED:
+        raise ApiError(
+            409,
+            {
+                "error": "The run ended before it could be stopped",
+                "status": record.status.value,
+                "sessionId": record.session_id,
+                "conversationId": conversation.id,
+            },
+        )
     return StopResult(status="cancelled", sessionId=record.session_id)
 
 
@@ -304,7 +332,22 @@ async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> R
         else None
     )
     if reply is None:
-        raise _session_not_found(cid)
+        # The reply was stored before the end, so a later regenerate has replaced it
+        # since: point the client at the run whose reply now counts, as other 409s do.
+        newer = await rt.redis.get(keys.active(cid))
+        if newer is None or newer == started.session_id:
+            raise _session_not_found(cid)
+        raise ApiError(
+            409,
+            {
+                "error": "The reply was replaced by a newer run",
+                "sessionId": newer,
+                "conversationId": cid,
+                "detail": f"Run {started.session_id} ended, then a regenerate replaced its "
+                "reply. Resume the newer run, or load the conversation's messages.",
+            },
+            headers={"X-Session-Id": started.session_id},
+        )
     return JSONResponse(reply.model_dump(mode="json"), headers={"X-Session-Id": started.session_id})
 
 
@@ -315,6 +358,10 @@ async def _run_of(rt: Runtime, k: RunKeys, user_id: str) -> RunRecord:
     if record is None or record.user_id != user_id:
         raise _session_not_found(k.cid)
     return record
+
+
+def _invalid_cursor(detail: str) -> ApiError:
+    return ApiError(400, {"error": "Invalid cursor", "detail": detail})
 
 
 def _session_not_found(cid: str) -> ApiError:
