@@ -3,6 +3,7 @@
 ApiError                    a 4xx with an exact body (SPEC §6, §7)
 RequestValidationError,     422 / FastAPI's own 400, but only after the caller passed
   HTTPException             the 401 and 403 checks its route would make
+ClientDisconnect            499, no body: the client is gone before its request arrived
 redis ConnectionError/...   503 {"error": "Redis unavailable", ...}
 SQLAlchemy OperationalError 503 {"error": "Database unavailable", ...}
 """
@@ -23,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("turnstream.api")
 
@@ -92,6 +94,12 @@ def install(app: FastAPI, *, api_prefix: str) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _as_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        # The client hung up before its body arrived whole: nothing was stored, and no
+        # one is left to answer (499, as nginx logs it), so it is no server error either.
+        return Response(status_code=499)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
 
 from turnstream import keys
 from turnstream.api import stream_tokens
@@ -97,12 +96,7 @@ async def post_message(
     options: RunOptionsDep,
 ) -> Response:
     """Store the user message, start a run, and stream its events (or wait for the reply)."""
-    try:
-        content = await read_content(request, max_chars=rt.settings.max_message_chars)
-    except ClientDisconnect:
-        # The client hung up before its message arrived whole: nothing was stored or
-        # started, and no one is left to answer (499, as nginx logs it), so no error either.
-        return Response(status_code=499)
+    content = await read_content(request, max_chars=rt.settings.max_message_chars)
     started = await _start(rt, broker, conversation.id, user.id, content, options)
     return await _answer(rt, conversation.id, started, stream=options.stream)
 
