@@ -49,8 +49,13 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
 
 class Server(Process):
+    """`turnstream serve` on a free port; `with Server(...) as server:` waits until it is ready."""
+
     def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -70,6 +75,14 @@ class Server(Process):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def __enter__(self) -> Server:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
 
 def create_token(database_url: str, user_id: str) -> str:

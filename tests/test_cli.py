@@ -40,15 +40,11 @@ def test_token_create_prints_a_token_the_server_accepts(tmp_path):
     assert token.startswith("ts_")
     bad = _turnstream("token", "create", "not valid!", env=env)
     assert bad.returncode != 0 and "user id" in bad.stderr
-    server = Server(env, tmp_path / "serve.log")
-    try:
-        server.wait_ready()
+    with Server(env, tmp_path / "serve.log") as server:
         headers = {"Authorization": f"Bearer {token}"}
         created_conv = httpx.post(f"{server.url}/api/v1/conversations", headers=headers)
         assert created_conv.status_code == 201
         assert created_conv.json()["user_id"] == "alice"
-    finally:
-        server.stop()
     # The database was not empty, so no demo user was made and no token printed.
     assert "ts_" not in server.output()
 

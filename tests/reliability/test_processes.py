@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,6 +19,16 @@ def _conversation(client: httpx.Client, base: str) -> str:
     return response.json()["id"]
 
 
+def _post_stream(client: httpx.Client, base: str, cid: str) -> Iterator[tuple]:
+    """The live events of the message "hello", posted with `stream=true`."""
+    url = f"{base}/api/v1/conversations/{cid}/message/?stream=true"
+    return follow(client, "POST", url, data={"content": "hello"})
+
+
+def _resume(client: httpx.Client, base: str, cid: str, sid: str, **kwargs) -> Iterator[tuple]:
+    return follow(client, "GET", f"{base}/api/v1/conversations/{cid}/resume/{sid}", **kwargs)
+
+
 def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
     env = {
         "TURNSTREAM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/ts.db",
@@ -26,9 +37,7 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
         "TURNSTREAM_DEMO_WORDS": "25",
         "TURNSTREAM_DEMO_DELAY_MS": "30",
     }
-    server = Server(env, tmp_path / "serve.log")
-    try:
-        server.wait_ready()
+    with Server(env, tmp_path / "serve.log") as server:
         token = re.search(r"ts_[A-Za-z0-9_-]+", server.output()).group(0)
         with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
             assert client.get(f"{server.url}/api/v1/conversations").json() == {
@@ -36,25 +45,11 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
                 "total": 0,
             }
             cid = _conversation(client, server.url)
-            first_client = follow(
-                client,
-                "POST",
-                f"{server.url}/api/v1/conversations/{cid}/message/?stream=true",
-                data={"content": "hello"},
-            )
+            first_client = _post_stream(client, server.url, cid)
             seen = [next(first_client)]
             sid = seen[0][2]["sessionId"]
-            resumed = list(
-                follow(
-                    client,
-                    "GET",
-                    f"{server.url}/api/v1/conversations/{cid}/resume/{sid}",
-                    params={"cursor": seen[0][0]},
-                )
-            )
+            resumed = list(_resume(client, server.url, cid, sid, params={"cursor": seen[0][0]}))
             seen += list(first_client)
-    finally:
-        server.stop()
     assert resumed == seen[1:]
     assert [data["seq"] for _id, _type, data in seen] == list(range(1, len(seen) + 1))
     assert [t for _id, t, _data in seen].count("end") == 1 and seen[-1][1] == "end"
@@ -75,24 +70,12 @@ def test_start_on_one_api_process_and_resume_on_another(production):
     a, b = processes["a"].url, processes["b"].url
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a)
-        dropped = follow(
-            client,
-            "POST",
-            f"{a}/api/v1/conversations/{cid}/message/?stream=true",
-            data={"content": "hello"},
-        )
+        dropped = _post_stream(client, a, cid)
         assembled = [next(dropped) for _ in range(8)]
         dropped.close()  # the client goes away mid-reply
         sid = assembled[0][2]["sessionId"]
-        assembled += list(
-            follow(
-                client,
-                "GET",
-                f"{b}/api/v1/conversations/{cid}/resume/{sid}",
-                headers={"Last-Event-ID": assembled[-1][0]},
-            )
-        )
-        full = list(follow(client, "GET", f"{b}/api/v1/conversations/{cid}/resume/{sid}"))
+        assembled += list(_resume(client, b, cid, sid, headers={"Last-Event-ID": assembled[-1][0]}))
+        full = list(_resume(client, b, cid, sid))
         messages = client.get(f"{b}/api/v1/conversations/{cid}/messages").json()["items"]
     assert assembled == full
     assert [data["seq"] for _id, _type, data in full] == list(range(1, len(full) + 1))
@@ -106,12 +89,7 @@ def test_sigkilled_worker_ends_the_run_with_error_within_10_seconds(production):
     a = processes["a"].url
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a)
-        stream = follow(
-            client,
-            "POST",
-            f"{a}/api/v1/conversations/{cid}/message/?stream=true",
-            data={"content": "hello"},
-        )
+        stream = _post_stream(client, a, cid)
         seen = [next(stream) for _ in range(10)]
         processes["worker"].signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -136,12 +114,7 @@ def test_sigkilled_api_process_mid_stream_the_client_resumes_on_another(producti
     a, b = processes["a"], processes["b"].url
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a.url)
-        stream = follow(
-            client,
-            "POST",
-            f"{a.url}/api/v1/conversations/{cid}/message/?stream=true",
-            data={"content": "hello"},
-        )
+        stream = _post_stream(client, a.url, cid)
         assembled = [next(stream) for _ in range(8)]
         a.signal(signal.SIGKILL)
         killed_at_ms = time.time_ns() // 1_000_000
@@ -150,15 +123,8 @@ def test_sigkilled_api_process_mid_stream_the_client_resumes_on_another(producti
                 assembled.append(event)
         assert a.proc.wait(5) == -signal.SIGKILL
         sid = assembled[0][2]["sessionId"]
-        assembled += list(
-            follow(
-                client,
-                "GET",
-                f"{b}/api/v1/conversations/{cid}/resume/{sid}",
-                headers={"Last-Event-ID": assembled[-1][0]},
-            )
-        )
-        full = list(follow(client, "GET", f"{b}/api/v1/conversations/{cid}/resume/{sid}"))
+        assembled += list(_resume(client, b, cid, sid, headers={"Last-Event-ID": assembled[-1][0]}))
+        full = list(_resume(client, b, cid, sid))
         run = client.get(f"{b}/api/v1/conversations/{cid}/runs/{sid}").json()
         messages = client.get(f"{b}/api/v1/conversations/{cid}/messages").json()["items"]
     assert assembled == full

@@ -39,13 +39,9 @@ def server(_redis_server_url, tmp_path_factory) -> Iterator[Api]:
         "TURNSTREAM_DATABASE_URL": database_url,
         "TURNSTREAM_DATA_DIR": str(tmp / "data"),
     }
-    proc = Server(env, tmp / "serve.log")
-    try:
-        proc.wait_ready()
+    with Server(env, tmp / "serve.log") as proc:
         token = create_token(database_url, "alice")
         yield Api(proc.url, {"Authorization": f"Bearer {token}"})
-    finally:
-        proc.stop()
 
 
 def _get(server: Api, headers: dict[str, str] | list[tuple[str, str]]) -> httpx.Response:

@@ -74,12 +74,8 @@ def server(_redis_server_url, tmp_path_factory) -> Iterator[tuple[Server, str]]:
         "TURNSTREAM_RUNS_PER_MINUTE": "100000",
         "TURNSTREAM_MAX_ACTIVE_RUNS": "1000",
     }
-    proc = Server(env, tmp / "serve.log")
-    try:
-        proc.wait_ready()
+    with Server(env, tmp / "serve.log") as proc:
         yield proc, database_url
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
