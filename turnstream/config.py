@@ -20,12 +20,23 @@ class Settings(BaseSettings):
     )
 
     # Storage. No redis_url means embedded mode: `serve` starts its own server.
-    database_url: str = "sqlite+aiosqlite:///turnstream.db"
-    redis_url: str | None = None
+    # The data directory holds the embedded Valkey's files and, unless database_url
+    # says otherwise, the SQLite database. Relative to the current directory, like a
+    # project's `.git`: `serve` and `token` agree when run from the same directory (or
+    # with the same TURNSTREAM_DATA_DIR); the CLI prints the absolute paths it uses.
     data_dir: Path = Path(".turnstream")
+    # Default: <data_dir>/turnstream.db, as an absolute path. (Derived when the object
+    # is built: a model_copy that changes data_dir keeps the old database_url.)
+    database_url: str = Field(
+        default_factory=lambda data: default_database_url(data.get("data_dir", ".turnstream"))
+    )
+    redis_url: str | None = None
 
     # Auth. Opaque bearer tokens always work; HS256 JWTs too when a secret is set.
     jwt_secret: str | None = None
+    # How long an API process trusts a token it has checked: a revoked token keeps
+    # working on running servers for at most this long (0: check every request).
+    token_cache_seconds: float = Field(10.0, ge=0)
     # Signs the short-lived stream tokens; unset: a random key kept in Redis.
     secret_key: str | None = None
 
@@ -68,3 +79,8 @@ class Settings(BaseSettings):
     @cached_property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+
+def default_database_url(data_dir: Path | str) -> str:
+    """The database used when TURNSTREAM_DATABASE_URL is unset: <data_dir>/turnstream.db."""
+    return f"sqlite+aiosqlite:///{Path(data_dir).resolve() / 'turnstream.db'}"

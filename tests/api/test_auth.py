@@ -31,6 +31,8 @@ def _api_routes(app) -> list[tuple[str, str]]:
 
 
 def _fill(path: str, cid: str) -> str:
+    # The catch-all below /conversations (routes/fallback.py) answers paths no route has.
+    path = path.replace("{rest:path}", "{cid}/no-such-path")
     return path.replace("{cid}", cid).replace("{session_id}", SESSION_ID)
 
 

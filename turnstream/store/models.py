@@ -40,13 +40,16 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """A bearer token, kept only as its SHA-256 digest."""
+    """A bearer token, kept only as its SHA-256 digest (and its first few characters)."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token's start (`ts_` and 4 of its 43 random characters), so that `token list`
+    # can show which token is which. None for tokens made before migration 0002.
+    prefix: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,0 +1,208 @@
+"""The commands: serve, worker, migrate, token create/list/revoke.
+
+Each one first runs the checks of `checks.py` for what it needs, then does its
+work; see the package's docstring for how they report a problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from turnstream.cli.checks import (
+    check_port,
+    check_redis,
+    fail,
+    is_sqlite,
+    load_settings,
+    prepare_database,
+    say,
+    with_db,
+)
+from turnstream.ids import is_user_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+app = typer.Typer(help="turnstream: resumable background runs for AI chat.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Leave runs to `turnstream worker` processes.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the API. With no TURNSTREAM_REDIS_URL it brings its own Redis (embedded mode)."""
+    if log_level.lower() not in LOG_LEVELS:
+        raise fail(f"--log-level is one of {', '.join(LOG_LEVELS)}.")
+    settings = load_settings()
+    if no_worker and settings.redis_url is None:
+        raise fail("--no-worker needs TURNSTREAM_REDIS_URL: the workers must share a Redis.")
+    # Before anything starts or is written: a second `serve` on a busy port stops here.
+    check_port(host, port)
+    if settings.redis_url is not None:
+        check_redis(settings.redis_url)
+
+    import uvicorn
+
+    from turnstream.api.app import create_app
+    from turnstream.api.http_protocol import HEAD_CAP_FACTOR, bounded_httptools
+
+    level = "DEBUG" if log_level.lower() == "trace" else log_level.upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    database = prepare_database(settings, upgrade=is_sqlite(settings))
+    token = with_db(settings, _first_run_token)
+    if token is not None:
+        typer.secho("First start: created user 'demo'. Its token (shown once):", bold=True)
+        typer.echo(f"  {token}")
+        typer.echo(
+            f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/conversations'
+        )
+    say(f"Database: {database}")
+    if settings.redis_url is None:
+        say(f"Data directory (embedded Valkey): {settings.data_dir.resolve()}")
+    uvicorn.run(
+        create_app(settings, worker=not no_worker),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=5,
+        # httptools alone reads a request head of any size.
+        http=bounded_httptools(HEAD_CAP_FACTOR * settings.max_header_bytes),
+    )
+
+
+async def _first_run_token(db: AsyncSession) -> str | None:
+    """On an empty database, create user `demo` and return a token for it."""
+    from turnstream.store import users
+
+    if await users.count_users(db) > 0:
+        return None
+    return await users.create_token(db, user_id="demo")
+
+
+@app.command()
+def worker(
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option(help="Runs at once per process.", min=1)] = 100,
+) -> None:
+    """Execute runs from the Redis Streams queue (needs TURNSTREAM_REDIS_URL)."""
+    settings = load_settings()
+    if settings.redis_url is None:
+        raise fail("turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis.")
+    check_redis(settings.redis_url)
+    say(f"Database: {prepare_database(settings, upgrade=False)}")
+
+    from taskiq.acks import AcknowledgeType
+    from taskiq.cli.worker.args import WorkerArgs
+    from taskiq.cli.worker.run import run_worker
+
+    args = WorkerArgs(
+        broker="turnstream.runs.worker:broker",
+        modules=[],
+        workers=workers,
+        max_async_tasks=concurrency,
+        # Acknowledge only after the run: a worker that dies leaves its message pending.
+        ack_type=AcknowledgeType.WHEN_EXECUTED,
+        # On SIGTERM taskiq stops reading the queue, waits this long for the runs in
+        # flight, then shuts the broker down: our shutdown hook ends what is still going.
+        wait_tasks_timeout=settings.worker_grace_seconds,
+        # Bounds that hook (ending runs takes well under a second each, in parallel).
+        shutdown_timeout=10,
+    )
+    sys.exit(run_worker(args) or 0)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (PostgreSQL; `serve` does it for SQLite)."""
+    from turnstream.store.migrate import head_revision
+
+    database = prepare_database(load_settings(), upgrade=True)
+    typer.echo(f"The {database} is up to date (schema revision {head_revision()}).")
+
+
+@token_app.command("create")
+def token_create(
+    user_id: Annotated[str, typer.Argument(help="1-64 characters of [A-Za-z0-9._@-].")],
+    email: Annotated[str | None, typer.Option(help="The user's email.")] = None,
+) -> None:
+    """Create the user if needed and print a new bearer token for them (stdout: the token)."""
+    from turnstream.store import users
+
+    if not is_user_id(user_id):
+        raise fail("A user id is 1-64 characters of [A-Za-z0-9._@-].")
+    settings = load_settings()
+    # An SQLite database is created and migrated here, as `serve` would.
+    database = prepare_database(settings, upgrade=is_sqlite(settings))
+    token, row = with_db(settings, lambda db: users.issue_token(db, user_id=user_id, email=email))
+    say(f"Token {row.id} ({row.prefix}…) for user '{user_id}' stored in the {database}.")
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    user_id: Annotated[str | None, typer.Argument(help="Only this user's tokens.")] = None,
+) -> None:
+    """List tokens: user, token id, first characters, creation time (never the secret)."""
+    from turnstream.store import users
+
+    settings = load_settings()
+    database = prepare_database(settings, upgrade=False)
+    rows = with_db(settings, lambda db: users.list_tokens(db, user_id=user_id))
+    whose = f" of user '{user_id}'" if user_id is not None else ""
+    if not rows:
+        say(f"No tokens{whose} in the {database}.")
+        return
+    table = [("USER", "TOKEN ID", "STARTS WITH", "CREATED (UTC)")] + [
+        (
+            row.user_id,
+            row.id,
+            f"{row.prefix}…" if row.prefix else "-",
+            row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    say(f"{len(rows)} token(s){whose} in the {database}.")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_or_id: Annotated[
+        str, typer.Argument(help="The token's id (see `token list`) or the token itself.")
+    ],
+) -> None:
+    """Delete a token: API requests with it get 401."""
+    from turnstream.store import users
+
+    settings = load_settings()
+    database = prepare_database(settings, upgrade=False)
+    row = with_db(settings, lambda db: users.revoke_token(db, token_or_id=token_or_id.strip()))
+    if row is None:
+        # Never echo the argument: it may be a secret with a typo in it.
+        raise fail(
+            f"No token with that id or value in the {database}. "
+            "`turnstream token list` shows the ids."
+        )
+    shown = f" ({row.prefix}…)" if row.prefix else ""
+    typer.echo(f"Revoked token {row.id}{shown} of user '{row.user_id}'.")
+    say(
+        "API processes refuse it within their token cache time "
+        f"(TURNSTREAM_TOKEN_CACHE_SECONDS, {settings.token_cache_seconds:g} s here)."
+    )
