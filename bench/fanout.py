@@ -384,7 +384,7 @@ def producer_main(conn: Any, redis_url: str, client: str) -> None:
     asyncio.set_event_loop(loop)
     from redis.asyncio import Redis
 
-    from turnstream.runs.state import RunState
+    from turnstream.live.state import RunState
 
     redis: Any
     if client == "fast":
@@ -426,15 +426,15 @@ async def _prepare(runs: Any, specs: list[tuple[str, str, str, float]], lease_s:
 
     async def one(cid: str, sid: str, mid: str) -> None:
         k = RunKeys(cid, sid)
-        fields = {
-            "session_id": sid,
-            "conversation_id": cid,
-            "user_id": USER_ID,
-            "message_id": mid,
-            "user_message_id": "",
-            "message": "x",
-        }
-        created, other = await runs.create(k, fields, enqueue=False, max_active=1_000_000)
+        created, other = await runs.create(
+            k,
+            user_id=USER_ID,
+            message_id=mid,
+            user_message_id="",
+            message="x",
+            enqueue=False,
+            max_active=1_000_000,
+        )
         if not created:
             raise RuntimeError(f"conversation {cid} still has an active run {other}")
         if not await runs.claim(k, worker="bench-producer", lease_seconds=lease_s):
@@ -450,7 +450,7 @@ async def _produce(
     """One task per run: `count` deltas at t0 + offset + i·50 ms, then `end`."""
     from turnstream import events
     from turnstream.keys import RunKeys
-    from turnstream.runs.state import RunStatus
+    from turnstream.live.status import RunStatus
 
     loop = asyncio.get_running_loop()
     mono0 = loop.time() + (t0_ms - now_ms()) / 1000  # wall schedule -> loop clock, once
@@ -498,7 +498,7 @@ async def _oneshot(runs: Any, spec: tuple[str, str, str, float]) -> None:
     """A complete run (start, one delta, end) to follow once before a trial."""
     from turnstream import events
     from turnstream.keys import RunKeys
-    from turnstream.runs.state import RunStatus
+    from turnstream.live.status import RunStatus
 
     cid, sid, mid, _ = spec
     await _prepare(runs, [spec], lease_s=60)
@@ -1167,7 +1167,7 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any] | None:
 
 
 _BOOTSTRAP = (
-    "<frozen runpy>", "typer/", "_click/", "turnstream/__main__.py", "turnstream/cli.py",
+    "<frozen runpy>", "typer/", "_click/", "turnstream/__main__.py", "turnstream/cli/",
     "uvicorn/main.py", "uvicorn/_compat.py", "uvicorn/server.py", "asyncio/runners.py",
     "asyncio/base_events.py", "bare_sse_server.py)",
 )  # fmt: skip

@@ -62,10 +62,10 @@ from fastapi.responses import JSONResponse
 
 from turnstream.api import deps
 from turnstream.api.app import create_app
-from turnstream.api.errors import access_denied
 from turnstream.api.routes import sessions
 from turnstream.api.schemas import ActiveSession, TaskStatus
 from turnstream.config import Settings
+from turnstream.errors import AccessDenied
 from turnstream.keys import RunKeys
 from turnstream.store import users
 from turnstream.store.views import ConversationView
@@ -542,7 +542,7 @@ async def _view_token_only(
 ) -> ConversationView:
     view = _VIEWS[cid]
     if view.user_id != user.id:
-        raise access_denied()
+        raise AccessDenied()
     return view
 
 

@@ -3,7 +3,7 @@
     chat:stream:{cid}:{sid}   stream  run events: type, seq, ts (ms), data (JSON); ~stream_maxlen
     task:status:{cid}:{sid}   string  queued | running | completed | error | cancelled
     cancel:{cid}:{sid}        string  present while a stop is asked; 300 s
-    chat:run:{cid}:{sid}      hash    the run record; times in ms since the epoch
+    chat:run:{cid}:{sid}      hash    the run record (its fields: `RunField`); times in ms
     chat:active:{cid}         string  session id of the conversation's newest run
     chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
     chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
@@ -62,7 +62,7 @@ def idempotency(user_id: str, digest: str) -> str:
 
 
 def status_prefix(cid: str) -> str:
-    """`task:status:{cid}:`: scripts append the active session id to these prefixes."""
+    """`task:status:{cid}:`: a script appends a session id it has read (chat:active's)."""
     return f"task:status:{cid}:"
 
 
@@ -72,6 +72,39 @@ def run_prefix(cid: str) -> str:
 
 def stream_prefix(cid: str) -> str:
     return f"chat:stream:{cid}:"
+
+
+class RunField:
+    """The fields of the run hash `chat:run:{cid}:{sid}`, by who writes them.
+
+    The Lua scripts in turnstream/lua/ spell these names too; tests/runs/test_state.py
+    checks that they use no other.
+    """
+
+    # The request that starts the run (RunState.create).
+    SESSION_ID = "session_id"
+    CONVERSATION_ID = "conversation_id"
+    USER_ID = "user_id"
+    MESSAGE_ID = "message_id"  # the reply's message id
+    USER_MESSAGE_ID = "user_message_id"  # the question's ("" when regenerating)
+    MESSAGE = "message"  # the question's text
+    PREPARED = "prepared"  # "1" once the run's SQL side is written (runs/service.py)
+    # The create script.
+    STATUS = "status"  # as task:status
+    CREATED_AT = "created_at"  # ms
+    SEQ = "seq"  # the seq of the newest event; every script that writes one takes the next
+    AFTER = "after"  # the session id of the run this one waits for (multitask=enqueue)
+    ENQUEUED = "enqueued"  # "1" while it waited: its question is stored when its turn comes
+    # The claim and heartbeat scripts.
+    STARTED_AT = "started_at"  # ms
+    WORKER = "worker"
+    LEASE_UNTIL = "lease_until"  # ms, as its score in chat:leases
+    # The append script, and the trim every event-writing script does.
+    BATCH = "batch"  # the number of the newest batch written (a batch sent twice is written once)
+    TRIMMED_THROUGH = "trimmed_through"  # the newest entry id trimmed away
+    # The finish script.
+    ENDED_AT = "ended_at"  # ms
+    ERROR = "error"  # the error text, for status `error`
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The shared resources of one process: Redis, the database, the stores, the agent.
 
-The API's lifespan and a worker's startup each open one `Runtime`; the run
-task finds it in taskiq's state.
+The API's lifespan and a worker's startup each open one `Runtime` over a
+client from `turnstream.live.client.connect_redis`; the run task finds it in
+taskiq's state.
 """
 
 from __future__ import annotations
@@ -9,35 +10,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from turnstream.agents import Agent, load_agent
 from turnstream.config import Settings
-from turnstream.runs.state import RunState
-from turnstream.runs.stream import StreamHub
+from turnstream.live.state import RunState
+from turnstream.live.stream import StreamHub
 from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
-
-SOCKET_TIMEOUT = 5.0
-MAX_CONNECTIONS = 256
-
-
-def connect_redis(url: str) -> Redis:
-    """The one way this process talks to Redis: strings in and out, outages noticed quickly.
-
-    A blocking pool: a burst of requests waits briefly for a connection instead of
-    failing with "Too many connections" (redis-py's default pool refuses at once).
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=SOCKET_TIMEOUT,
-        decode_responses=True,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=2.0,
-    )
-    return Redis(connection_pool=pool)
 
 
 @dataclass
@@ -55,7 +36,7 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, redis: Redis) -> Runtime:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, outages=True)
         sessions = session_factory(engine)
         return cls(
             settings=settings,

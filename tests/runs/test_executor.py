@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from turnstream.clock import now_ms
 from turnstream.keys import RunKeys
+from turnstream.live.status import RunStatus
 from turnstream.runs.executor import execute
 from turnstream.runs.reaper import reap_once
 from turnstream.runs.service import Multitask, start_run
-from turnstream.runs.state import RunStatus, now_ms
 from turnstream.store.users import ensure_user
 
 
@@ -122,7 +123,7 @@ async def test_shutdown_ends_in_flight_runs_instead_of_leaving_them_running(sett
             await asyncio.sleep(0.01)
         # Leaving the lifespan closes the runtime, which must end the run first.
     assert task.done()
-    from turnstream.runtime import connect_redis
+    from turnstream.live.client import connect_redis
 
     check = connect_redis(settings.redis_url)
     try:

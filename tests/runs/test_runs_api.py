@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from sse import parse_sse
 
 from turnstream.api.app import create_app
+from turnstream.keys import RunField, RunKeys
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ async def _until_running(http, headers, cid, *, min_seq: int = 4) -> dict:
             await http.get(f"/api/v1/conversations/{cid}/active-session", headers=headers)
         ).json()
         if body.get("status") == "active":
-            seq = await redis.hget(f"chat:run:{cid}:{body['sessionId']}", "seq")
+            seq = await redis.hget(RunKeys(cid, body["sessionId"]).run, RunField.SEQ)
             if int(seq or 0) >= min_seq:
                 return body
         await asyncio.sleep(0.01)

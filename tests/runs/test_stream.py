@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 
 from turnstream import events
-from turnstream.keys import RunKeys
-from turnstream.runs.state import RunStatus
-from turnstream.runs.stream import StreamHub
+from turnstream.keys import RunField, RunKeys
+from turnstream.live.status import RunStatus
+from turnstream.live.stream import StreamHub
 
 
 async def _running_run(runs, i: int) -> RunKeys:
     k = RunKeys(f"c{i}", f"conversation:u:m{i}")
-    fields = {
-        "session_id": k.sid,
-        "conversation_id": k.cid,
-        "user_id": "u",
-        "message_id": f"m{i}",
-        "user_message_id": "",
-        "message": "x",
-    }
-    await runs.create(k, fields, enqueue=False, max_active=1000)
+    await runs.create(
+        k,
+        user_id="u",
+        message_id=f"m{i}",
+        user_message_id="",
+        message="x",
+        enqueue=False,
+        max_active=1000,
+    )
     await runs.claim(k, worker="w", lease_seconds=60)
     return k
 
@@ -89,7 +89,7 @@ async def test_a_lost_notice_is_read_back_from_the_stream(app):
         async with asyncio.timeout(5):
             await started.wait()  # queued and start arrived
         # An entry written without its notice, as if the notice were lost.
-        seq = await rt.redis.hincrby(k.run, "seq", 1)
+        seq = await rt.redis.hincrby(k.run, RunField.SEQ, 1)
         fields = {"type": "delta", "seq": seq, "ts": 1, "data": '{"text":"lost"}'}
         await rt.redis.xadd(k.stream, fields)
         await rt.runs.append(k, [events.delta("after")])

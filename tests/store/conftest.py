@@ -45,6 +45,12 @@ def store(sessions: async_sessionmaker[AsyncSession], redis: Redis) -> ChatStore
 
 
 @pytest.fixture
+def other_store(sessions: async_sessionmaker[AsyncSession], redis: Redis) -> ChatStore:
+    """A second store on the same database and Redis, as another process has."""
+    return ChatStore(sessions, redis, cache_ttl=CACHE_TTL)
+
+
+@pytest.fixture
 async def user_id(sessions: async_sessionmaker[AsyncSession]) -> str:
     async with sessions() as db, db.begin():
         await ensure_user(db, user_id="alice", email="alice@example.com")
@@ -52,5 +58,19 @@ async def user_id(sessions: async_sessionmaker[AsyncSession]) -> str:
 
 
 @pytest.fixture
+async def bob(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """A second user, for what alice must not see."""
+    async with sessions() as db, db.begin():
+        await ensure_user(db, user_id="bob")
+    return "bob"
+
+
+@pytest.fixture
 async def conversation(store: ChatStore, user_id: str) -> ConversationView:
     return await store.create(user_id=user_id, title="First chat")
+
+
+@pytest.fixture
+def cid(conversation: ConversationView) -> str:
+    """The id of `conversation`."""
+    return conversation.id

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnstream.ids import uuid7
 from turnstream.store.chats import ChatStore
 from turnstream.store.models import Message, Run
-from turnstream.store.users import ensure_user
 from turnstream.store.views import CachedConversation, ConversationView, NewMessage
 
 FIELDS = (
@@ -72,6 +71,10 @@ EVERY_KIND = [
 ]
 
 
+# Explicit for the tests whose point is a difference between the two databases.
+ON_BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+
+
 def cache_key(cid: str) -> str:
     return f"chat:session:{cid}"
 
@@ -99,13 +102,34 @@ async def run_sql(sessions: async_sessionmaker[AsyncSession], sql: str, **params
         await db.execute(text(sql), params)
 
 
+async def _add_runs(
+    sessions: async_sessionmaker[AsyncSession], cid: str, *run_ids: str, status: str = "running"
+) -> None:
+    async with sessions() as db, db.begin():
+        for run_id in run_ids:
+            db.add(
+                Run(
+                    id=run_id,
+                    conversation_id=cid,
+                    user_id="alice",
+                    message_id=uuid7(),
+                    status=status,
+                )
+            )
+
+
+async def _run_usage(sessions: async_sessionmaker[AsyncSession]) -> dict[str, tuple[int, int]]:
+    """Each run's (prompt, completion) tokens as stored."""
+    async with sessions() as db:
+        return {r.id: (r.prompt_tokens, r.completion_tokens) for r in await db.scalars(select(Run))}
+
+
 # -- appending ------------------------------------------------------------------
 
 
 async def test_append_assigns_sequences_from_zero_and_round_trips_every_field(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     chosen_id = uuid7()
     to_send = [*EVERY_KIND, NewMessage(id=chosen_id, role="user", content="with my own id")]
 
@@ -134,10 +158,7 @@ async def test_append_assigns_sequences_from_zero_and_round_trips_every_field(
         assert [fields(m) for m in loaded.messages] == expected
 
 
-async def test_messages_pages_backwards_from_the_newest(
-    store: ChatStore, conversation: ConversationView
-) -> None:
-    cid = conversation.id
+async def test_messages_pages_backwards_from_the_newest(store: ChatStore, cid: str) -> None:
     for i in range(5):
         await store.append(cid=cid, message=user(f"m{i}"))
 
@@ -148,9 +169,8 @@ async def test_messages_pages_backwards_from_the_newest(
 
 
 async def test_concurrent_appends_in_one_process_get_distinct_sequences_and_a_correct_cache(
-    store: ChatStore, conversation: ConversationView
+    store: ChatStore, cid: str
 ) -> None:
-    cid = conversation.id
     await store.load(cid=cid)  # cached, so every append races to patch the cached copy
 
     returned = await asyncio.gather(
@@ -179,7 +199,7 @@ async def test_create_keeps_title_and_metadata_and_defaults_the_title(
     owned = await store.owned(cid=named.id, user_id=user_id)
     assert owned is not None
     assert (owned.title, owned.metadata) == ("Trip", {"tags": ["travel"]})
-    listed, _ = await store.list(user_id=user_id, limit=10, offset=0)
+    listed, _ = await store.list_for_user(user_id=user_id, limit=10, offset=0)
     assert {c.id: c.metadata for c in listed} == {named.id: {"tags": ["travel"]}, unnamed.id: {}}
     for _ in range(2):  # from the database, then from the cache
         loaded = await store.load(cid=named.id)
@@ -192,11 +212,8 @@ async def test_create_keeps_title_and_metadata_and_defaults_the_title(
 
 
 async def test_owned_only_for_the_owner_and_a_well_formed_id(
-    store: ChatStore, sessions: async_sessionmaker[AsyncSession], conversation: ConversationView
+    store: ChatStore, conversation: ConversationView, bob: str
 ) -> None:
-    async with sessions() as db, db.begin():
-        await ensure_user(db, user_id="bob")
-
     mine = await store.owned(cid=conversation.id, user_id="alice")
     assert mine is not None
     assert mine.id == conversation.id
@@ -206,10 +223,8 @@ async def test_owned_only_for_the_owner_and_a_well_formed_id(
 
 
 async def test_list_is_newest_first_counts_all_and_pages(
-    store: ChatStore, sessions: async_sessionmaker[AsyncSession], user_id: str
+    store: ChatStore, user_id: str, bob: str
 ) -> None:
-    async with sessions() as db, db.begin():
-        await ensure_user(db, user_id="bob")
     first = await store.create(user_id=user_id, title="first")
     second = await store.create(user_id=user_id, title="second")
     third = await store.create(user_id=user_id, title="third")
@@ -217,17 +232,17 @@ async def test_list_is_newest_first_counts_all_and_pages(
     # Writing to the oldest conversation makes it the most recently updated one.
     await store.append(cid=first.id, message=user("bump"))
 
-    everything, total = await store.list(user_id=user_id, limit=10, offset=0)
+    everything, total = await store.list_for_user(user_id=user_id, limit=10, offset=0)
     assert [c.title for c in everything] == ["first", "third", "second"]
     assert total == 3
 
-    page1, total1 = await store.list(user_id=user_id, limit=2, offset=0)
-    page2, total2 = await store.list(user_id=user_id, limit=2, offset=2)
+    page1, total1 = await store.list_for_user(user_id=user_id, limit=2, offset=0)
+    page2, total2 = await store.list_for_user(user_id=user_id, limit=2, offset=2)
     assert [c.id for c in page1] == [first.id, third.id]
     assert [c.id for c in page2] == [second.id]
     assert total1 == total2 == 3
 
-    _, bobs = await store.list(user_id="bob", limit=10, offset=0)
+    _, bobs = await store.list_for_user(user_id="bob", limit=10, offset=0)
     assert bobs == 1
 
 
@@ -244,14 +259,9 @@ async def test_rename_changes_the_title_in_the_database(
 
 
 async def test_record_usage_adds_to_the_conversation_totals_and_sets_the_run(
-    store: ChatStore, sessions: async_sessionmaker[AsyncSession], conversation: ConversationView
+    store: ChatStore, sessions: async_sessionmaker[AsyncSession], cid: str
 ) -> None:
-    cid = conversation.id
-    async with sessions() as db, db.begin():
-        for sid in ("run-1", "run-2"):
-            db.add(
-                Run(id=sid, conversation_id=cid, user_id="alice", message_id=uuid7(), status="done")
-            )
+    await _add_runs(sessions, cid, "run-1", "run-2", status="done")
     await store.load(cid=cid)  # cached: the totals must be patched there too
 
     await store.record_usage(cid=cid, session_id="run-1", prompt_tokens=10, completion_tokens=3)
@@ -260,28 +270,12 @@ async def test_record_usage_adds_to_the_conversation_totals_and_sets_the_run(
     owned = await store.owned(cid=cid, user_id="alice")
     assert owned is not None
     assert (owned.prompt_tokens, owned.completion_tokens) == (15, 7)
-    listed, _ = await store.list(user_id="alice", limit=1, offset=0)
+    listed, _ = await store.list_for_user(user_id="alice", limit=1, offset=0)
     assert (listed[0].prompt_tokens, listed[0].completion_tokens) == (15, 7)
     loaded = await store.load(cid=cid)
     assert loaded is not None
     assert (loaded.prompt_tokens, loaded.completion_tokens) == (15, 7)
-    async with sessions() as db:
-        runs = {r.id: (r.prompt_tokens, r.completion_tokens) for r in await db.scalars(select(Run))}
-    assert runs == {"run-1": (10, 3), "run-2": (5, 4)}
-
-
-async def _add_runs(sessions: async_sessionmaker[AsyncSession], cid: str, *run_ids: str) -> None:
-    async with sessions() as db, db.begin():
-        for run_id in run_ids:
-            db.add(
-                Run(
-                    id=run_id,
-                    conversation_id=cid,
-                    user_id="alice",
-                    message_id=uuid7(),
-                    status="running",
-                )
-            )
+    assert await _run_usage(sessions) == {"run-1": (10, 3), "run-2": (5, 4)}
 
 
 async def _totals(store: ChatStore, cid: str) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -297,9 +291,8 @@ async def _totals(store: ChatStore, cid: str) -> tuple[tuple[int, int], tuple[in
 
 
 async def test_record_usage_counts_a_run_once_however_often_it_is_recorded(
-    store: ChatStore, sessions: async_sessionmaker[AsyncSession], conversation: ConversationView
+    store: ChatStore, sessions: async_sessionmaker[AsyncSession], cid: str
 ) -> None:
-    cid = conversation.id
     await _add_runs(sessions, cid, "run-1", "run-2")
     await store.record_usage(cid=cid, session_id="run-1", prompt_tokens=10, completion_tokens=3)
     await store.load(cid=cid)
@@ -312,9 +305,7 @@ async def test_record_usage_counts_a_run_once_however_often_it_is_recorded(
     await store.record_usage(cid=cid, session_id="run-1", prompt_tokens=12, completion_tokens=5)
     await store.record_usage(cid=cid, session_id="run-2", prompt_tokens=1, completion_tokens=1)
     assert await _totals(store, cid) == ((13, 6), (13, 6))
-    async with sessions() as db:
-        runs = {r.id: (r.prompt_tokens, r.completion_tokens) for r in await db.scalars(select(Run))}
-    assert runs == {"run-1": (12, 5), "run-2": (1, 1)}
+    assert await _run_usage(sessions) == {"run-1": (12, 5), "run-2": (1, 1)}
 
 
 class _HookedSessions:
@@ -342,22 +333,18 @@ class _HookedSessions:
         return session
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    [
-        "sqlite",
-        "postgres",
-    ],
-    indirect=True,
-)
+@ON_BOTH_DATABASES
 async def test_record_usage_racing_for_one_run_counts_it_once(
-    store: ChatStore, sessions: async_sessionmaker[AsyncSession], conversation: ConversationView
+    store: ChatStore,
+    other_store: ChatStore,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    cid: str,
 ) -> None:
     """The worker reads the run's usage; the reaper ends the same run before the worker
     writes. (On PostgreSQL the reaper waits for the worker's row lock.)"""
-    cid = conversation.id
     await _add_runs(sessions, cid, "run-1")
-    reaper = ChatStore(sessions, store.redis, cache_ttl=3600)
+    reaper = other_store
     started: list[asyncio.Task[None]] = []
 
     async def reaper_ends_the_run() -> None:
@@ -367,7 +354,7 @@ async def test_record_usage_racing_for_one_run_counts_it_once(
         started.append(task)
         await asyncio.wait({task}, timeout=1.0)  # done on SQLite; blocked by the lock on PG
 
-    worker = ChatStore(_HookedSessions(sessions, reaper_ends_the_run), store.redis, cache_ttl=3600)  # type: ignore[arg-type]
+    worker = ChatStore(_HookedSessions(sessions, reaper_ends_the_run), redis, cache_ttl=3600)  # type: ignore[arg-type]
     await worker.record_usage(cid=cid, session_id="run-1", prompt_tokens=10, completion_tokens=3)
     assert len(started) == 1
     await asyncio.wait_for(started[0], 10)
@@ -379,9 +366,8 @@ async def test_record_usage_racing_for_one_run_counts_it_once(
 
 
 async def test_save_inserts_with_the_next_sequence_then_replaces_by_id(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("hello"))
     await store.load(cid=cid)  # cached: the replacement must show there too
     reply_id = uuid7()
@@ -439,9 +425,8 @@ async def test_save_inserts_with_the_next_sequence_then_replaces_by_id(
 
 
 async def test_save_keep_existing_inserts_once_and_never_replaces(
-    store: ChatStore, conversation: ConversationView
+    store: ChatStore, cid: str
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("hello"))
     reply_id = uuid7()
     await store.save(
@@ -479,9 +464,8 @@ async def test_save_keep_existing_inserts_once_and_never_replaces(
 
 
 async def test_add_tool_call_creates_the_turns_assistant_message_then_extends_it(
-    store: ChatStore, conversation: ConversationView
+    store: ChatStore, cid: str
 ) -> None:
-    cid = conversation.id
     second_call = {
         "id": "call_2",
         "type": "function",
@@ -518,9 +502,8 @@ async def test_add_tool_call_creates_the_turns_assistant_message_then_extends_it
 
 
 async def test_add_tool_call_joins_the_reply_saved_for_the_same_session(
-    store: ChatStore, conversation: ConversationView
+    store: ChatStore, cid: str
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("weather?"))
     reply_id = uuid7()
     await store.save(
@@ -539,9 +522,8 @@ async def test_add_tool_call_joins_the_reply_saved_for_the_same_session(
 
 
 async def test_delete_replies_after_last_user_keeps_history_up_to_it(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     for message in [
         user("q1"),
         assistant("a1"),
@@ -573,9 +555,8 @@ async def test_delete_replies_after_last_user_keeps_history_up_to_it(
 
 
 async def test_delete_replies_without_a_user_message_returns_none_and_keeps_all(
-    store: ChatStore, conversation: ConversationView
+    store: ChatStore, cid: str
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=NewMessage(role="system", content="sys"))
     await store.append(cid=cid, message=assistant("hello"))
 
@@ -587,9 +568,8 @@ async def test_delete_replies_without_a_user_message_returns_none_and_keeps_all(
 
 
 async def test_first_load_misses_and_fills_the_cache_with_messages_and_version(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("hi"))
     await store.append(cid=cid, message=assistant("hello"))
     # Writes to an uncached conversation leave only a tombstone, no live copy.
@@ -623,11 +603,10 @@ async def test_load_of_an_unknown_conversation_is_none_and_caches_nothing(
 
 async def test_second_load_is_served_from_the_cache(
     store: ChatStore,
-    conversation: ConversationView,
+    cid: str,
     redis: Redis,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    cid = conversation.id
     message = await store.append(cid=cid, message=user("original"))
     await store.load(cid=cid)
 
@@ -678,9 +657,8 @@ async def test_append_patches_the_cached_copy_in_place(
 
 
 async def test_rename_updates_the_cached_title_instead_of_evicting(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("hi"))
     await store.load(cid=cid)
 
@@ -697,11 +675,10 @@ async def test_rename_updates_the_cached_title_instead_of_evicting(
 
 async def test_delete_evicts_the_cache_and_removes_the_messages(
     store: ChatStore,
-    conversation: ConversationView,
+    cid: str,
     redis: Redis,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    cid = conversation.id
     other = await store.create(user_id="alice", title="kept")
     await store.append(cid=cid, message=user("bye"))
     await store.append(cid=other.id, message=user("stay"))
@@ -725,7 +702,7 @@ async def test_delete_evicts_the_cache_and_removes_the_messages(
     kept = await store.load(cid=other.id)
     assert kept is not None
     assert [m.content for m in kept.messages] == ["stay"]
-    _, total = await store.list(user_id="alice", limit=10, offset=0)
+    _, total = await store.list_for_user(user_id="alice", limit=10, offset=0)
     assert total == 1
 
 
@@ -754,9 +731,8 @@ async def _add_tool_call(store: ChatStore, cid: str) -> Any:
 
 @pytest.mark.parametrize("write", [_append, _rename, _record_usage, _save, _add_tool_call])
 async def test_write_leaves_a_tombstone_when_the_cache_is_not_one_version_behind(
-    store: ChatStore, conversation: ConversationView, redis: Redis, write: Write
+    store: ChatStore, cid: str, redis: Redis, write: Write
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("one"))
     await store.append(cid=cid, message=user("two"))
     await store.load(cid=cid)
@@ -789,9 +765,8 @@ async def test_write_leaves_a_tombstone_when_the_cache_is_not_one_version_behind
 
 
 async def test_an_older_snapshot_never_overwrites_a_newer_cached_version(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("one"))
     old = await store._load_from_db(cid)  # what a slow reader saw at version 1
     await store.append(cid=cid, message=user("two"))
@@ -800,7 +775,7 @@ async def test_an_older_snapshot_never_overwrites_a_newer_cached_version(
     assert current is not None
     assert (old.version, current.version) == (1, 2)
 
-    await store._write_cache(old, tombstone=False)
+    await store.cache.fill(conversation=old)
 
     cached = await cached_json(redis, cid)
     assert cached is not None
@@ -812,19 +787,18 @@ async def test_an_older_snapshot_never_overwrites_a_newer_cached_version(
 
 
 async def test_a_tombstone_refuses_older_snapshots_and_yields_to_its_own_version(
-    store: ChatStore, conversation: ConversationView, redis: Redis
+    store: ChatStore, cid: str, redis: Redis
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("one"))
     v1 = await store._load_from_db(cid)
     await store.append(cid=cid, message=user("two"))
     v2 = await store._load_from_db(cid)
     assert v1 is not None
     assert v2 is not None
-    await store._write_tombstone(cid, 3)
+    await store.cache.tombstone(cid=cid, version=3)
 
     for older in (v1, v2):
-        await store._write_cache(older, tombstone=False)
+        await store.cache.fill(conversation=older)
         assert await cached_json(redis, cid) == {"version": 3, "stale": True}
     assert await store.load(cid=cid) is not None  # the database is at 2: no newer snapshot
     assert await cached_json(redis, cid) == {"version": 3, "stale": True}
@@ -838,7 +812,7 @@ async def test_a_tombstone_refuses_older_snapshots_and_yields_to_its_own_version
     assert (cached["version"], len(cached["messages"])) == (3, 3)
 
     # A late tombstone for a version the cache already holds live does not evict it.
-    await store._write_tombstone(cid, 3)
+    await store.cache.tombstone(cid=cid, version=3)
     assert (await cached_json(redis, cid) or {}).get("version") == 3
     assert "stale" not in (await cached_json(redis, cid) or {"stale": True})
 
@@ -889,26 +863,20 @@ class _HookedRedis:
 
 
 async def test_a_cache_patch_racing_another_writer_never_leaves_a_stale_copy(
-    store: ChatStore,
-    sessions: async_sessionmaker[AsyncSession],
-    redis: Redis,
-    conversation: ConversationView,
-    monkeypatch,
+    store: ChatStore, other_store: ChatStore, redis: Redis, cid: str, monkeypatch
 ) -> None:
     """Writer A reads the cached copy to patch it; writer B commits and updates the cache
     before A writes its patch back. A's patch (one version short of B's) must not win."""
-    cid = conversation.id
     await store.append(cid=cid, message=user("one"))
     await store.load(cid=cid)  # cached at version 1
-    other = ChatStore(sessions, redis, cache_ttl=3600)
 
     async def other_writer() -> None:
-        await other.append(cid=cid, message=assistant("from B"))
+        await other_store.append(cid=cid, message=assistant("from B"))
 
     hooked = _HookedRedis(redis, other_writer)
-    monkeypatch.setattr(store, "redis", hooked)
+    monkeypatch.setattr(store.cache, "redis", hooked)
     await store.append(cid=cid, message=assistant("from A"))
-    monkeypatch.setattr(store, "redis", redis)
+    monkeypatch.setattr(store.cache, "redis", redis)
 
     assert hooked.hook is None  # B really wrote in the middle of A's patch
     cached = await cached_json(redis, cid)
@@ -944,18 +912,12 @@ async def _read_during(
 
 
 async def test_a_load_racing_an_append_does_not_cache_a_stale_snapshot(
-    store: ChatStore,
-    sessions: async_sessionmaker[AsyncSession],
-    redis: Redis,
-    conversation: ConversationView,
-    monkeypatch,
+    store: ChatStore, other_store: ChatStore, cid: str, monkeypatch
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("before"))
-    writer = ChatStore(sessions, redis, cache_ttl=3600)  # e.g. a worker in another process
 
-    async def write() -> None:
-        await writer.append(cid=cid, message=assistant("written during the read"))
+    async def write() -> None:  # e.g. a worker in another process
+        await other_store.append(cid=cid, message=assistant("written during the read"))
 
     await _read_during(store, cid, write, monkeypatch)
 
@@ -965,19 +927,13 @@ async def test_a_load_racing_an_append_does_not_cache_a_stale_snapshot(
 
 
 async def test_a_load_racing_delete_replies_does_not_cache_deleted_replies(
-    store: ChatStore,
-    sessions: async_sessionmaker[AsyncSession],
-    redis: Redis,
-    conversation: ConversationView,
-    monkeypatch,
+    store: ChatStore, other_store: ChatStore, cid: str, monkeypatch
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("question"))
     await store.append(cid=cid, message=assistant("old answer"))
-    writer = ChatStore(sessions, redis, cache_ttl=3600)
 
     async def write() -> None:
-        await writer.delete_replies_after_last_user(cid=cid)
+        await other_store.delete_replies_after_last_user(cid=cid)
 
     await _read_during(store, cid, write, monkeypatch)
 
@@ -985,18 +941,12 @@ async def test_a_load_racing_delete_replies_does_not_cache_deleted_replies(
 
 
 async def test_a_load_racing_delete_does_not_bring_the_conversation_back(
-    store: ChatStore,
-    sessions: async_sessionmaker[AsyncSession],
-    redis: Redis,
-    conversation: ConversationView,
-    monkeypatch,
+    store: ChatStore, other_store: ChatStore, cid: str, monkeypatch
 ) -> None:
-    cid = conversation.id
     await store.append(cid=cid, message=user("secret"))
-    writer = ChatStore(sessions, redis, cache_ttl=3600)
 
     async def write() -> None:
-        await writer.delete(cid=cid)
+        await other_store.delete(cid=cid)
 
     await _read_during(store, cid, write, monkeypatch)
 
@@ -1033,7 +983,7 @@ async def test_store_reads_and_writes_through_the_database_when_redis_is_down(
             loaded = await store.load(cid=cid)
             again = await store.load(cid=cid)
             history = await store.history(cid=cid)
-            listed, total = await store.list(user_id=user_id, limit=10, offset=0)
+            listed, total = await store.list_for_user(user_id=user_id, limit=10, offset=0)
             last_user = await store.delete_replies_after_last_user(cid=cid)
             trimmed = await store.load(cid=cid)
             await store.delete(cid=cid)
@@ -1066,21 +1016,14 @@ async def test_store_reads_and_writes_through_the_database_when_redis_is_down(
 # -- times ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    [
-        "sqlite",
-        "postgres",
-    ],
-    indirect=True,
-)
+@ON_BOTH_DATABASES
 async def test_times_read_back_from_the_database_are_timezone_aware(
     store: ChatStore, conversation: ConversationView
 ) -> None:
     cid = conversation.id
     await store.append(cid=cid, message=user("hi"))
 
-    listed, _ = await store.list(user_id="alice", limit=1, offset=0)
+    listed, _ = await store.list_for_user(user_id="alice", limit=1, offset=0)
     owned = await store.owned(cid=cid, user_id="alice")
     loaded = await store.load(cid=cid)
     messages = await store.messages(cid=cid, limit=1)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
@@ -55,7 +56,7 @@ async def openai_agent(ctx: RunContext) -> AsyncIterator[AgentEvent]:
         try:
             stream = await client.chat.completions.create(
                 model=settings.openai_model,
-                messages=ctx.history,
+                messages=_messages(ctx.history),
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -147,10 +148,16 @@ def _explain(exc: openai.OpenAIError, where: str, model: str) -> str:
     return f"The chat completions call to {where} for model {model!r} failed: {exc}; {_CHECK}"
 
 
+def _messages(history: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
+    """The history in the SDK's message type: `store.history.to_openai` builds these shapes."""
+    return cast("list[ChatCompletionMessageParam]", history)
+
+
 def _detail(exc: openai.APIStatusError) -> str:
     body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
+    message = body.get("message") if isinstance(body, dict) else None
+    if isinstance(message, str):
+        return message
     if isinstance(body, str) and body:
         return body
     return exc.message

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
 from turnstream import __version__
-from turnstream.api import errors
+from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
 from turnstream.api.routes import conversations, fallback, health, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
+from turnstream.live.client import connect_redis
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
-from turnstream.runtime import Runtime, connect_redis
+from turnstream.runtime import Runtime
 from turnstream.store.migrate import upgrade
-
-logger = logging.getLogger("turnstream.api")
 
 API_PREFIX = "/api/v1"
 
@@ -67,9 +65,9 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         description="Resumable background runs for AI chat, over Redis Streams.",
         lifespan=lifespan,
     )
-    app.state.token_cache = TokenCache()
+    app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
-    errors.install(app, api_prefix=API_PREFIX)
+    errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
     app.include_router(health.router)
     for router in (conversations.router, runs.router, sessions.router, fallback.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -6,14 +6,15 @@ import time
 from collections import OrderedDict
 
 import jwt
+from fastapi import Request
+from fastapi.security import HTTPBearer
 
-from turnstream.api.errors import ApiError
+from turnstream.errors import Unauthorized
 from turnstream.ids import is_user_id
 from turnstream.runtime import Runtime
 from turnstream.store import users
 from turnstream.store.models import User
 
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MAX_TOKEN_LENGTH = 4096
 
 
@@ -42,17 +43,34 @@ class TokenCache:
             self._entries.popitem(last=False)
 
 
-def unauthorized(detail: str) -> ApiError:
-    return ApiError(401, {"detail": detail}, headers=_CHALLENGE)
+class _BearerScheme(HTTPBearer):
+    """Bearer auth as OpenAPI declares it, so that /docs offers "Authorize".
+
+    It only declares: as a dependency it hands over the raw `Authorization`
+    header (or None), and `authenticate` does every check and every 401, exactly
+    as for a caller that never looked at the document.
+    """
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return request.headers.get("authorization")
 
 
-async def authenticate(rt: Runtime, cache: TokenCache, authorization: str | None) -> User:
+bearer = _BearerScheme(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="A turnstream token (`ts_…`, from `turnstream token create USER`) or, "
+    "when configured, a JWT. Sent as `Authorization: Bearer <token>`.",
+)
+
+
+async def authenticate(rt: Runtime, cache: TokenCache, *, authorization: str | None) -> User:
+    """The user whose credential `authorization` (the header's value) is; else Unauthorized."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
     if len(token) > MAX_TOKEN_LENGTH:
-        raise unauthorized("Invalid token.")
+        raise Unauthorized("Invalid token.")
     if token.startswith(users.TOKEN_PREFIX):
         digest = users.hash_token(token)
         user = cache.get(digest)
@@ -60,22 +78,22 @@ async def authenticate(rt: Runtime, cache: TokenCache, authorization: str | None
             async with rt.sessions() as db:
                 user = await users.user_for_token(db, token=token)
             if user is None:
-                raise unauthorized("Invalid token.")
+                raise Unauthorized("Invalid token.")
             cache.put(digest, user)
         return user
     if rt.settings.jwt_secret:
         return await _from_jwt(rt, token, rt.settings.jwt_secret)
-    raise unauthorized("Invalid token.")
+    raise Unauthorized("Invalid token.")
 
 
 async def _from_jwt(rt: Runtime, token: str, secret: str) -> User:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.PyJWTError as exc:
-        raise unauthorized(f"Invalid token: {exc}.") from exc
+        raise Unauthorized(f"Invalid token: {exc}.") from exc
     sub = claims.get("sub")
     if not isinstance(sub, str) or not is_user_id(sub):
-        raise unauthorized("Invalid token: 'sub' must be a user id (1-64 of [A-Za-z0-9._@-]).")
+        raise Unauthorized("Invalid token: 'sub' must be a user id (1-64 of [A-Za-z0-9._@-]).")
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     async with rt.sessions() as db:
         user = await users.ensure_user(db, user_id=sub, email=email)

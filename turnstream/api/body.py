@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from urllib.parse import parse_qs
 
 from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from turnstream.api.errors import ApiError
 from turnstream.api.schemas import has_lone_surrogate
+from turnstream.errors import InvalidMessage, MessageTooLong
 
 
 async def read_content(request: Request, *, max_chars: int) -> str:
-    """The `content` of a message; 413 past `max_chars`, 400 for anything unreadable."""
+    """The `content` of a message; MessageTooLong past `max_chars`, InvalidMessage if unusable."""
     # UTF-8 needs at most 4 bytes a character; the rest is room for the envelope.
     max_bytes = max_chars * 4 + 16 * 1024
     body = await _read_capped(request, max_bytes, max_chars)
@@ -27,27 +27,29 @@ async def read_content(request: Request, *, max_chars: int) -> str:
     elif content_type == "multipart/form-data":
         content = await _from_multipart(request.headers, body)
     else:
-        raise _bad('Send the message as form field \'content\' or JSON {"content": "..."}.')
+        raise InvalidMessage(
+            'Send the message as form field \'content\' or JSON {"content": "..."}.'
+        )
     if "\x00" in content:
-        raise _bad("The message contains a NUL character.")
+        raise InvalidMessage("The message contains a NUL character.")
     if has_lone_surrogate(content):
-        raise _bad("The message is not valid Unicode (it holds a lone surrogate).")
+        raise InvalidMessage("The message is not valid Unicode (it holds a lone surrogate).")
     if not content.strip():
-        raise _bad("The message is empty.")
+        raise InvalidMessage("The message is empty.")
     if len(content) > max_chars:
-        raise _too_long(max_chars)
+        raise MessageTooLong(max_chars)
     return content
 
 
 async def _read_capped(request: Request, max_bytes: int, max_chars: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_long(max_chars)
+        raise MessageTooLong(max_chars)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise _too_long(max_chars)
+            raise MessageTooLong(max_chars)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -56,34 +58,35 @@ def _from_json(body: bytes) -> str:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad("The body is not valid JSON.") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
-        raise _bad('The JSON body needs a string field "content".')
-    return payload["content"]
+        raise InvalidMessage("The body is not valid JSON.") from exc
+    content = payload.get("content") if isinstance(payload, dict) else None
+    if not isinstance(content, str):
+        raise InvalidMessage('The JSON body needs a string field "content".')
+    return content
 
 
 def _from_urlencoded(body: bytes) -> str:
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad("The form is not valid UTF-8.") from exc
+        raise InvalidMessage("The form is not valid UTF-8.") from exc
     values = fields.get("content")
     if not values:
-        raise _bad("The form needs a field 'content'.")
+        raise InvalidMessage("The form needs a field 'content'.")
     return values[0]
 
 
 async def _from_multipart(headers: Headers, body: bytes) -> str:
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     try:
         form = await _StrictMultiPartParser(headers, stream()).parse()
     except (MultiPartException, UnicodeDecodeError) as exc:
-        raise _bad(f"The multipart form could not be read: {exc}") from exc
+        raise InvalidMessage(f"The multipart form could not be read: {exc}") from exc
     value = form.get("content")
     if not isinstance(value, str):
-        raise _bad("The form needs a text field 'content'.")
+        raise InvalidMessage("The form needs a text field 'content'.")
     return value
 
 
@@ -104,18 +107,3 @@ class _StrictMultiPartParser(MultiPartParser):
                     f"The field '{part.field_name}' is not valid {self._charset} text."
                 ) from exc
         super().on_part_end()
-
-
-def _bad(detail: str) -> ApiError:
-    return ApiError(400, {"error": "Invalid message", "detail": detail})
-
-
-def _too_long(max_chars: int) -> ApiError:
-    return ApiError(
-        413,
-        {
-            "error": "Message too long",
-            "detail": f"A message may have at most {max_chars} characters.",
-            "maxChars": max_chars,
-        },
-    )

@@ -1,16 +1,19 @@
-"""The dependencies routes declare: the runtime, the caller, the caller's conversation."""
+"""The dependencies routes declare: the runtime, the caller, the caller's conversation.
+
+Also `refusal`, the same checks for the error handlers (`turnstream.api.errors`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Security
 from taskiq import AsyncBroker
 
 from turnstream.api import stream_tokens
-from turnstream.api.auth import authenticate, unauthorized
-from turnstream.api.errors import access_denied
+from turnstream.api.auth import TokenCache, authenticate, bearer
+from turnstream.errors import AccessDenied, Refused, Unauthorized
 from turnstream.runtime import Runtime
 from turnstream.store.models import User
 
@@ -27,12 +30,12 @@ def get_broker(request: Request) -> AsyncBroker:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 BrokerDep = Annotated[AsyncBroker, Depends(get_broker)]
+# The raw `Authorization` header, declared as the OpenAPI security scheme `bearerAuth`.
+Authorization = Annotated[str | None, Security(bearer)]
 
 
-async def get_current_user(
-    request: Request, rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None
-) -> User:
-    return await authenticate(rt, request.app.state.token_cache, authorization)
+async def get_current_user(request: Request, rt: RuntimeDep, authorization: Authorization) -> User:
+    return await authenticate(rt, request.app.state.token_cache, authorization=authorization)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -48,7 +51,7 @@ async def get_conversation(
 ) -> OwnedConversation:
     """The conversation in the path, if the caller owns it; 403 for anything else."""
     if not await rt.store.is_owner(cid=cid, user_id=user.id):
-        raise access_denied()
+        raise AccessDenied()
     return OwnedConversation(cid)
 
 
@@ -67,19 +70,64 @@ async def get_follower(
     request: Request,
     rt: RuntimeDep,
     cid: Annotated[str, Path()],
-    token: Annotated[str | None, Query(max_length=1024)] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Authorization,
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=1024,
+            description="A stream token from `POST …/stream-token`, for clients that cannot "
+            "send `Authorization` (browsers' EventSource); used only when no header is sent.",
+        ),
+    ] = None,
 ) -> Follower:
+    return await authorize_follower(
+        rt, request.app.state.token_cache, cid=cid, authorization=authorization, token=token
+    )
+
+
+FollowerDep = Annotated[Follower, Depends(get_follower)]
+
+
+async def authorize_follower(
+    rt: Runtime, cache: TokenCache, *, cid: str, authorization: str | None, token: str | None
+) -> Follower:
+    """The caller, if they may follow the runs of conversation `cid`.
+
+    The owner may, by bearer token; so may the holder of a stream token of `cid`,
+    which counts only when no `Authorization` header is sent. Raises Unauthorized
+    for a credential that is not valid, AccessDenied for another's conversation.
+    """
     if authorization is None and token is not None:
         key = await stream_tokens.signing_key(rt.redis, rt.settings.secret_key)
         user_id = stream_tokens.verify(key, token, cid=cid)
         if user_id is None:
-            raise unauthorized("Invalid or expired stream token: ask for a new one.")
+            raise Unauthorized("Invalid or expired stream token: ask for a new one.")
         return Follower(cid, user_id)
-    user = await authenticate(rt, request.app.state.token_cache, authorization)
+    user = await authenticate(rt, cache, authorization=authorization)
     if not await rt.store.is_owner(cid=cid, user_id=user.id):
-        raise access_denied()
+        raise AccessDenied()
     return Follower(cid, user.id)
 
 
-FollowerDep = Annotated[Follower, Depends(get_follower)]
+async def refusal(request: Request) -> Refused | None:
+    """The 401 or 403 the route's own dependencies would give this request, if any.
+
+    For the error handlers: FastAPI reads and validates a request's body and
+    parameters before any dependency runs, and `turnstream.api.errors` asks this
+    before it answers about them. Other errors (an outage) propagate.
+    """
+    rt: Runtime = request.app.state.runtime
+    cache: TokenCache = request.app.state.token_cache
+    authorization = request.headers.get("authorization")
+    cid = request.path_params.get("cid")
+    try:
+        if cid is None:
+            await authenticate(rt, cache, authorization=authorization)
+        else:
+            # A bearer token of the owner, or (as on resume) a stream token of this
+            # conversation: either already proves the caller may see it.
+            token = request.query_params.get("token")
+            await authorize_follower(rt, cache, cid=cid, authorization=authorization, token=token)
+    except (Unauthorized, AccessDenied) as refused:
+        return refused
+    return None

@@ -1,17 +1,25 @@
 """Errors as the API answers them: a status and a JSON body, never a bare 500.
 
-ApiError                    a 4xx with an exact body (SPEC §6, §7)
-RequestValidationError,     422 / FastAPI's own 400, but only after the caller passed
-  HTTPException             the 401 and 403 checks its route would make
-ClientDisconnect            499, no body: the client is gone before its request arrived
-redis ConnectionError/...   503 {"error": "Redis unavailable", ...}
-SQLAlchemy OperationalError 503 {"error": "Database unavailable", ...}
+TurnstreamError              `answer`: each class's status, headers and exact body
+                             (docs/protocol.md, "Errors and status codes")
+redis ConnectionError,       as RedisUnavailable: 503 {"error": "Redis unavailable", ...}
+  TimeoutError
+RequestValidationError,      422 / FastAPI's own 400, but only after the caller passed the
+  HTTPException              401 and 403 checks its route would make (`refusal`, given to
+                             `install`)
+HTTPException 405            405 {"detail": "Method Not Allowed"}, `Allow` listing every method
+                             served on the path; before any 401 or 403
+ClientDisconnect             499, no body: the client is gone before its request arrived
+
+The database's errors arrive as DatabaseUnavailable already (turnstream.store.db).
+This module imports nothing else of turnstream.api, so that any of it may use it.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,121 +28,251 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute
+
+from turnstream.errors import (
+    AccessDenied,
+    ActiveRunLimit,
+    Conflict,
+    CursorExpired,
+    DatabaseUnavailable,
+    InvalidCursor,
+    InvalidMessage,
+    MessageTooLong,
+    NoActiveRun,
+    NoActiveSession,
+    NoBackgroundTask,
+    NotFound,
+    NothingToRegenerate,
+    RateLimited,
+    RedisUnavailable,
+    Refused,
+    ReplyReplaced,
+    RunConflict,
+    RunEndedFirst,
+    SessionNotFound,
+    TurnstreamError,
+    Unauthorized,
+    Unavailable,
+    UnknownPath,
+)
+
+try:  # FastAPI >= 0.120 keeps included routers nested; this walks them
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # older FastAPI: app.routes is already flat
+
+    def iter_route_contexts(routes: Iterable[BaseRoute]) -> Iterable[Any]:  # type: ignore[misc]
+        return routes
+
 
 logger = logging.getLogger("turnstream.api")
 
-ACCESS_DENIED = {"detail": "Access denied to conversation"}
+# The name of a route that only answers what no other route matched (routes/fallback.py):
+# it never counts as serving a path.
+CATCH_ALL = "catch_all"
+
+# The 401 or 403 a request's route would give it, if any (`turnstream.api.deps.refusal`).
+Refusal = Callable[[Request], Awaitable[Refused | None]]
+# status, body, headers
+_Answer = tuple[int, dict[str, Any], dict[str, str] | None]
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_RETRY_SOON = {"Retry-After": "5"}
 
 
-class ApiError(Exception):
-    """An answer with this exact JSON body, at the top level."""
+def install(app: FastAPI, *, api_prefix: str, refusal: Refusal) -> None:
+    """Answer errors as above; `refusal` is asked first about input errors under `api_prefix`."""
+    app.exception_handlers.update(
+        {
+            TurnstreamError: turnstream_error,
+            RedisConnectionError: redis_down,
+            RedisTimeoutError: redis_down,
+            RequestValidationError: partial(
+                invalid_request, api_prefix=api_prefix, refusal=refusal
+            ),
+            StarletteHTTPException: partial(http_error, api_prefix=api_prefix, refusal=refusal),
+            ClientDisconnect: client_gone,
+        }
+    )
 
-    def __init__(
-        self, status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(body)
-        self.status_code = status_code
-        self.body = body
-        self.headers = headers
+
+def answer(exc: TurnstreamError) -> JSONResponse:
+    """`exc` as a client sees it: its status, headers and exact JSON body."""
+    status, body, headers = _answer(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def access_denied() -> ApiError:
-    return ApiError(403, ACCESS_DENIED)
+def _answer(exc: TurnstreamError) -> _Answer:
+    match exc:
+        case NotFound():
+            return _not_found(exc)
+        case Conflict():
+            return _conflict(exc)
+        case Unauthorized():
+            return 401, {"detail": str(exc)}, _CHALLENGE
+        case AccessDenied():
+            return 403, {"detail": "Access denied to conversation"}, None
+        case InvalidMessage():
+            return 400, {"error": "Invalid message", "detail": str(exc)}, None
+        case InvalidCursor():
+            return 400, {"error": "Invalid cursor", "detail": str(exc)}, None
+        case MessageTooLong():
+            body = {"error": "Message too long", "detail": str(exc), "maxChars": exc.max_chars}
+            return 413, body, None
+        case RateLimited():
+            body = {"error": "Too many runs started", "detail": str(exc)}
+            return 429, body, {"Retry-After": str(exc.retry_after)}
+        case ActiveRunLimit():
+            return 429, {"error": "Too many active runs", "detail": str(exc)}, _RETRY_SOON
+        case RedisUnavailable():
+            return 503, {"error": "Redis unavailable", "detail": str(exc)}, _RETRY_SOON
+        case DatabaseUnavailable():
+            return 503, {"error": "Database unavailable", "detail": str(exc)}, _RETRY_SOON
+    raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
 
-def install(app: FastAPI, *, api_prefix: str) -> None:
-    async def refusal(request: Request) -> JSONResponse | None:
-        """The 401 or 403 the route's own dependencies would give, if any.
+def _not_found(exc: NotFound) -> _Answer:
+    match exc:
+        case UnknownPath():
+            return 404, {"detail": "Not Found"}, None
+        case SessionNotFound():
+            return _about(404, "Session not found or expired", exc.conversation_id)
+        case NoActiveSession():
+            return _about(404, "No active session found", exc.conversation_id)
+        case NoBackgroundTask():
+            return _about(404, "No background task found", exc.conversation_id)
+        case NoActiveRun():
+            return _about(404, "No active run", exc.conversation_id)
+    raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
-        FastAPI reads and validates the body and parameters before any dependency
-        runs; without this, a caller with no valid token, or with someone else's
-        conversation, would hear about their input first.
-        """
-        from turnstream.api.auth import authenticate
-        from turnstream.api.deps import get_follower
 
-        if not request.url.path.startswith(api_prefix + "/"):
-            return None
-        rt, authorization = request.app.state.runtime, request.headers.get("authorization")
-        cid = request.path_params.get("cid")
-        try:
-            if cid is None:
-                await authenticate(rt, request.app.state.token_cache, authorization)
-            else:
-                # A bearer token of the owner, or (as on resume) a stream token of this
-                # conversation: either already proves the caller may see it.
-                await get_follower(
-                    request, rt, cid, request.query_params.get("token"), authorization
-                )
-        except ApiError as refused:
-            return _as_response(refused)
+def _conflict(exc: Conflict) -> _Answer:
+    body: dict[str, Any]
+    match exc:
+        case RunConflict():
+            body = {
+                "error": "A run is already active in this conversation",
+                "sessionId": exc.active_session_id,
+                "conversationId": exc.conversation_id,
+                "detail": str(exc),
+            }
+            return 409, body, None
+        case CursorExpired():
+            resync = {"cursor": exc.resync_cursor, "detail": str(exc)}
+            body = {"error": "Cursor expired", "sessionId": exc.session_id, "resync": resync}
+            return 409, body, None
+        case NothingToRegenerate():
+            return _about(400, "Nothing to regenerate", exc.conversation_id)
+        case RunEndedFirst():
+            body = {
+                "error": "The run ended before it could be stopped",
+                "status": exc.status,
+                "sessionId": exc.session_id,
+                "conversationId": exc.conversation_id,
+            }
+            return 409, body, None
+        case ReplyReplaced():
+            body = {
+                "error": "The reply was replaced by a newer run",
+                "sessionId": exc.session_id,
+                "conversationId": exc.conversation_id,
+                "detail": str(exc),
+            }
+            return 409, body, {"X-Session-Id": exc.replaced_session_id}
+    raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
+
+
+def _about(status: int, error: str, conversation_id: str) -> _Answer:
+    return status, {"error": error, "conversationId": conversation_id}, None
+
+
+async def turnstream_error(_request: Request, exc: TurnstreamError) -> JSONResponse:
+    if isinstance(exc, Unavailable):
+        logger.warning("%s: %s", type(exc).__name__, exc.__cause__ or exc)
+    return answer(exc)
+
+
+async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+    """redis-py's connection and timeout errors, met anywhere in a request: RedisUnavailable."""
+    unavailable = RedisUnavailable()
+    unavailable.__cause__ = exc
+    return await turnstream_error(request, unavailable)
+
+
+async def invalid_request(
+    request: Request, exc: RequestValidationError, *, api_prefix: str, refusal: Refusal
+) -> JSONResponse:
+    if refused := await _refused_first(request, api_prefix, refusal):
+        return refused
+    # Only location, message and type: echoing the input could fail to encode.
+    errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def http_error(
+    request: Request, exc: StarletteHTTPException, *, api_prefix: str, refusal: Refusal
+) -> Response:
+    # Routing's 404 and 405 depend only on the path and method: no 401 or 403 first.
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; a path
+        # served by several routes (GET, PATCH, DELETE /conversations/{cid}) has more.
+        allowed = allowed_methods(request)
+        if not allowed:  # a method the catch-all does not take, on an unknown path
+            allowed = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",")]
+        return method_not_allowed(m for m in allowed if m)
+    # FastAPI's 400 for a body it cannot parse (JSON that is not UTF-8) comes before
+    # the dependencies.
+    if exc.status_code != 404 and (refused := await _refused_first(request, api_prefix, refusal)):
+        return refused
+    return await http_exception_handler(request, exc)
+
+
+async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+    # The client hung up before its body arrived whole: nothing was stored, and no one
+    # is left to answer (499, as nginx logs it), so it is no server error either.
+    return Response(status_code=499)
+
+
+async def _refused_first(
+    request: Request, api_prefix: str, refusal: Refusal
+) -> JSONResponse | None:
+    """The 401 or 403 an API request gets before any word about its input, if any.
+
+    FastAPI reads and validates the body and parameters before any dependency runs;
+    without this, a caller with no valid token, or with someone else's conversation,
+    would hear about their input first.
+    """
+    if not request.url.path.startswith(api_prefix + "/"):
         return None
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if refused := await refusal(request):
-            return refused
-        # Only location, message and type: echoing the input could fail to encode.
-        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # FastAPI's 400 for a body it cannot parse (JSON that is not UTF-8) comes before
-        # the dependencies. Routing's 404 and 405 depend only on the path and method.
-        if exc.status_code not in (404, 405) and (refused := await refusal(request)):
-            return refused
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _as_response(exc)
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
-        # The client hung up before its body arrived whole: nothing was stored, and no
-        # one is left to answer (499, as nginx logs it), so it is no server error either.
-        return Response(status_code=499)
-
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("Redis unavailable: %s", exc)
-        return _unavailable("Redis unavailable", "Check that Redis is running and reachable.")
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeoutError)
-    # asyncpg raises these unwrapped when it cannot connect at all; redis-py wraps
-    # its own, so here they can only mean the database.
-    @app.exception_handler(ConnectionError)
-    @app.exception_handler(socket.gaierror)
-    async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("database unavailable: %s", exc)
-        return _unavailable("Database unavailable", "Check that the database is reachable.")
-
-    @app.exception_handler(DBAPIError)
-    async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated or _is_connection_error(exc):
-            return await _db_down(_request, exc)
-        raise exc
+    refused = await refusal(request)
+    return None if refused is None else answer(refused)
 
 
-def _as_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+def allowed_methods(request: Request) -> list[str]:
+    """Every method that some route of the app serves on this request's path, sorted.
+
+    Taken from the routes themselves, so a route added later is covered. Empty if
+    no route (the catch-all aside) has this path.
+    """
+    path = request.scope["path"]
+    root_path = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path + "/"):
+        path = path[len(root_path) :]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex, served = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is None or not served or getattr(route, "name", None) == CATCH_ALL:
+            continue
+        if regex.match(path):
+            methods.update(served)
+    return sorted(methods)
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    return isinstance(exc.orig, OSError) or "connection" in type(exc.orig).__name__.lower()
-
-
-def _unavailable(error: str, hint: str) -> JSONResponse:
+def method_not_allowed(allowed: Iterable[str]) -> JSONResponse:
     return JSONResponse(
-        {"error": error, "detail": f"{error}. {hint} Retry shortly."},
-        status_code=503,
-        headers={"Retry-After": "5"},
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)}
     )

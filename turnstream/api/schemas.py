@@ -68,10 +68,6 @@ class ErrorBody(BaseModel):
     conversationId: str
 
 
-class SessionNotFound(ErrorBody):
-    pass
-
-
 class ActiveSession(BaseModel):
     sessionId: str
     status: Literal["active", "completed", "idle"]

@@ -21,7 +21,8 @@ import secrets
 from redis.asyncio import Redis
 
 from turnstream import keys
-from turnstream.runs.state import now_ms
+from turnstream.clock import now_ms
+from turnstream.live.client import maybe_text
 
 TTL_SECONDS = 300
 
@@ -29,8 +30,13 @@ TTL_SECONDS = 300
 async def signing_key(redis: Redis, configured: str | None) -> bytes:
     if configured:
         return configured.encode()
-    await redis.set(keys.SECRET, secrets.token_urlsafe(32), nx=True)
-    return (await redis.get(keys.SECRET)).encode()
+    while True:
+        await redis.set(keys.SECRET, secrets.token_urlsafe(32), nx=True)
+        # None only if the key went between the two commands (a FLUSHALL): set it again,
+        # so that every process still signs with the one key Redis holds.
+        stored = maybe_text(await redis.get(keys.SECRET))
+        if stored is not None:
+            return stored.encode()
 
 
 def issue(key: bytes, *, user_id: str, cid: str, ttl_seconds: int = TTL_SECONDS) -> tuple[str, int]:

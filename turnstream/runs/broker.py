@@ -28,8 +28,8 @@ from taskiq_redis import RedisStreamBroker
 
 from turnstream.config import Settings
 from turnstream.keys import RunKeys
+from turnstream.live.status import RunStatus
 from turnstream.runs.executor import execute
-from turnstream.runs.state import RunStatus
 from turnstream.runtime import Runtime
 
 TASK_NAME = "turnstream.run"

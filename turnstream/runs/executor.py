@@ -13,21 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncGenerator
 
 from redis.exceptions import RedisError
 
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.events import Event, EventType, delta
 from turnstream.keys import RunKeys
+from turnstream.live.record import RunRecord
+from turnstream.live.status import RunStatus
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import RunRecord, RunStatus
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
-from turnstream.store.views import NewMessage
+from turnstream.store.views import MessageStatus, NewMessage
 
 logger = logging.getLogger("turnstream.runs")
 
-_MESSAGE_STATUS = {
+_MESSAGE_STATUS: dict[RunStatus, MessageStatus] = {
     RunStatus.COMPLETED: "complete",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.ERROR: "error",
@@ -164,8 +166,7 @@ class _Execution:
         await self._end(status, error)
 
     async def _context(self) -> RunContext:
-        fields = await self.rt.redis.hmget(self.k.run, ["message", "enqueued"])
-        message, enqueued = fields[0] or "", fields[1] == "1"
+        message, enqueued = await self.rt.runs.question(self.k)
         if enqueued and self.record.user_message_id:
             # An enqueued message joins the conversation only once its turn comes.
             await self.rt.store.save(
@@ -210,7 +211,8 @@ class _Execution:
                 self.step.cancel()
                 # The generator can only be closed once its cancelled step has unwound.
                 await asyncio.gather(self.step, return_exceptions=True)
-            await events.aclose()  # type: ignore[attr-defined]
+            if isinstance(events, AsyncGenerator):  # a plain async iterator has no aclose
+                await events.aclose()
 
     def _add(self, event: Event) -> None:
         self.reply.add(event.type, event.data)

@@ -17,10 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from turnstream import keys
-from turnstream.events import StreamEntry
+from turnstream.clock import now_ms
+from turnstream.errors import DatabaseUnavailable
+from turnstream.live.client import entries
+from turnstream.live.status import RunStatus
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import RunStatus, now_ms
 from turnstream.runtime import Runtime
 
 logger = logging.getLogger("turnstream.reaper")
@@ -37,8 +39,7 @@ async def reap_once(rt: Runtime) -> int:
             await rt.redis.zrem(keys.LEASES, k.lease_member)
             continue
         reply = Reply()
-        for entry_id, fields in await rt.redis.xrange(k.stream):
-            entry = StreamEntry.from_redis(entry_id, fields)
+        for entry in entries(await rt.redis.xrange(k.stream)):
             reply.add(entry.type, entry.data)
         if await end_run(
             rt,
@@ -67,7 +68,7 @@ async def reap_forever(rt: Runtime, stopping: asyncio.Event) -> None:
         try:
             if loop.time() >= judge_after:
                 await reap_once(rt)
-        except (RedisError, SQLAlchemyError) as exc:
+        except (RedisError, SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("reaper pass failed, retrying: %s", exc)
             if isinstance(exc, RedisError):
                 # No worker could renew a lease while Redis was away: give them one

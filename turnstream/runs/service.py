@@ -6,31 +6,28 @@ import asyncio
 import contextlib
 import enum
 import hashlib
-import logging
 import math
 from dataclasses import dataclass
 
 from taskiq import AsyncBroker
 
 from turnstream import keys
+from turnstream.clock import now_ms
+from turnstream.errors import ActiveRunLimit, RateLimited, RunConflict
 from turnstream.ids import session_id, uuid7
 from turnstream.keys import RunKeys
+from turnstream.live.client import maybe_text
+from turnstream.live.record import RunRecord
+from turnstream.live.status import RunStatus, is_live
 from turnstream.runs.broker import kick
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
-from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus, is_live, now_ms
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 from turnstream.store.views import NewMessage
 
-logger = logging.getLogger("turnstream.runs")
-
 # How long a request waits for a concurrent one with the same Idempotency-Key to record its run.
 _CLAIM_WAIT_SECONDS = 5.0
-
-# A field of the run hash (`chat:run:*`), set once `start_run` has written the run's
-# SQL side (user message, or the replies a regenerate replaces deleted).
-PREPARED = "prepared"
 
 
 class Multitask(enum.StrEnum):
@@ -39,20 +36,6 @@ class Multitask(enum.StrEnum):
     REJECT = "reject"  # 409, naming the active run
     INTERRUPT = "interrupt"  # stop the active run, then start
     ENQUEUE = "enqueue"  # start once the active run has ended
-
-
-class RateLimited(Exception):
-    """Too many runs started in the last minute; `retry_after` seconds until the next may."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
-
-
-class RunConflict(Exception):
-    def __init__(self, active_session_id: str) -> None:
-        super().__init__(active_session_id)
-        self.active_session_id = active_session_id
 
 
 @dataclass(frozen=True)
@@ -75,68 +58,115 @@ async def start_run(
 ) -> Started:
     """Create a run for `content` and hand it to a worker.
 
-    Raises RunConflict when another run is active and `multitask` is reject.
+    Raises RateLimited past the user's runs a minute, ActiveRunLimit past their runs
+    at once, and RunConflict when another run is active and this one would not wait
+    for it (`multitask` reject, or a regenerate).
     """
     message_id = uuid7()
     sid = session_id(user_id, message_id)
-    idem_key = None
-    if idempotency_key is not None:
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-        idem_key = keys.idempotency(user_id, digest)
-        if replay := await _replay(rt, idem_key):
-            return replay
-    wait_ms = await rt.runs.count_start(user_id, sid, per_minute=rt.settings.runs_per_minute)
-    if wait_ms:
-        raise RateLimited(retry_after=math.ceil(wait_ms / 1000))
-    if idem_key is not None and (replay := await _claim(rt, idem_key, sid)):
-        return replay  # a concurrent request with the same key got there first
-
+    idem_key, replay = await _admit(rt, user_id, sid, idempotency_key)
+    if replay is not None:
+        return replay
     if multitask is Multitask.INTERRUPT:
-        active = await rt.redis.get(keys.active(cid))
+        active = maybe_text(await rt.redis.get(keys.active(cid)))
         if active is not None:
             await stop_run(rt, RunKeys(cid, active))
 
     k = RunKeys(cid, sid)
     user_message_id = "" if regenerate else uuid7()
-    fields = {
-        "session_id": sid,
-        "conversation_id": cid,
-        "user_id": user_id,
-        "message_id": message_id,
-        "user_message_id": user_message_id,
-        "message": content,
-    }
     # Regenerating replaces the latest reply, so it cannot wait behind another run.
     enqueue = multitask is not Multitask.REJECT and not regenerate
     try:
         created, other = await rt.runs.create(
-            k, fields, enqueue=enqueue, max_active=rt.settings.max_active_runs
+            k,
+            user_id=user_id,
+            message_id=message_id,
+            user_message_id=user_message_id,
+            message=content,
+            enqueue=enqueue,
+            max_active=rt.settings.max_active_runs,
         )
         if not created:
             assert other is not None
-            raise RunConflict(other)
+            raise RunConflict(active_session_id=other, conversation_id=cid)
     except (ActiveRunLimit, RunConflict):
         if idem_key is not None:
             await rt.redis.delete(idem_key)  # nothing started: a retry may start it
         raise
+    await _record_and_kick(
+        rt,
+        broker,
+        k,
+        user_id=user_id,
+        message_id=message_id,
+        user_message_id=user_message_id,
+        content=content,
+        regenerate=regenerate,
+        waits=other is not None,
+    )
+    return Started(sid, message_id, replayed=False)
+
+
+async def _admit(
+    rt: Runtime, user_id: str, sid: str, idempotency_key: str | None
+) -> tuple[str | None, Started | None]:
+    """The Idempotency-Key's Redis key (if any) and the run it already started (if any).
+
+    Raises RateLimited when the user has started `runs_per_minute` runs in the last
+    minute; a replay does not count against that.
+    """
+    idem_key = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        idem_key = keys.idempotency(user_id, digest)
+        if replay := await _replay(rt, idem_key):
+            return idem_key, replay
+    wait_ms = await rt.runs.count_start(user_id, sid, per_minute=rt.settings.runs_per_minute)
+    if wait_ms:
+        raise RateLimited(
+            retry_after=math.ceil(wait_ms / 1000), per_minute=rt.settings.runs_per_minute
+        )
+    if idem_key is not None:
+        # None once claimed; else a concurrent request with the same key got there first.
+        return idem_key, await _claim(rt, idem_key, sid)
+    return None, None
+
+
+async def _record_and_kick(
+    rt: Runtime,
+    broker: AsyncBroker,
+    k: RunKeys,
+    *,
+    user_id: str,
+    message_id: str,
+    user_message_id: str,
+    content: str,
+    regenerate: bool,
+    waits: bool,
+) -> None:
+    """Record the created run in SQL, store its question, and hand it to a worker.
+
+    If any of it fails, the run ends with `error` (code `start_failed`) and the
+    failure propagates.
+    """
     try:
         await runlog.record_run(
             rt.sessions,
-            session_id=sid,
-            conversation_id=cid,
+            session_id=k.sid,
+            conversation_id=k.cid,
             user_id=user_id,
             message_id=message_id,
             created_at_ms=now_ms(),
         )
         if regenerate:
-            await rt.store.delete_replies_after_last_user(cid=cid)
-        elif other is None:
+            await rt.store.delete_replies_after_last_user(cid=k.cid)
+        elif not waits:
             # A message that waits for another run joins the conversation when its turn comes.
             await rt.store.append(
-                cid=cid, message=NewMessage(id=user_message_id, role="user", content=content)
+                cid=k.cid, message=NewMessage(id=user_message_id, role="user", content=content)
             )
         await _prepared(rt, k)
-        await kick(broker, cid, sid)
+        await kick(broker, k.cid, k.sid)
     except BaseException:
         record = await rt.runs.get(k)
         if record is not None:
@@ -147,7 +177,6 @@ async def start_run(
                 error=("The run could not be started.", "start_failed"),
             )
         raise
-    return Started(sid, message_id, replayed=False)
 
 
 async def _claim(rt: Runtime, idem_key: str, sid: str) -> Started | None:
@@ -172,7 +201,7 @@ async def _claim(rt: Runtime, idem_key: str, sid: str) -> Started | None:
 
 async def _replay(rt: Runtime, idem_key: str) -> Started | None:
     """The run an earlier request with the same Idempotency-Key started, if any."""
-    first = await rt.redis.get(idem_key)
+    first = maybe_text(await rt.redis.get(idem_key))
     run = await runlog.get_run(rt.sessions, session_id=first) if first else None
     return Started(run.id, run.message_id, replayed=True) if run else None
 
@@ -185,7 +214,7 @@ async def _prepared(rt: Runtime, k: RunKeys) -> None:
     regenerate replaces, which would then delete it too. Of the two checks, the
     stop's (after asking) or this one (after marking), at least one sees the other.
     """
-    await rt.redis.hset(k.run, PREPARED, "1")
+    await rt.runs.mark_prepared(k)
     if await rt.redis.exists(k.cancel):
         await _end_queued(rt, k)
 
@@ -200,7 +229,7 @@ async def _end_queued(rt: Runtime, k: RunKeys) -> None:
     if record is None or record.status is not RunStatus.QUEUED:
         return
     before = record.multitask_after
-    if before and is_live(await rt.redis.get(RunKeys(k.cid, before).status)):
+    if before and is_live(maybe_text(await rt.redis.get(RunKeys(k.cid, before).status))):
         return
     await end_run(rt, k, record, RunStatus.CANCELLED, Reply(), require=RunStatus.QUEUED)
 
@@ -215,7 +244,7 @@ async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:
     if record is None or not record.status.active:
         return None
     await rt.runs.ask_stop(k)
-    if record.status is RunStatus.QUEUED and await rt.redis.hget(k.run, PREPARED):
+    if record.status is RunStatus.QUEUED and await rt.runs.is_prepared(k):
         # No worker has it yet: end it here. If one claims it meanwhile, it sees the stop.
         await _end_queued(rt, k)
     with contextlib.suppress(TimeoutError):

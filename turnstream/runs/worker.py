@@ -14,9 +14,10 @@ from taskiq import TaskiqEvents, TaskiqState
 
 from turnstream.background import stop_task
 from turnstream.config import Settings
+from turnstream.live.client import connect_redis
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
-from turnstream.runtime import Runtime, connect_redis
+from turnstream.runtime import Runtime
 
 logger = logging.getLogger("turnstream.worker")
 

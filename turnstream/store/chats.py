@@ -5,57 +5,33 @@ Two rules keep concurrent writers from losing anything:
 - A message's sequence comes from the conversation row, bumped by the same
   transaction that inserts the message. PostgreSQL's row lock and SQLite's
   write lock serialise appends across processes; no in-process lock is needed.
-- Every write bumps the conversation's `version`. The cached JSON carries the
-  version it was built from, and a Lua script only lets the cache move forward:
-  a write patches the cached copy when it holds exactly the previous version,
-  and otherwise leaves a tombstone that no older snapshot can overwrite.
+- Every write bumps the conversation's `version` in the same transaction, then
+  hands the cache (`store/cache.py`) that version and the change it made. The
+  cache only moves forward: it patches its copy or leaves a tombstone.
 
 Redis failures never fail a read or a write here: the cache is skipped and the
 database answers.
+
+Length: a little over 300 lines, for one class. ChatStore is every read and
+write of conversations and messages, each write following the two rules above;
+the helpers at the end (`_bump`, `_insert`) are those rules' SQL.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from turnstream import keys
 from turnstream.ids import is_uuid, uuid7
 from turnstream.store import history
+from turnstream.store.cache import ConversationCache, add_message, add_usage, retitle
 from turnstream.store.models import Conversation, Message, Run, utcnow
 from turnstream.store.views import CachedConversation, ConversationView, MessageView, NewMessage
-
-logger = logging.getLogger("turnstream.store")
-
-# Write `ARGV[1]` unless the cache already holds a newer version (or the same
-# version, live). A tombstone (`ARGV[3] == "1"`) yields to any equal version.
-_SET_IF_NEWER = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, cached = pcall(cjson.decode, current)
-  if ok and type(cached) == 'table' and tonumber(cached['version']) then
-    local have, want = tonumber(cached['version']), tonumber(ARGV[2])
-    if have > want or (have == want and (ARGV[3] == '1' or not cached['stale'])) then
-      return 0
-    end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
-return 1
-"""
-
-
-# A tombstone version no conversation reaches (and exact in Lua's doubles).
-_DELETED_VERSION = 2**53
 
 
 class ChatStore:
@@ -63,9 +39,7 @@ class ChatStore:
         self, sessions: async_sessionmaker[AsyncSession], redis: Redis, *, cache_ttl: int
     ) -> None:
         self.sessions = sessions
-        self.redis = redis
-        self.cache_ttl = cache_ttl
-        self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+        self.cache = ConversationCache(redis, ttl=cache_ttl)
 
     # -- conversations --------------------------------------------------------
 
@@ -83,8 +57,7 @@ class ChatStore:
         )
         async with self.sessions() as db, db.begin():
             db.add(row)
-        with contextlib.suppress(RedisError):
-            await self.redis.set(keys.owner(row.id), user_id, ex=keys.OWNER_TTL_SECONDS)
+        await self.cache.set_owner(cid=row.id, user_id=user_id, only_if_absent=False)
         return ConversationView.model_validate(row)
 
     async def is_owner(self, *, cid: str, user_id: str) -> bool:
@@ -95,20 +68,14 @@ class ChatStore:
         """
         if not is_uuid(cid):
             return False
-        key = keys.owner(cid)
-        try:
-            owner = await self.redis.get(key)
-        except RedisError as exc:
-            logger.warning("owner cache unavailable, reading the database: %s", exc)
-            owner = None
+        owner = await self.cache.owner(cid=cid)
         if owner is None:
             async with self.sessions() as db:
                 row = await db.get(Conversation, cid)
             if row is None:
                 return False
             owner = row.user_id
-            with contextlib.suppress(RedisError):
-                await self.redis.set(key, owner, ex=keys.OWNER_TTL_SECONDS, nx=True)
+            await self.cache.set_owner(cid=cid, user_id=owner, only_if_absent=True)
         return owner == user_id
 
     async def owned(self, *, cid: str, user_id: str) -> ConversationView | None:
@@ -121,9 +88,10 @@ class ChatStore:
             return None
         return ConversationView.model_validate(row)
 
-    async def list(
+    async def list_for_user(
         self, *, user_id: str, limit: int, offset: int
     ) -> tuple[list[ConversationView], int]:
+        """One page of the user's conversations, most recently updated first, and their count."""
         async with self.sessions() as db:
             total = (
                 await db.execute(
@@ -148,11 +116,7 @@ class ChatStore:
             row = await db.get(Conversation, cid)
             assert row is not None
             view = ConversationView.model_validate(row)
-
-        def retitle(cached: CachedConversation) -> None:
-            cached.title = title
-
-        await self._patch_cache(cid, version, now, retitle)
+        await self.cache.patch(cid=cid, version=version, now=now, change=retitle(title))
         return view
 
     async def delete(self, *, cid: str) -> None:
@@ -161,11 +125,7 @@ class ChatStore:
             await db.execute(delete(Run).where(Run.conversation_id == cid))
             await db.execute(delete(Conversation).where(Conversation.id == cid))
         # Outranks any version, so a read racing the delete cannot bring it back.
-        await self._write_tombstone(cid, _DELETED_VERSION)
-        try:
-            await self.redis.set(keys.owner(cid), "", ex=keys.OWNER_TTL_SECONDS)
-        except RedisError as exc:
-            logger.warning("could not mark %s deleted in the owner cache: %s", cid, exc)
+        await self.cache.forget(cid=cid)
 
     async def record_usage(
         self, *, cid: str, session_id: str, prompt_tokens: int, completion_tokens: int
@@ -191,12 +151,8 @@ class ChatStore:
                 prompt_tokens=Conversation.prompt_tokens + prompt_delta,
                 completion_tokens=Conversation.completion_tokens + completion_delta,
             )
-
-        def add_usage(cached: CachedConversation) -> None:
-            cached.prompt_tokens += prompt_delta
-            cached.completion_tokens += completion_delta
-
-        await self._patch_cache(cid, version, now, add_usage)
+        change = add_usage(prompt_delta, completion_delta)
+        await self.cache.patch(cid=cid, version=version, now=now, change=change)
 
     # -- messages --------------------------------------------------------------
 
@@ -205,7 +161,7 @@ class ChatStore:
         now = utcnow()
         async with self.sessions() as db, db.begin():
             view, version = await _insert(db, cid, message, now)
-        await self._patch_cache(cid, version, now, _add_message(view))
+        await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
         return view
 
     async def save(
@@ -232,7 +188,7 @@ class ChatStore:
                         view = MessageView.model_validate(row)
             except IntegrityError:
                 continue  # a concurrent save inserted the same id first: update it instead
-            await self._patch_cache(cid, version, now, _add_message(view))
+            await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
             return view
         raise RuntimeError(f"could not save message {message.id}")
 
@@ -266,7 +222,7 @@ class ChatStore:
             )
             version = await _bump(db, cid, now)
             view = MessageView.model_validate(last_user)
-        await self._write_tombstone(cid, version)
+        await self.cache.tombstone(cid=cid, version=version)
         return view
 
     async def add_tool_call(self, *, cid: str, session_id: str, call: dict[str, Any]) -> None:
@@ -290,24 +246,18 @@ class ChatStore:
                 row.tool_calls = [*(row.tool_calls or []), call]
                 version = await _bump(db, cid, now)
                 view = MessageView.model_validate(row)
-        await self._patch_cache(cid, version, now, _add_message(view))
+        await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
 
     # -- reads through the cache ---------------------------------------------
 
     async def load(self, *, cid: str) -> CachedConversation | None:
         """The conversation with all its messages: from the cache, else the database."""
-        try:
-            raw = await self.redis.get(keys.session_cache(cid))
-        except RedisError as exc:
-            logger.warning("session cache unavailable, reading the database: %s", exc)
-            raw = None
-        if raw is not None:
-            cached = _parse_cached(raw)
-            if cached is not None:
-                return cached
+        cached = await self.cache.get(cid=cid)
+        if cached is not None:
+            return cached
         cached = await self._load_from_db(cid)
         if cached is not None:
-            await self._write_cache(cached, tombstone=False)
+            await self.cache.fill(conversation=cached)
         return cached
 
     async def history(self, *, cid: str) -> list[dict[str, Any]]:
@@ -330,73 +280,6 @@ class ChatStore:
                 version=row.version,
                 messages=[MessageView.model_validate(m) for m in messages],
             )
-
-    # -- cache maintenance ----------------------------------------------------
-
-    async def _patch_cache(
-        self,
-        cid: str,
-        version: int,
-        now: datetime,
-        mutate: Callable[[CachedConversation], None],
-    ) -> None:
-        """Apply a write to the cached copy if it is exactly one version behind."""
-        key = keys.session_cache(cid)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                cached = _parse_cached(raw) if raw is not None else None
-                # Patch only a copy exactly one version behind. Anything else (nothing
-                # cached, a tombstone, a gap) gets a tombstone at this version, so a read
-                # that loaded the database before this write cannot cache its snapshot.
-                if cached is not None and cached.version == version - 1:
-                    mutate(cached)
-                    cached.version, cached.updated_at = version, now
-                    pipe.multi()
-                    pipe.set(key, cached.model_dump_json(), keepttl=True)
-                    await pipe.execute()
-                    return
-        except WatchError:
-            pass  # another writer got there first: fall through to the tombstone
-        except RedisError as exc:
-            logger.warning("could not update the session cache of %s: %s", cid, exc)
-            return
-        await self._write_tombstone(cid, version)
-
-    async def _write_cache(self, cached: CachedConversation, *, tombstone: bool) -> None:
-        try:
-            await self._set_if_newer(
-                keys=[keys.session_cache(cached.id)],
-                args=[cached.model_dump_json(), cached.version, "0", self.cache_ttl],
-            )
-        except RedisError as exc:
-            logger.warning("could not fill the session cache of %s: %s", cached.id, exc)
-
-    async def _write_tombstone(self, cid: str, version: int) -> None:
-        try:
-            await self._set_if_newer(
-                keys=[keys.session_cache(cid)],
-                args=[f'{{"version":{version},"stale":true}}', version, "1", self.cache_ttl],
-            )
-        except RedisError as exc:
-            logger.warning("could not invalidate the session cache of %s: %s", cid, exc)
-
-
-def _parse_cached(raw: bytes | str) -> CachedConversation | None:
-    """The cached conversation, or None for a tombstone or an unreadable value."""
-    try:
-        return CachedConversation.model_validate_json(raw)
-    except ValueError:
-        return None
-
-
-def _add_message(message: MessageView) -> Callable[[CachedConversation], None]:
-    def apply(cached: CachedConversation) -> None:
-        others = [m for m in cached.messages if m.id != message.id]
-        cached.messages = sorted([*others, message], key=lambda m: m.sequence)
-
-    return apply
 
 
 async def _bump(db: AsyncSession, cid: str, now: datetime, **values: Any) -> int:

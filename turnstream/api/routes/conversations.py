@@ -8,14 +8,15 @@ from fastapi import APIRouter, Query, Response
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, CurrentUser, RuntimeDep
-from turnstream.api.errors import access_denied
 from turnstream.api.schemas import (
     ConversationCreate,
     ConversationPage,
     ConversationUpdate,
     MessagePage,
 )
+from turnstream.errors import AccessDenied
 from turnstream.keys import RunKeys
+from turnstream.live.client import maybe_text
 from turnstream.runs.service import stop_run
 from turnstream.store import runlog
 from turnstream.store.views import ConversationView, MessageView
@@ -42,7 +43,7 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ConversationPage:
-    items, total = await rt.store.list(user_id=user.id, limit=limit, offset=offset)
+    items, total = await rt.store.list_for_user(user_id=user.id, limit=limit, offset=offset)
     return ConversationPage(items=items, total=total)
 
 
@@ -50,7 +51,7 @@ async def list_conversations(
 async def get_conversation(rt: RuntimeDep, conversation: ConversationDep) -> ConversationDetail:
     loaded = await rt.store.load(cid=conversation.id)
     if loaded is None:  # deleted since the ownership check
-        raise access_denied()
+        raise AccessDenied()
     return ConversationDetail.model_validate(loaded.model_dump())
 
 
@@ -65,7 +66,7 @@ async def rename_conversation(
 async def delete_conversation(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     """Delete the conversation, its messages and its Redis keys; stop its active run."""
     cid = conversation.id
-    active = await rt.redis.get(keys.active(cid))
+    active = maybe_text(await rt.redis.get(keys.active(cid)))
     if active is not None:
         await stop_run(rt, RunKeys(cid, active))
     run_keys = [RunKeys(cid, sid) for sid in await runlog.session_ids(rt.sessions, cid=cid)]

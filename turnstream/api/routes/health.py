@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from turnstream.api.deps import RuntimeDep
+from turnstream.errors import DatabaseUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -23,8 +24,9 @@ async def health(rt: RuntimeDep) -> JSONResponse:
     try:
         async with rt.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError) as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
+    except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+        checks["database"] = f"unavailable: {type(cause or exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     body = {"status": "ok" if ready else "degraded", **checks}
     return JSONResponse(body, status_code=200 if ready else 503)

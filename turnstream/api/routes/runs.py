@@ -12,28 +12,25 @@ from turnstream import keys
 from turnstream.api import stream_tokens
 from turnstream.api.body import read_content
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
-from turnstream.api.errors import ApiError
-from turnstream.api.schemas import (
-    CursorExpired,
-    ErrorBody,
-    MessageBody,
-    RunView,
-    StopResult,
-    StreamToken,
-)
+from turnstream.api.schemas import CursorExpired as CursorExpiredBody
+from turnstream.api.schemas import ErrorBody, MessageBody, RunView, StopResult, StreamToken
 from turnstream.api.sse import event_stream
+from turnstream.errors import (
+    CursorExpired,
+    InvalidCursor,
+    NoActiveRun,
+    NothingToRegenerate,
+    ReplyReplaced,
+    RunEndedFirst,
+    SessionNotFound,
+)
 from turnstream.events import cursor_key, parse_cursor
 from turnstream.keys import RunKeys
-from turnstream.runs.service import (
-    Multitask,
-    RateLimited,
-    RunConflict,
-    Started,
-    start_run,
-    stop_run,
-)
-from turnstream.runs.state import ActiveRunLimit, RunRecord, RunStatus
-from turnstream.runs.stream import expired
+from turnstream.live.client import maybe_text
+from turnstream.live.record import RunRecord
+from turnstream.live.status import RunStatus
+from turnstream.live.stream import expired
+from turnstream.runs.service import Multitask, Started, start_run, stop_run
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 
@@ -46,6 +43,25 @@ _MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "The message is too long"},
 }
 _MAX_SESSION_ID = 160
+# post_message reads its body itself (api/body.py), in any of these three forms.
+_MESSAGE_FORM = {
+    "type": "object",
+    "properties": {"content": {"type": "string", "description": "The message text"}},
+    "required": ["content"],
+}
+_MESSAGE_BODY = {
+    "required": True,
+    "description": 'The message: form field `content`, or JSON `{"content": ...}`.',
+    # The example fills Swagger UI's "Try it out" (and schemathesis' examples phase).
+    "content": {
+        media_type: {"schema": schema, "example": {"content": "Hello!"}}
+        for media_type, schema in (
+            ("application/json", MessageBody.model_json_schema()),
+            ("multipart/form-data", _MESSAGE_FORM),
+            ("application/x-www-form-urlencoded", _MESSAGE_FORM),
+        )
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -70,21 +86,7 @@ RunOptionsDep = Annotated[RunOptions, Depends(run_options)]
 @router.post(
     "/message/",
     responses=_MESSAGE_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": MessageBody.model_json_schema()},
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"content": {"type": "string"}},
-                        "required": ["content"],
-                    }
-                },
-            },
-        }
-    },
+    openapi_extra={"requestBody": _MESSAGE_BODY},
 )
 @router.post("/message", include_in_schema=False)
 async def post_message(
@@ -115,7 +117,7 @@ async def regenerate(
         next((m for m in reversed(loaded.messages) if m.role == "user"), None) if loaded else None
     )
     if last_user is None:
-        raise ApiError(400, {"error": "Nothing to regenerate", "conversationId": conversation.id})
+        raise NothingToRegenerate(conversation.id)
     content = last_user.content or ""
     started = await _start(rt, broker, conversation.id, user.id, content, options, regenerate=True)
     return await _answer(rt, conversation.id, started, stream=options.stream)
@@ -127,7 +129,7 @@ async def regenerate(
         200: {"content": _SSE, "description": "The run's events after the cursor"},
         400: {"description": "Malformed cursor"},
         404: {"model": ErrorBody, "description": "Session not found or expired"},
-        409: {"model": CursorExpired, "description": "The cursor is older than Redis holds"},
+        409: {"model": CursorExpiredBody, "description": "The cursor is older than Redis holds"},
     },
 )
 @router.post("/resume/{session_id}", include_in_schema=False)
@@ -147,30 +149,18 @@ async def resume(
     record = await _run_of(rt, k, follower.user_id)
     position = parse_cursor(cursor if cursor is not None else last_event_id)
     if position is None:
-        raise _invalid_cursor("A cursor is a stream entry id such as 1704123456789-0.")
+        raise InvalidCursor("A cursor is a stream entry id such as 1704123456789-0.")
     if cursor_key(position) > cursor_key(record.last_id):
         # No entry of this run can be newer than its newest: the cursor is not one this
         # run sent (another run's, or made up). Waiting after it would silently skip
         # every event still to come, `end` included.
-        raise _invalid_cursor(
+        raise InvalidCursor(
             f"The cursor is past this run's newest event ({record.last_id}), so this run "
             "did not send it. Resume from an id this run sent, or without a cursor."
         )
     resync = await expired(rt.redis, k, position)
     if resync is not None:
-        raise ApiError(
-            409,
-            {
-                "error": "Cursor expired",
-                "sessionId": session_id,
-                "resync": {
-                    "cursor": resync,
-                    "detail": "Events up to this cursor were trimmed. Resume from it for "
-                    "the rest; the whole reply is in the conversation's messages once the "
-                    "run has ended.",
-                },
-            },
-        )
+        raise CursorExpired(session_id=session_id, resync_cursor=resync)
     return event_stream(rt, k, position)
 
 
@@ -202,9 +192,10 @@ async def stop(
     """Cancel the active run (or the one named); its partial reply is kept, marked cancelled.
 
     Answers what became of the run: 200 `cancelled`; 202 `stopping` if it has not
-    ended within the stop wait; 409 if it ended otherwise (it completed first).
+    ended within the stop wait; RunEndedFirst (409) if it ended otherwise (it completed
+    first); NoActiveRun (404) if nothing of the caller's was running.
     """
-    sid = session_id or await rt.redis.get(keys.active(conversation.id))
+    sid = session_id or maybe_text(await rt.redis.get(keys.active(conversation.id)))
     record = None
     if sid is not None:
         k = RunKeys(conversation.id, sid)
@@ -212,18 +203,14 @@ async def stop(
         if found is not None and found.user_id == user.id:
             record = await stop_run(rt, k)
     if record is None:
-        raise ApiError(404, {"error": "No active run", "conversationId": conversation.id})
+        raise NoActiveRun(conversation.id)
     if record.status.active:  # the stop is asked and will be seen; it only took longer
         return JSONResponse({"status": "stopping", "sessionId": record.session_id}, status_code=202)
     if record.status is not RunStatus.CANCELLED:
-        raise ApiError(
-            409,
-            {
-                "error": "The run ended before it could be stopped",
-                "status": record.status.value,
-                "sessionId": record.session_id,
-                "conversationId": conversation.id,
-            },
+        raise RunEndedFirst(
+            status=record.status.value,
+            session_id=record.session_id,
+            conversation_id=conversation.id,
         )
     return StopResult(status="cancelled", sessionId=record.session_id)
 
@@ -239,26 +226,21 @@ async def get_run(
     """The run record: live from Redis while it is kept there, else from SQL."""
     row = await runlog.get_run(rt.sessions, session_id=session_id[:_MAX_SESSION_ID])
     if row is None or row.conversation_id != conversation.id or row.user_id != user.id:
-        raise _session_not_found(conversation.id)
-    usage = {"promptTokens": row.prompt_tokens, "completionTokens": row.completion_tokens}
+        raise SessionNotFound(conversation.id)
     record = await rt.runs.get(RunKeys(conversation.id, session_id))
-    if record is not None:
-        return RunView(**record.as_json(), **usage)
-    return RunView(
-        sessionId=row.id,
-        conversationId=row.conversation_id,
-        userId=row.user_id,
-        messageId=row.message_id,
-        status=row.status,
-        createdAt=runlog.to_ms(row.created_at) or 0,
-        startedAt=None,
-        endedAt=runlog.to_ms(row.ended_at),
-        lastActivity=None,
-        cursor="0-0",
-        worker=None,
-        error=row.error,
-        **usage,
-    )
+    if record is None:  # its Redis keys have expired
+        record = RunRecord.from_log(
+            session_id=row.id,
+            conversation_id=row.conversation_id,
+            user_id=row.user_id,
+            message_id=row.message_id,
+            status=row.status,
+            created_at=runlog.to_ms(row.created_at) or 0,
+            ended_at=runlog.to_ms(row.ended_at),
+            error=row.error,
+        )
+    body = record.api_body(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens)
+    return RunView(**body)
 
 
 async def _start(
@@ -271,46 +253,16 @@ async def _start(
     *,
     regenerate: bool = False,
 ) -> Started:
-    try:
-        return await start_run(
-            rt,
-            broker,
-            cid=cid,
-            user_id=user_id,
-            content=content,
-            multitask=options.multitask,
-            idempotency_key=options.idempotency_key,
-            regenerate=regenerate,
-        )
-    except RateLimited as limited:
-        raise ApiError(
-            429,
-            {
-                "error": "Too many runs started",
-                "detail": f"At most {rt.settings.runs_per_minute} runs a minute; "
-                f"retry in {limited.retry_after} s.",
-            },
-            headers={"Retry-After": str(limited.retry_after)},
-        ) from limited
-    except ActiveRunLimit as limit:
-        raise ApiError(
-            429,
-            {
-                "error": "Too many active runs",
-                "detail": f"At most {limit.limit} runs at once; stop one or wait for it to end.",
-            },
-            headers={"Retry-After": "5"},
-        ) from limit
-    except RunConflict as conflict:
-        raise ApiError(
-            409,
-            {
-                "error": "A run is already active in this conversation",
-                "sessionId": conflict.active_session_id,
-                "conversationId": cid,
-                "detail": "Resume it, stop it, or post with multitask=interrupt or enqueue.",
-            },
-        ) from conflict
+    return await start_run(
+        rt,
+        broker,
+        cid=cid,
+        user_id=user_id,
+        content=content,
+        multitask=options.multitask,
+        idempotency_key=options.idempotency_key,
+        regenerate=regenerate,
+    )
 
 
 async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> Response:
@@ -328,35 +280,19 @@ async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> R
     if reply is None:
         # The reply was stored before the end, so a later regenerate has replaced it
         # since: point the client at the run whose reply now counts, as other 409s do.
-        newer = await rt.redis.get(keys.active(cid))
+        newer = maybe_text(await rt.redis.get(keys.active(cid)))
         if newer is None or newer == started.session_id:
-            raise _session_not_found(cid)
-        raise ApiError(
-            409,
-            {
-                "error": "The reply was replaced by a newer run",
-                "sessionId": newer,
-                "conversationId": cid,
-                "detail": f"Run {started.session_id} ended, then a regenerate replaced its "
-                "reply. Resume the newer run, or load the conversation's messages.",
-            },
-            headers={"X-Session-Id": started.session_id},
+            raise SessionNotFound(cid)
+        raise ReplyReplaced(
+            session_id=newer, replaced_session_id=started.session_id, conversation_id=cid
         )
     return JSONResponse(reply.model_dump(mode="json"), headers={"X-Session-Id": started.session_id})
 
 
 async def _run_of(rt: Runtime, k: RunKeys, user_id: str) -> RunRecord:
     if len(k.sid) > _MAX_SESSION_ID:
-        raise _session_not_found(k.cid)
+        raise SessionNotFound(k.cid)
     record = await rt.runs.get(k)
     if record is None or record.user_id != user_id:
-        raise _session_not_found(k.cid)
+        raise SessionNotFound(k.cid)
     return record
-
-
-def _invalid_cursor(detail: str) -> ApiError:
-    return ApiError(400, {"error": "Invalid cursor", "detail": detail})
-
-
-def _session_not_found(cid: str) -> ApiError:
-    return ApiError(404, {"error": "Session not found or expired", "conversationId": cid})

@@ -7,19 +7,21 @@ no KEYS, no SCAN, whatever else Redis holds.
 from __future__ import annotations
 
 import statistics
+from typing import Literal
 
 from fastapi import APIRouter
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, RuntimeDep
-from turnstream.api.errors import ApiError
 from turnstream.api.schemas import ActiveSession, ErrorBody, TaskStatus
-from turnstream.runs.state import RunRecord, RunStatus, now_ms
+from turnstream.clock import now_ms
+from turnstream.errors import NoActiveSession, NoBackgroundTask
+from turnstream.live.status import RunStatus
 from turnstream.runtime import Runtime
 
 router = APIRouter(prefix="/conversations/{cid}", tags=["sessions"])
 
-_SESSION_STATUS = {
+_SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     RunStatus.QUEUED: "active",
     RunStatus.RUNNING: "active",
     RunStatus.COMPLETED: "completed",
@@ -34,7 +36,9 @@ _SESSION_STATUS = {
     responses={404: {"model": ErrorBody, "description": "No active session found"}},
 )
 async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> ActiveSession:
-    record = await _newest_run(rt, conversation.id, "No active session found")
+    record = await rt.runs.newest(conversation.id)
+    if record is None:
+        raise NoActiveSession(conversation.id)
     return ActiveSession(
         sessionId=record.session_id,
         status=_SESSION_STATUS[record.status],
@@ -51,7 +55,9 @@ async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Activ
     responses={404: {"model": ErrorBody, "description": "No background task found"}},
 )
 async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStatus:
-    record = await _newest_run(rt, conversation.id, "No background task found")
+    record = await rt.runs.newest(conversation.id)
+    if record is None:
+        raise NoBackgroundTask(conversation.id)
     if record.status.active:
         expected = await _typical_duration_ms(rt)
         estimate = max((record.started_at or record.created_at) + expected, now_ms())
@@ -63,13 +69,6 @@ async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStat
         estimatedCompletion=estimate,
         conversationId=conversation.id,
     )
-
-
-async def _newest_run(rt: Runtime, cid: str, missing: str) -> RunRecord:
-    record = await rt.runs.newest(cid)
-    if record is None:
-        raise ApiError(404, {"error": missing, "conversationId": cid})
-    return record
 
 
 async def _typical_duration_ms(rt: Runtime) -> int:

@@ -20,7 +20,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url is not None, "migrate.alembic_config sets sqlalchemy.url"
+    engine = create_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

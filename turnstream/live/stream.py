@@ -32,8 +32,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
-from turnstream.keys import RunKeys
-from turnstream.runs.state import is_live
+from turnstream.keys import RunField, RunKeys
+from turnstream.live.client import entries, maybe_text, text
+from turnstream.live.status import is_live
 
 logger = logging.getLogger("turnstream.stream")
 
@@ -64,6 +65,8 @@ class _Channel:
 
 
 class StreamHub:
+    """This process's one pub/sub connection, shared by every client following a run."""
+
     def __init__(self, redis: Redis, *, idle_seconds: float = IDLE_SECONDS) -> None:
         self.redis = redis
         self.idle_seconds = idle_seconds
@@ -171,13 +174,13 @@ class StreamHub:
                 continue
             if message is None:
                 continue
-            channel = self._channels.get(_text(message["channel"]))
+            channel = self._channels.get(text(message["channel"]))
             if channel is None:
                 continue
             if message["type"] == "subscribe":
                 channel.confirmed.set()
             elif message["type"] == "message":
-                batch = [StreamEntry.from_notice(_text(message["data"]))]
+                batch = [StreamEntry.from_notice(text(message["data"]))]
                 for follower in channel.followers:
                     follower.queue.put_nowait(batch)
 
@@ -193,20 +196,15 @@ class StreamHub:
                         follower.queue.put_nowait(_TICK)
 
     async def _range(self, stream: str, after: str) -> list[StreamEntry]:
-        raw = await self.redis.xrange(stream, f"({after}", "+")
-        return [StreamEntry.from_redis(i, f) for i, f in raw]
+        return entries(await self.redis.xrange(stream, f"({after}", "+"))
 
     async def _live(self, k: RunKeys) -> bool:
-        return is_live(await self.redis.get(k.status))
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return is_live(maybe_text(await self.redis.get(k.status)))
 
 
 async def expired(redis: Redis, k: RunKeys, cursor: str) -> str | None:
     """If entries after `cursor` were trimmed away, the cursor to resync from; else None."""
-    trimmed_through = await redis.hget(k.run, "trimmed_through")
+    trimmed_through = maybe_text(await redis.hget(k.run, RunField.TRIMMED_THROUGH))
     if trimmed_through and cursor_key(cursor) < cursor_key(trimmed_through):
         return trimmed_through
     return None

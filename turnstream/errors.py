@@ -1,0 +1,223 @@
+"""Every error turnstream raises on purpose, in one tree.
+
+    TurnstreamError
+    ├── Refused                       the request is not served as asked
+    │   ├── Unauthorized              no valid credential; the message says what is wrong
+    │   ├── AccessDenied              not the caller's conversation, an unknown one, a bad id
+    │   ├── NotFound
+    │   │   ├── UnknownPath           no route serves this path (below one's own conversation)
+    │   │   ├── SessionNotFound       no such run here for the caller, or its events expired
+    │   │   ├── NoActiveSession       active-session: the conversation keeps no run
+    │   │   ├── NoBackgroundTask      task-status: the conversation keeps no run
+    │   │   └── NoActiveRun           stop: nothing of the caller's is running
+    │   ├── Conflict                  the request clashes with a conversation's or run's state
+    │   │   ├── RunConflict           another run is active (`active_session_id`)
+    │   │   ├── CursorExpired         the events after the cursor were trimmed (`resync_cursor`)
+    │   │   ├── NothingToRegenerate   the conversation has no user message
+    │   │   ├── RunEndedFirst         stop: the run ended otherwise (`status`) before it saw it
+    │   │   └── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
+    │   ├── InvalidInput
+    │   │   ├── InvalidMessage        a message body that cannot be used
+    │   │   ├── MessageTooLong        more than `max_chars` characters
+    │   │   └── InvalidCursor         malformed, or past the run's newest event
+    │   ├── RateLimited               too many runs started in a minute (`retry_after` seconds)
+    │   └── ActiveRunLimit            as many runs going at once as allowed (`limit`)
+    └── Unavailable                   a backing service cannot be reached or used: retry later
+        ├── RedisUnavailable
+        └── DatabaseUnavailable
+
+An error carries what an answer needs (ids, seconds, limits) as attributes, and
+its explanation for people as its message. `turnstream.api.errors` gives each
+class its HTTP status, headers and body, in one place. Library errors become
+these once, where they are met: the database's in `turnstream.store.db`,
+redis-py's connection and timeout errors in the API's handlers.
+
+This module imports nothing from turnstream, so that any module may raise these.
+"""
+
+from __future__ import annotations
+
+
+class TurnstreamError(Exception):
+    """The base of every error turnstream raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+# --- refusals ---------------------------------------------------------------------------
+
+
+class Refused(TurnstreamError):
+    """The request is not served as asked: its credential, target, input or timing."""
+
+
+class Unauthorized(Refused):
+    """No valid credential: missing, malformed, unknown or expired."""
+
+
+class AccessDenied(Refused):
+    """A conversation the caller may not see: another user's, an unknown one, or a bad id.
+
+    The same error for all three, so that conversation ids cannot be probed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Access denied to conversation")
+
+
+class NotFound(Refused):
+    """Nothing of that name is kept for the caller."""
+
+
+class UnknownPath(NotFound):
+    """No route serves this path."""
+
+    def __init__(self) -> None:
+        super().__init__("Not Found")
+
+
+class SessionNotFound(NotFound):
+    """No such run in the conversation for the caller, or its events have expired."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"No such run is kept in conversation {conversation_id}.")
+        self.conversation_id = conversation_id
+
+
+class NoActiveSession(NotFound):
+    """The conversation has no run, or its newest ended longer ago than runs are kept."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation {conversation_id} keeps no run.")
+        self.conversation_id = conversation_id
+
+
+class NoBackgroundTask(NotFound):
+    """As NoActiveSession, for the question whether the background task is still busy."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation {conversation_id} keeps no run.")
+        self.conversation_id = conversation_id
+
+
+class NoActiveRun(NotFound):
+    """Nothing of the caller's is running to stop (or the run named is not)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Nothing is running in conversation {conversation_id}.")
+        self.conversation_id = conversation_id
+
+
+class Conflict(Refused):
+    """The request clashes with the current state of a conversation or a run."""
+
+
+class RunConflict(Conflict):
+    """Another run of the conversation is active, and the request would not wait for it."""
+
+    def __init__(self, *, active_session_id: str, conversation_id: str) -> None:
+        super().__init__("Resume it, stop it, or post with multitask=interrupt or enqueue.")
+        self.active_session_id = active_session_id
+        self.conversation_id = conversation_id
+
+
+class CursorExpired(Conflict):
+    """The events after the cursor were trimmed; `resync_cursor` is the last one dropped."""
+
+    def __init__(self, *, session_id: str, resync_cursor: str) -> None:
+        super().__init__(
+            "Events up to this cursor were trimmed. Resume from it for the rest; the whole "
+            "reply is in the conversation's messages once the run has ended."
+        )
+        self.session_id = session_id
+        self.resync_cursor = resync_cursor
+
+
+class NothingToRegenerate(Conflict):
+    """A regenerate of a conversation that has no user message to answer again."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation {conversation_id} has no user message.")
+        self.conversation_id = conversation_id
+
+
+class RunEndedFirst(Conflict):
+    """A stop came too late: the run ended otherwise (`status`) before it saw it."""
+
+    def __init__(self, *, status: str, session_id: str, conversation_id: str) -> None:
+        super().__init__(f"Run {session_id} ended ({status}) before it could be stopped.")
+        self.status = status
+        self.session_id = session_id
+        self.conversation_id = conversation_id
+
+
+class ReplyReplaced(Conflict):
+    """The reply a request waited for was replaced by a regenerate's run, `session_id`."""
+
+    def __init__(self, *, session_id: str, replaced_session_id: str, conversation_id: str) -> None:
+        super().__init__(
+            f"Run {replaced_session_id} ended, then a regenerate replaced its reply. "
+            "Resume the newer run, or load the conversation's messages."
+        )
+        self.session_id = session_id
+        self.replaced_session_id = replaced_session_id
+        self.conversation_id = conversation_id
+
+
+class InvalidInput(Refused):
+    """Input that cannot be used as it is; the message says what is wrong with it."""
+
+
+class InvalidMessage(InvalidInput):
+    """A new message that cannot be read or stored: empty, NUL, not text, bad envelope."""
+
+
+class MessageTooLong(InvalidInput):
+    """A new message of more than `max_chars` characters."""
+
+    def __init__(self, max_chars: int) -> None:
+        super().__init__(f"A message may have at most {max_chars} characters.")
+        self.max_chars = max_chars
+
+
+class InvalidCursor(InvalidInput):
+    """A cursor that is not a stream entry id, or one this run cannot have sent."""
+
+
+class RateLimited(Refused):
+    """The user started `per_minute` runs in the last minute; the next may in `retry_after` s."""
+
+    def __init__(self, *, retry_after: int, per_minute: int) -> None:
+        super().__init__(f"At most {per_minute} runs a minute; retry in {retry_after} s.")
+        self.retry_after = retry_after
+        self.per_minute = per_minute
+
+
+class ActiveRunLimit(Refused):
+    """The user already has `limit` runs queued or running."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"At most {limit} runs at once; stop one or wait for it to end.")
+        self.limit = limit
+
+
+# --- unavailability ---------------------------------------------------------------------
+
+
+class Unavailable(TurnstreamError):
+    """A service turnstream needs cannot be reached or used now; the cause is chained."""
+
+
+class RedisUnavailable(Unavailable):
+    def __init__(self) -> None:
+        super().__init__(
+            "Redis unavailable. Check that Redis is running and reachable. Retry shortly."
+        )
+
+
+class DatabaseUnavailable(Unavailable):
+    def __init__(self) -> None:
+        super().__init__(
+            "Database unavailable. Check that the database is reachable. Retry shortly."
+        )

@@ -1,0 +1,89 @@
+"""Our Redis client: made here, and its replies typed here, once.
+
+Every client turnstream talks to Redis with decodes its replies
+(`decode_responses=True`): `connect_redis` below, and embedded mode's fakeredis
+fallback (`EmbeddedRedis.client`). Every string comes back as `str`.
+
+redis-py's annotations cannot know that: one `Redis` class serves decoding and
+raw clients alike, so `get` is typed `bytes | str | None`, `xrange` a list of
+`(bytes | str | None, dict | None)` pairs, and so on. Rather than a cast or a
+`# type: ignore` at each read, the few sites that read strings pass the reply
+through one of these helpers, which narrow it to what our clients return:
+
+    text(value)          bytes | str         -> str
+    maybe_text(value)    bytes | str | None  -> str | None
+    members(reply)       a ZRANGE-family reply without scores -> list[str]
+    entries(reply)       an XRANGE / XREVRANGE reply -> list[StreamEntry]
+
+They check rather than cast (a `bytes` is decoded, not passed on as a `str`),
+so a raw client handed in by mistake still reads right. We did not write a
+typed facade (a Protocol of the commands we use, returning `str`): it would
+restate dozens of redis-py signatures, pipelines and scripts included, and
+drift from the library's; the client stays a plain `redis.asyncio.Redis`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from turnstream.events import StreamEntry
+
+if TYPE_CHECKING:  # these aliases came with redis-py 8's precise reply types
+    from redis.typing import StreamRangeResponse, ZSetRangeResponse
+
+SOCKET_TIMEOUT = 5.0
+MAX_CONNECTIONS = 256
+
+
+def connect_redis(url: str) -> Redis:
+    """The one way this process talks to Redis: strings in and out, outages noticed quickly.
+
+    A blocking pool: a burst of requests waits briefly for a connection instead of
+    failing with "Too many connections" (redis-py's default pool refuses at once).
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=SOCKET_TIMEOUT,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=2.0,
+    )
+    return Redis(connection_pool=pool)
+
+
+def text(value: bytes | str) -> str:
+    """A string reply as the `str` a decoding client returns."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def maybe_text(value: bytes | str | None) -> str | None:
+    """A string reply, or None for a missing key or field."""
+    return None if value is None else text(value)
+
+
+def members(reply: ZSetRangeResponse) -> list[str]:
+    """The members of a ZRANGE-family reply asked for without WITHSCORES."""
+    out: list[str] = []
+    for member in reply:
+        if not isinstance(member, str | bytes):
+            raise TypeError("members() reads a reply without scores; drop WITHSCORES")
+        out.append(text(member))
+    return out
+
+
+def entries(reply: StreamRangeResponse | None) -> list[StreamEntry]:
+    """The entries of an XRANGE or XREVRANGE reply, oldest first as Redis sent them.
+
+    redis-py types an entry's id and fields as optional because XCLAIM reports a
+    deleted entry as a pair of nils. A range never holds one; if it did, it would
+    raise here rather than be skipped.
+    """
+    out: list[StreamEntry] = []
+    for entry_id, fields in reply or []:
+        if entry_id is None or fields is None:
+            raise ValueError("a stream range reply with a deleted (nil) entry")
+        out.append(StreamEntry.from_redis(entry_id, fields))
+    return out

@@ -1,0 +1,242 @@
+"""A run's live state in Redis, changed only by atomic Lua scripts.
+
+Every transition is one script (turnstream/lua/<name>.lua), so that two actors
+can never both win:
+
+    create     -> queued      the API; writes the `queued` event
+    claim      queued -> running   a worker; compare-and-set, so a redelivered
+                                   task message never runs a run twice
+    append     events while running; returns whether a stop was asked
+    heartbeat  renews the worker's lease; fails once the run is no longer its own
+    finish     -> completed | error | cancelled; writes `error`/`end` exactly once
+
+These five share `_prelude.lua` (their common KEYS and ARGV, and the helpers
+that write, trim and keep): `_run_script` puts it in front of each one's text.
+Every event gets the next `seq` from the run hash inside the script that
+writes it, so the API, the worker and the reaper can all write to one stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from turnstream import keys, lua
+from turnstream.clock import now_ms
+from turnstream.errors import ActiveRunLimit
+from turnstream.events import Event, EventType, StreamEntry, dumps
+from turnstream.keys import RunField, RunKeys
+from turnstream.live.client import maybe_text, members
+from turnstream.live.record import RunRecord
+from turnstream.live.status import RunStatus, is_live
+
+
+def _run_script(name: str) -> str:
+    """A run script's whole text: the shared `_prelude.lua`, then `<name>.lua`."""
+    return lua.load("_prelude") + "\n" + lua.load(name)
+
+
+# Read once, at import.
+_CREATE = _run_script("create")
+_CLAIM = _run_script("claim")
+_APPEND = _run_script("append")
+_HEARTBEAT = _run_script("heartbeat")
+_FINISH = _run_script("finish")
+_NEWEST = lua.load("newest")
+_COUNT_START = lua.load("count_start")
+
+_RATE_WINDOW_MS = 60_000
+
+
+class RunState:
+    """The run scripts and reads, bound to one Redis client and the retention settings."""
+
+    def __init__(self, redis: Redis, *, maxlen: int, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self.ttl_ms = ttl_seconds * 1000
+        self._create = redis.register_script(_CREATE)
+        self._claim = redis.register_script(_CLAIM)
+        self._append = redis.register_script(_APPEND)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._finish = redis.register_script(_FINISH)
+        self._newest = redis.register_script(_NEWEST)
+        self._count_start = redis.register_script(_COUNT_START)
+
+    def _keys(self, k: RunKeys, *more: str) -> list[str]:
+        """The prelude's KEYS[1..7], then a script's own."""
+        return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS, *more]
+
+    def _args(self, k: RunKeys, *extra: Any, events: Sequence[Event] = ()) -> list[Any]:
+        """The prelude's ARGV[1..5], a script's own, then the events as (type, data) pairs."""
+        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.channel, k.sid, *extra]
+        for event in events:
+            flat += [event.type.value, dumps(event.data)]
+        return flat
+
+    async def create(
+        self,
+        k: RunKeys,
+        *,
+        user_id: str,
+        message_id: str,
+        user_message_id: str,
+        message: str,
+        enqueue: bool,
+        max_active: int,
+    ) -> tuple[bool, str | None]:
+        """Record a new queued run, point `chat:active` at it, write `queued`.
+
+        `message_id` is the reply's id; `user_message_id` the question's ("" when
+        regenerating) and `message` its text. If another run of the conversation
+        is active: with `enqueue`, the new run waits for it and (True, its id) is
+        returned; else nothing is created and (False, its id) is returned.
+        Raises ActiveRunLimit when the user already has `max_active` active runs.
+        """
+        fields = {
+            RunField.SESSION_ID: k.sid,
+            RunField.CONVERSATION_ID: k.cid,
+            RunField.USER_ID: user_id,
+            RunField.MESSAGE_ID: message_id,
+            RunField.USER_MESSAGE_ID: user_message_id,
+            RunField.MESSAGE: message,
+        }
+        queued = Event(EventType.QUEUED, {"sessionId": k.sid})
+        mode = "enqueue" if enqueue else "reject"
+        args = self._args(
+            k, json.dumps(fields), mode, keys.status_prefix(k.cid), max_active, events=[queued]
+        )
+        created, other = await self._create(keys=self._keys(k, keys.user_runs(user_id)), args=args)
+        if created == -1:
+            raise ActiveRunLimit(max_active)
+        return bool(created), other or None
+
+    async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:
+        """Take a queued run for `worker` and write `start`; False if it was not queued."""
+        start = Event(EventType.START, {"worker": worker})
+        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member, events=[start])
+        return bool(await self._claim(keys=self._keys(k), args=args))
+
+    async def append(
+        self, k: RunKeys, events: Sequence[Event], *, batch: int | None = None
+    ) -> bool:
+        """Write events; True when a stop was asked (or the run ended under us).
+
+        With `batch` (numbered 1, 2, … by the one writer), sending a batch again is harmless.
+        """
+        number = "" if batch is None else batch
+        args = self._args(k, number, events=events)
+        _last_id, stop = await self._append(keys=self._keys(k), args=args)
+        return bool(stop)
+
+    async def heartbeat(self, k: RunKeys, *, worker: str, lease_seconds: float) -> int:
+        """Renew the lease and the keys' TTL.
+
+        Returns -1 if the run is no longer `worker`'s, else 1 if a stop was asked, 0 if not.
+        """
+        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member)
+        return int(await self._heartbeat(keys=self._keys(k), args=args))
+
+    async def finish(
+        self,
+        k: RunKeys,
+        *,
+        status: RunStatus,
+        message_id: str,
+        error: tuple[str, str] | None = None,
+        require: RunStatus | None = None,
+        lapsed_before: int = 0,
+    ) -> int | None:
+        """End the run with its `error` (if any) and `end` events, unless it already ended.
+
+        `error` is (message, code). With `require`, only a run in that status is
+        ended; with `lapsed_before` (ms), only one whose lease lapsed before then.
+        Returns the end time (ms) the script recorded, or None if it ended nothing.
+        """
+        events = []
+        if error is not None:
+            message, code = error
+            events.append(Event(EventType.ERROR, {"message": message, "code": code}))
+        events.append(Event(EventType.END, {"status": status.value, "messageId": message_id}))
+        args = self._args(
+            k,
+            status.value,
+            error[0] if error else "",
+            require.value if require else "",
+            lapsed_before,
+            k.lease_member,
+            keys.DURATIONS_KEPT,
+            events=events,
+        )
+        ended = await self._finish(keys=self._keys(k), args=args)
+        return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
+
+    async def count_start(self, user_id: str, sid: str, *, per_minute: int) -> int:
+        """Count a run the user starts now; 0, or the ms to wait if the minute's quota is used."""
+        args: list[int | str] = [now_ms(), _RATE_WINDOW_MS, per_minute, sid]
+        return int(await self._count_start(keys=[keys.rate(user_id)], args=args))
+
+    async def get(self, k: RunKeys) -> RunRecord | None:
+        """The run's record, or None once its keys have expired (or it never existed)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.run)
+            pipe.xrevrange(k.stream, count=1)
+            h, newest = await pipe.execute()
+        if not h:
+            return None
+        return RunRecord.from_hash(h, StreamEntry.from_redis(*newest[0]) if newest else None)
+
+    async def newest(self, cid: str) -> RunRecord | None:
+        """The conversation's newest run (via `chat:active:{cid}`), or None if none is kept."""
+        reply = await self._newest(
+            keys=[keys.active(cid)], args=[keys.run_prefix(cid), keys.stream_prefix(cid)]
+        )
+        if not reply or not reply[0]:
+            return None
+        flat_hash, newest = reply
+        entry = None
+        if newest:
+            entry_id, flat_fields = newest[0]
+            entry = StreamEntry.from_redis(entry_id, _pairs(flat_fields))
+        return RunRecord.from_hash(_pairs(flat_hash), entry)
+
+    async def question(self, k: RunKeys) -> tuple[str, bool]:
+        """The run's question, and whether it was enqueued (so not stored yet)."""
+        message, enqueued = await self.redis.hmget(k.run, [RunField.MESSAGE, RunField.ENQUEUED])
+        return maybe_text(message) or "", maybe_text(enqueued) == "1"
+
+    async def mark_prepared(self, k: RunKeys) -> None:
+        """Record that the run's SQL side (its question, or a regenerate's deletion) is written."""
+        await self.redis.hset(k.run, RunField.PREPARED, "1")
+
+    async def is_prepared(self, k: RunKeys) -> bool:
+        return bool(await self.redis.hget(k.run, RunField.PREPARED))
+
+    async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
+        """Return once the run has ended or its keys expired (callers bound the wait)."""
+        while True:
+            if not is_live(maybe_text(await self.redis.get(k.status))):
+                return
+            await asyncio.sleep(poll_seconds)
+
+    async def ask_stop(self, k: RunKeys) -> None:
+        """Set the run's cancel flag; its worker sees it on its next append or heartbeat."""
+        await self.redis.set(k.cancel, "1", ex=keys.CANCEL_TTL_SECONDS)
+
+    async def lapsed_leases(self, *, limit: int = 100) -> list[RunKeys]:
+        """Up to `limit` runs whose lease expired before now, oldest first (the reaper's input)."""
+        leases = await self.redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)
+        return [RunKeys.from_lease_member(m) for m in members(leases)]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A script's flat [field, value, ...] reply as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _lease_until(lease_seconds: float) -> int:
+    return now_ms() + int(lease_seconds * 1000)

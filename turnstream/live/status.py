@@ -1,0 +1,25 @@
+"""A run's lifecycle: `queued -> running -> completed | error | cancelled` (SPEC §4)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RunStatus(enum.StrEnum):
+    """The value of `task:status:{cid}:{sid}` and of the run hash's `status`."""
+
+    QUEUED = "queued"  # accepted, waiting for a worker (or for the run before it: enqueue)
+    RUNNING = "running"  # a worker holds its lease and streams events
+    COMPLETED = "completed"  # the agent finished; the reply is stored
+    ERROR = "error"  # the agent failed or its worker died; the partial reply is stored
+    CANCELLED = "cancelled"  # stopped; the partial reply is stored
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: not ended yet."""
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def is_live(status: str | None) -> bool:
+    """Whether a `task:status` value means the run is still going (a missing key: no)."""
+    return status is not None and RunStatus(status).active

@@ -1,0 +1,67 @@
+-- _prelude: the shared head of the run scripts (create, claim, append, heartbeat, finish).
+--
+-- Not a script by itself: live/state.py loads it once and puts it in front of
+-- each run script's own text (`_prelude.lua` + `<name>.lua`) before registering
+-- the pair as one script. So every run script takes these KEYS and ARGV first:
+--
+-- KEYS[1] stream     chat:stream:{cid}:{sid}
+-- KEYS[2] run        chat:run:{cid}:{sid}     the run hash (fields: keys.RunField)
+-- KEYS[3] status     task:status:{cid}:{sid}
+-- KEYS[4] cancel     cancel:{cid}:{sid}
+-- KEYS[5] active     chat:active:{cid}
+-- KEYS[6] leases     chat:leases
+-- KEYS[7] durations  chat:durations
+-- ARGV[1] now (ms)
+-- ARGV[2] maxlen     entries kept in the stream
+-- ARGV[3] ttl (ms)   the run's keys' lifetime
+-- ARGV[4] channel    chat:notify:{cid}:{sid}, where each entry is published
+-- ARGV[5] run_sid    the session id
+-- A script's own arguments start at ARGV[6]; its events, as (type, data) pairs, come last.
+
+local stream, run, status, cancel, active, leases, durations =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now, maxlen, ttl, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local run_sid = ARGV[5]
+local slack = math.max(1, math.floor(maxlen / 10))
+local last_id = false
+
+-- Trim by hand, in steps of `slack`, to record the newest id trimmed away:
+-- that is how a resume knows its cursor fell into the gap (409, not a silent hole).
+local function trim(seq)
+  if seq <= maxlen + slack or seq % slack ~= 0 then return end
+  local len = redis.call('XLEN', stream)
+  if len <= maxlen + slack then return end
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen + 1)
+  redis.call('XTRIM', stream, 'MINID', head[#head][1])
+  redis.call('HSET', run, 'trimmed_through', head[#head - 1][1])
+end
+
+-- Write one event with the run's next seq, and publish it to the run's channel.
+local function add(etype, data)
+  local seq = redis.call('HINCRBY', run, 'seq', 1)
+  last_id = redis.call('XADD', stream, '*', 'type', etype, 'seq', seq, 'ts', now, 'data', data)
+  -- Followers get the entry pushed at once, one field a line
+  -- (StreamEntry.from_notice reads it back).
+  redis.call('PUBLISH', channel,
+    last_id .. '\n' .. etype .. '\n' .. seq .. '\n' .. now .. '\n' .. data)
+  trim(seq)
+end
+
+-- Write the events given as (type, data) pairs from ARGV[first] on.
+local function add_from(first)
+  for i = first, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
+end
+
+-- Give the run's keys `ms` more to live; `chat:active` only while it still names this run.
+local function keep(ms)
+  redis.call('PEXPIRE', stream, ms)
+  redis.call('PEXPIRE', run, ms)
+  redis.call('PEXPIRE', status, ms)
+  if redis.call('GET', active) == run_sid then redis.call('PEXPIRE', active, ms) end
+end
+
+local function is_terminal(s)
+  return s == 'completed' or s == 'error' or s == 'cancelled'
+end
+
+-- The run script's own text follows.

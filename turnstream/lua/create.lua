@@ -1,0 +1,46 @@
+-- create: record a new queued run, point chat:active at it, write its `queued` event.
+--
+-- Runs after _prelude.lua: KEYS[1..7] and ARGV[1..5] are the prelude's.
+-- KEYS[8]  chat:user-runs:{uid}   the user's active runs (their status keys), for the cap
+-- ARGV[6]  the run's own fields as a JSON object (session_id, user_id, message, ...)
+-- ARGV[7]  'reject' or 'enqueue': what to do if another run of the conversation is active
+-- ARGV[8]  task:status:{cid}:     the status key prefix of the conversation's runs
+-- ARGV[9]  the user's cap on active runs
+-- ARGV[10..] events, as (type, data) pairs
+-- Returns {1, the session id it waits for, or ''}, {0, the active session id} (reject),
+-- or {-1, ''} when the user is at the cap.
+--
+-- Two keys are read that cannot be named in advance: the status key of the run
+-- chat:active names (ARGV[8] .. its id), and the status keys the user-runs set
+-- holds. See "Redis Cluster" in the README.
+
+local user_runs, mode, status_prefix, cap = KEYS[8], ARGV[7], ARGV[8], tonumber(ARGV[9])
+
+local after = ''
+local current = redis.call('GET', active)
+if current then
+  local current_status = redis.call('GET', status_prefix .. current)
+  if current_status == 'queued' or current_status == 'running' then
+    if mode == 'reject' then return {0, current} end
+    after = current
+  end
+end
+
+-- The user's cap on active runs: the set holds their runs' status keys; ended or
+-- expired ones leave it here, so it never needs a sweep elsewhere.
+for _, member in ipairs(redis.call('ZRANGE', user_runs, 0, -1)) do
+  local s = redis.call('GET', member)
+  if not s or is_terminal(s) then redis.call('ZREM', user_runs, member) end
+end
+if redis.call('ZCARD', user_runs) >= cap then return {-1, ''} end
+redis.call('ZADD', user_runs, now, status)
+redis.call('PEXPIRE', user_runs, ttl)
+
+if after ~= '' then redis.call('HSET', run, 'after', after, 'enqueued', '1') end
+for field, value in pairs(cjson.decode(ARGV[6])) do redis.call('HSET', run, field, value) end
+redis.call('HSET', run, 'status', 'queued', 'created_at', now, 'seq', 0)
+redis.call('SET', status, 'queued')
+redis.call('SET', active, run_sid)
+add_from(10)
+keep(ttl)
+return {1, after}

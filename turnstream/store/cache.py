@@ -1,0 +1,170 @@
+"""The versioned Redis cache of conversations: `chat:session:{cid}`.
+
+The cached value is a `CachedConversation` (the conversation with all its
+messages) stamped with the `version` of the conversation row it was built
+from. Every write in SQL bumps that version. Two rules keep the cache from
+ever serving something older than the database:
+
+- Versions only move forward. Every fill and tombstone goes through one Lua
+  script (`lua/set_if_newer.lua`) that refuses to replace a newer version, so
+  a reader that loaded the database before a write cannot cache its snapshot
+  over the write's.
+- Tombstones. A write patches the cached copy in place only when it holds
+  exactly the previous version. Otherwise (nothing cached, a gap, another
+  writer in between) it leaves a tombstone, `{"version": v, "stale": true}`,
+  which refuses every snapshot older than `v` and yields to the first live
+  copy at `v` or later. A deleted conversation gets a tombstone at
+  `_DELETED_VERSION`, which no conversation reaches.
+
+Beside it, `chat:owner:{cid}` holds the conversation's owner for the
+ownership check on every request. Owners never change, so it needs no
+version: it is filled once (NX, so never over the "" a delete leaves) and read
+from then on.
+
+Redis errors never escape from here: they are logged or ignored, and the
+caller goes on with the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
+
+from turnstream import keys, lua
+from turnstream.store.views import CachedConversation, MessageView
+
+logger = logging.getLogger("turnstream.store")
+
+_SET_IF_NEWER = lua.load("set_if_newer")
+
+# A tombstone version no conversation reaches (and exact in Lua's doubles).
+_DELETED_VERSION = 2**53
+
+# A change to apply to a cached copy, the same one a write made in SQL.
+Patch = Callable[[CachedConversation], None]
+
+
+class ConversationCache:
+    """The cached copies and owners of conversations, for the store to call after SQL."""
+
+    def __init__(self, redis: Redis, *, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+
+    async def get(self, *, cid: str) -> CachedConversation | None:
+        """The cached conversation; None if absent, a tombstone, unreadable or Redis is down."""
+        try:
+            raw = await self.redis.get(keys.session_cache(cid))
+        except RedisError as exc:
+            logger.warning("session cache unavailable, reading the database: %s", exc)
+            return None
+        return None if raw is None else _parse(raw)
+
+    async def fill(self, *, conversation: CachedConversation) -> None:
+        """Cache a snapshot read from the database, unless a newer version is cached."""
+        try:
+            await self._set_if_newer(
+                keys=[keys.session_cache(conversation.id)],
+                args=[conversation.model_dump_json(), conversation.version, "0", self.ttl],
+            )
+        except RedisError as exc:
+            logger.warning("could not fill the session cache of %s: %s", conversation.id, exc)
+
+    async def patch(self, *, cid: str, version: int, now: datetime, change: Patch) -> None:
+        """Apply a write to the cached copy if it is exactly one version behind.
+
+        Anything else (nothing cached, a tombstone, a gap, a racing writer) gets
+        a tombstone at `version`, so a read that loaded the database before this
+        write cannot cache its snapshot.
+        """
+        key = keys.session_cache(cid)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                cached = _parse(raw) if raw is not None else None
+                if cached is not None and cached.version == version - 1:
+                    change(cached)
+                    cached.version, cached.updated_at = version, now
+                    pipe.multi()
+                    pipe.set(key, cached.model_dump_json(), keepttl=True)
+                    await pipe.execute()
+                    return
+        except WatchError:
+            pass  # another writer got there first: fall through to the tombstone
+        except RedisError as exc:
+            logger.warning("could not update the session cache of %s: %s", cid, exc)
+            return
+        await self.tombstone(cid=cid, version=version)
+
+    async def tombstone(self, *, cid: str, version: int) -> None:
+        """Refuse every cached snapshot older than `version`."""
+        try:
+            await self._set_if_newer(
+                keys=[keys.session_cache(cid)],
+                args=[f'{{"version":{version},"stale":true}}', version, "1", self.ttl],
+            )
+        except RedisError as exc:
+            logger.warning("could not invalidate the session cache of %s: %s", cid, exc)
+
+    async def owner(self, *, cid: str) -> bytes | str | None:
+        """The cached owner ("" once deleted); None if not cached or Redis is down."""
+        try:
+            return await self.redis.get(keys.owner(cid))
+        except RedisError as exc:
+            logger.warning("owner cache unavailable, reading the database: %s", exc)
+            return None
+
+    async def set_owner(self, *, cid: str, user_id: str, only_if_absent: bool) -> None:
+        """Remember the owner; `only_if_absent` (NX) when filling it from the database."""
+        with contextlib.suppress(RedisError):
+            await self.redis.set(
+                keys.owner(cid), user_id, ex=keys.OWNER_TTL_SECONDS, nx=only_if_absent
+            )
+
+    async def forget(self, *, cid: str) -> None:
+        """For a deleted conversation: a tombstone no snapshot can ever replace, no owner."""
+        await self.tombstone(cid=cid, version=_DELETED_VERSION)
+        try:
+            await self.redis.set(keys.owner(cid), "", ex=keys.OWNER_TTL_SECONDS)
+        except RedisError as exc:
+            logger.warning("could not mark %s deleted in the owner cache: %s", cid, exc)
+
+
+def retitle(title: str) -> Patch:
+    def apply(cached: CachedConversation) -> None:
+        cached.title = title
+
+    return apply
+
+
+def add_usage(prompt_tokens: int, completion_tokens: int) -> Patch:
+    def apply(cached: CachedConversation) -> None:
+        cached.prompt_tokens += prompt_tokens
+        cached.completion_tokens += completion_tokens
+
+    return apply
+
+
+def add_message(message: MessageView) -> Patch:
+    """The patch for a message inserted or replaced (by id) in SQL."""
+
+    def apply(cached: CachedConversation) -> None:
+        others = [m for m in cached.messages if m.id != message.id]
+        cached.messages = sorted([*others, message], key=lambda m: m.sequence)
+
+    return apply
+
+
+def _parse(raw: bytes | str) -> CachedConversation | None:
+    """The cached conversation, or None for a tombstone or an unreadable value."""
+    try:
+        return CachedConversation.model_validate_json(raw)
+    except ValueError:
+        return None
