@@ -230,6 +230,16 @@ def test_serve_on_a_busy_port_stops_before_starting_anything(tmp_path):
     assert took < 5, f"took {took:.1f} s"  # ~0.3 s here: no start-up work was done
 
 
+def test_a_second_serve_on_one_data_directory_is_a_line_naming_the_first(tmp_path):
+    """Two servers writing one append-only file would corrupt it; the second says so."""
+    env = {**DEFAULTS, "TURNSTREAM_DATA_DIR": str(tmp_path / "data")}
+    with Server(env, tmp_path / "first.log"):
+        result = _turnstream("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    _assert_short_failure(result)
+    assert "in use by another turnstream serve" in result.stderr
+    assert "TURNSTREAM_DATA_DIR" in result.stderr
+
+
 def test_a_bad_setting_is_one_line(tmp_path):
     result = _turnstream("migrate", env={**DEFAULTS, "TURNSTREAM_DEMO_WORDS": "many"})
     _assert_short_failure(result)

@@ -256,6 +256,27 @@ def _client(port: int) -> redis_sync.Redis:
     )
 
 
+def owner_of(data_dir: Path) -> str | None:
+    """The pid of the live process that owns `data_dir`'s embedded server, if one does.
+
+    For a clear message before start-up; `EmbeddedRedis.start` still takes the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        lock = (data_dir / LOCK_FILE).open("r", encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return str(_read_record(lock).get("pid", "?"))
+    return None
+
+
 def _read_record(lock: IO[str]) -> dict[str, Any]:
     lock.seek(0)
     try:

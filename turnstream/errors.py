@@ -13,18 +13,19 @@
     │   ├── Conflict                  the request clashes with a conversation's or run's state
     │   │   ├── RunConflict           another run is active (`active_session_id`)
     │   │   ├── CursorExpired         the events after the cursor were trimmed (`resync_cursor`)
-    │   │   ├── NothingToRegenerate   the conversation has no user message
     │   │   ├── RunEndedFirst         stop: the run ended otherwise (`status`) before it saw it
     │   │   └── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
     │   ├── InvalidInput
+    │   │   ├── NothingToRegenerate   the conversation has no user message
     │   │   ├── InvalidMessage        a message body that cannot be used
     │   │   ├── MessageTooLong        more than `max_chars` characters
     │   │   └── InvalidCursor         malformed, or past the run's newest event
     │   ├── RateLimited               too many runs started in a minute (`retry_after` seconds)
     │   └── ActiveRunLimit            as many runs going at once as allowed (`limit`)
-    └── Unavailable                   a backing service cannot be reached or used: retry later
-        ├── RedisUnavailable
-        └── DatabaseUnavailable
+    ├── Unavailable                   a backing service cannot be reached or used: retry later
+    │   ├── RedisUnavailable
+    │   └── DatabaseUnavailable
+    └── Misconfigured                 the settings cannot work together; the message says how
 
 An error carries what an answer needs (ids, seconds, limits) as attributes, and
 its explanation for people as its message. `turnstream.api.errors` gives each
@@ -134,14 +135,6 @@ class CursorExpired(Conflict):
         self.resync_cursor = resync_cursor
 
 
-class NothingToRegenerate(Conflict):
-    """A regenerate of a conversation that has no user message to answer again."""
-
-    def __init__(self, conversation_id: str) -> None:
-        super().__init__(f"Conversation {conversation_id} has no user message.")
-        self.conversation_id = conversation_id
-
-
 class RunEndedFirst(Conflict):
     """A stop came too late: the run ended otherwise (`status`) before it saw it."""
 
@@ -167,6 +160,14 @@ class ReplyReplaced(Conflict):
 
 class InvalidInput(Refused):
     """Input that cannot be used as it is; the message says what is wrong with it."""
+
+
+class NothingToRegenerate(InvalidInput):
+    """A regenerate of a conversation that has no user message to answer again."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation {conversation_id} has no user message.")
+        self.conversation_id = conversation_id
 
 
 class InvalidMessage(InvalidInput):
@@ -221,3 +222,10 @@ class DatabaseUnavailable(Unavailable):
         super().__init__(
             "Database unavailable. Check that the database is reachable. Retry shortly."
         )
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+class Misconfigured(TurnstreamError):
+    """Settings that cannot work together (the operator's to fix, before anything runs)."""

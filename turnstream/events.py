@@ -22,7 +22,7 @@ class EventType(enum.StrEnum):
     DELTA = "delta"  # {"text"}: reply text
     REASONING = "reasoning"  # {"text"}: model reasoning, not part of the reply
     TOOL_CALL = "tool_call"  # {"id", "name", "arguments"}
-    TOOL_RESULT = "tool_result"  # {"id", "content"}
+    TOOL_RESULT = "tool_result"  # {"id", "content", "isError"}
     USAGE = "usage"  # {"prompt_tokens", "completion_tokens"}
     ERROR = "error"  # {"message", "code"}
     END = "end"  # {"status", "messageId"}: always the last event, exactly once
@@ -32,6 +32,14 @@ class EventType(enum.StrEnum):
 class Event:
     type: EventType
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def queued(session_id: str) -> Event:
+    return Event(EventType.QUEUED, {"sessionId": session_id})
+
+
+def start(worker: str) -> Event:
+    return Event(EventType.START, {"worker": worker})
 
 
 def delta(text: str) -> Event:
@@ -46,8 +54,9 @@ def tool_call(id: str, name: str, arguments: str) -> Event:
     return Event(EventType.TOOL_CALL, {"id": id, "name": name, "arguments": arguments})
 
 
-def tool_result(id: str, content: str) -> Event:
-    return Event(EventType.TOOL_RESULT, {"id": id, "content": content})
+def tool_result(id: str, content: str, *, is_error: bool = False) -> Event:
+    """The result of tool call `id`; `is_error` when the tool failed (content says how)."""
+    return Event(EventType.TOOL_RESULT, {"id": id, "content": content, "isError": is_error})
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> Event:

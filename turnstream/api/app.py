@@ -16,6 +16,7 @@ from turnstream.api.routes import conversations, fallback, health, runs, session
 from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
+from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
@@ -25,11 +26,17 @@ from turnstream.store.migrate import upgrade
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
-    """The API. With `worker`, runs execute in this process; else on `turnstream worker`s."""
+def create_app(
+    settings: Settings | None = None, *, worker: bool = True, migrate: bool = True
+) -> FastAPI:
+    """The API. With `worker`, runs execute in this process; else on `turnstream worker`s.
+
+    With `migrate`, the start brings an SQLite database up to date (`serve` has
+    done that already, before it made the first user, and passes False).
+    """
     settings = settings or Settings()
     if not worker and settings.redis_url is None:
-        raise ValueError("--no-worker needs TURNSTREAM_REDIS_URL: workers must share a Redis")
+        raise Misconfigured("--no-worker needs TURNSTREAM_REDIS_URL: workers must share a Redis.")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +47,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
             redis = embedded.client()
         else:
             redis = connect_redis(settings.redis_url)
-        if settings.database_url.startswith("sqlite"):
+        if migrate and settings.database_url.startswith("sqlite"):
             await asyncio.to_thread(upgrade, settings.database_url)
         runtime = Runtime.open(settings, redis)
         await runtime.hub.start()

@@ -10,6 +10,7 @@ RequestValidationError,      422 / FastAPI's own 400, but only after the caller 
 HTTPException 405            405 {"detail": "Method Not Allowed"}, `Allow` listing every method
                              served on the path; before any 401 or 403
 ClientDisconnect             499, no body: the client is gone before its request arrived
+anything else                500 {"error": "Internal server error", ...}: a bug, logged
 
 The database's errors arrive as DatabaseUnavailable already (turnstream.store.db).
 This module imports nothing else of turnstream.api, so that any of it may use it.
@@ -96,6 +97,8 @@ def install(app: FastAPI, *, api_prefix: str, refusal: Refusal) -> None:
             ),
             StarletteHTTPException: partial(http_error, api_prefix=api_prefix, refusal=refusal),
             ClientDisconnect: client_gone,
+            # Starlette answers with this, then re-raises so the server logs the traceback.
+            Exception: unexpected,
         }
     )
 
@@ -116,6 +119,8 @@ def _answer(exc: TurnstreamError) -> _Answer:
             return 401, {"detail": str(exc)}, _CHALLENGE
         case AccessDenied():
             return 403, {"detail": "Access denied to conversation"}, None
+        case NothingToRegenerate():
+            return _about(400, "Nothing to regenerate", exc.conversation_id)
         case InvalidMessage():
             return 400, {"error": "Invalid message", "detail": str(exc)}, None
         case InvalidCursor():
@@ -165,8 +170,6 @@ def _conflict(exc: Conflict) -> _Answer:
             resync = {"cursor": exc.resync_cursor, "detail": str(exc)}
             body = {"error": "Cursor expired", "sessionId": exc.session_id, "resync": resync}
             return 409, body, None
-        case NothingToRegenerate():
-            return _about(400, "Nothing to regenerate", exc.conversation_id)
         case RunEndedFirst():
             body = {
                 "error": "The run ended before it could be stopped",
@@ -235,6 +238,14 @@ async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
     # The client hung up before its body arrived whole: nothing was stored, and no one
     # is left to answer (499, as nginx logs it), so it is no server error either.
     return Response(status_code=499)
+
+
+async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    """A bug: still JSON, so that clients can parse every answer; the log has the traceback."""
+    return JSONResponse(
+        {"error": "Internal server error", "detail": "This is a bug in turnstream; retry later."},
+        status_code=500,
+    )
 
 
 async def _refused_first(

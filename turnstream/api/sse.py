@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from turnstream.events import EventType, dumps
+from turnstream import events
+from turnstream.events import dumps
 from turnstream.keys import RunKeys
 from turnstream.runtime import Runtime
 
@@ -32,9 +33,6 @@ async def _events(rt: Runtime, k: RunKeys, cursor: str) -> AsyncIterator[bytes |
     except RedisError as exc:
         # Mid-stream there is no status code left to change: say so, and let the client resume.
         logger.warning("stream of %s interrupted: %s", k.sid, exc)
-        data = {
-            "type": EventType.ERROR.value,
-            "message": "Redis unavailable; resume later.",
-            "code": "redis_unavailable",
-        }
-        yield ServerSentEvent(event=EventType.ERROR.value, data=dumps(data))
+        notice = events.error("Redis unavailable; resume later.", "redis_unavailable")
+        data = {"type": notice.type.value, **notice.data}
+        yield ServerSentEvent(event=notice.type.value, data=dumps(data))

@@ -51,8 +51,15 @@ def serve(
         raise fail("--no-worker needs TURNSTREAM_REDIS_URL: the workers must share a Redis.")
     # Before anything starts or is written: a second `serve` on a busy port stops here.
     check_port(host, port)
+    from turnstream.embedded import owner_of
+
     if settings.redis_url is not None:
         check_redis(settings.redis_url)
+    elif (owner := owner_of(settings.data_dir)) is not None:
+        raise fail(
+            f"The data directory {settings.data_dir.resolve()} is in use by another turnstream "
+            f"serve (pid {owner}). Stop it, or give this one its own TURNSTREAM_DATA_DIR."
+        )
 
     import uvicorn
 
@@ -73,7 +80,7 @@ def serve(
     if settings.redis_url is None:
         say(f"Data directory (embedded Valkey): {settings.data_dir.resolve()}")
     uvicorn.run(
-        create_app(settings, worker=not no_worker),
+        create_app(settings, worker=not no_worker, migrate=False),
         host=host,
         port=port,
         log_level=log_level.lower(),
@@ -95,7 +102,12 @@ async def _first_run_token(db: AsyncSession) -> str | None:
 @app.command()
 def worker(
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
-    concurrency: Annotated[int, typer.Option(help="Runs at once per process.", min=1)] = 100,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs at once per process [default: TURNSTREAM_WORKER_CONCURRENCY].", min=1
+        ),
+    ] = None,
 ) -> None:
     """Execute runs from the Redis Streams queue (needs TURNSTREAM_REDIS_URL)."""
     settings = load_settings()
@@ -112,7 +124,7 @@ def worker(
         broker="turnstream.runs.worker:broker",
         modules=[],
         workers=workers,
-        max_async_tasks=concurrency,
+        max_async_tasks=concurrency or settings.worker_concurrency,
         # Acknowledge only after the run: a worker that dies leaves its message pending.
         ack_type=AcknowledgeType.WHEN_EXECUTED,
         # On SIGTERM taskiq stops reading the queue, waits this long for the runs in

@@ -25,10 +25,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from turnstream import keys, lua
+from turnstream import events, keys, lua
 from turnstream.clock import now_ms
 from turnstream.errors import ActiveRunLimit
-from turnstream.events import Event, EventType, StreamEntry, dumps
+from turnstream.events import Event, StreamEntry, dumps
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.client import maybe_text, members
 from turnstream.live.record import RunRecord
@@ -105,7 +105,7 @@ class RunState:
             RunField.USER_MESSAGE_ID: user_message_id,
             RunField.MESSAGE: message,
         }
-        queued = Event(EventType.QUEUED, {"sessionId": k.sid})
+        queued = events.queued(k.sid)
         mode = "enqueue" if enqueue else "reject"
         args = self._args(
             k, json.dumps(fields), mode, keys.status_prefix(k.cid), max_active, events=[queued]
@@ -117,7 +117,7 @@ class RunState:
 
     async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:
         """Take a queued run for `worker` and write `start`; False if it was not queued."""
-        start = Event(EventType.START, {"worker": worker})
+        start = events.start(worker)
         args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member, events=[start])
         return bool(await self._claim(keys=self._keys(k), args=args))
 
@@ -157,11 +157,11 @@ class RunState:
         ended; with `lapsed_before` (ms), only one whose lease lapsed before then.
         Returns the end time (ms) the script recorded, or None if it ended nothing.
         """
-        events = []
+        written = []
         if error is not None:
             message, code = error
-            events.append(Event(EventType.ERROR, {"message": message, "code": code}))
-        events.append(Event(EventType.END, {"status": status.value, "messageId": message_id}))
+            written.append(events.error(message, code))
+        written.append(events.end(status.value, message_id))
         args = self._args(
             k,
             status.value,
@@ -170,7 +170,7 @@ class RunState:
             lapsed_before,
             k.lease_member,
             keys.DURATIONS_KEPT,
-            events=events,
+            events=written,
         )
         ended = await self._finish(keys=self._keys(k), args=args)
         return int(args[0]) if ended else None  # args[0]: the `now` the script wrote

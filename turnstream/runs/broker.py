@@ -27,6 +27,7 @@ from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqD
 from taskiq_redis import RedisStreamBroker
 
 from turnstream.config import Settings
+from turnstream.errors import Misconfigured
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
 from turnstream.runs.executor import execute
@@ -103,14 +104,15 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
     if in_process:
         broker = InMemoryBroker(max_async_tasks=settings.worker_concurrency)
     else:
-        assert settings.redis_url, "a Redis Streams broker needs TURNSTREAM_REDIS_URL"
+        if settings.redis_url is None:
+            raise Misconfigured("A Redis Streams broker needs TURNSTREAM_REDIS_URL.")
         broker = StreamBroker(
             settings.redis_url,
             queue_name=settings.queue_name,
             consumer_group_name="turnstream-workers",
             consumer_id="0",  # a group created late still sees messages sent before it
             # One message per read: a worker never holds messages it has not handed to
-            # taskiq, which a SIGTERM would leave pending (see `_hand_back`).
+            # taskiq, which a SIGTERM would leave pending (see `_left_behind`).
             xread_count=1,
         )
     broker.register_task(run_task, task_name=TASK_NAME)

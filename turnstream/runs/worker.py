@@ -14,6 +14,7 @@ from taskiq import TaskiqEvents, TaskiqState
 
 from turnstream.background import stop_task
 from turnstream.config import Settings
+from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
 from turnstream.runs.broker import make_broker
 from turnstream.runs.reaper import reap_forever
@@ -27,7 +28,10 @@ broker = make_broker(settings, in_process=settings.redis_url is None)
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _startup(state: TaskiqState) -> None:
-    assert settings.redis_url, "turnstream worker needs TURNSTREAM_REDIS_URL"
+    if settings.redis_url is None:
+        raise Misconfigured(
+            "turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis."
+        )
     state.runtime = Runtime.open(settings, connect_redis(settings.redis_url))
     state.reaper_stopping = asyncio.Event()
     state.reaper = asyncio.create_task(reap_forever(state.runtime, state.reaper_stopping))
