@@ -1,4 +1,5 @@
-"""Helpers shared by the API, security and reliability tests (fixtures stay in the test modules)."""
+"""The in-process app for tests: run it, talk to it, get a token (tests/conftest.py's
+`app`, `client` and `make_token` fixtures are these), and list its routes."""
 
 from __future__ import annotations
 
@@ -38,8 +39,15 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @contextlib.asynccontextmanager
-async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
+async def client_for(
+    app: FastAPI, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the in-process app. It buffers whole responses: no live SSE.
+
+    With `raise_app_exceptions=False` an unhandled error comes back as the app's
+    500 response instead of being raised in the test.
+    """
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
 

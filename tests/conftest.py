@@ -1,4 +1,7 @@
-"""Shared fixtures: real Redis and PostgreSQL servers for the tests.
+"""Shared fixtures: real Redis and PostgreSQL servers, and the in-process app on them.
+
+The app fixtures are thin wrappers of tests/api_support.py, which tests that need
+an app of their own settings use directly; helpers live in tests/helpers.py.
 
 Under scripts/test, Redis and PostgreSQL are started by the script and passed in
 through TURNSTREAM_TEST_REDIS_URL / TURNSTREAM_TEST_POSTGRES_URL. With plain
@@ -8,15 +11,17 @@ PostgreSQL tests are skipped.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import asyncpg
+import httpx
 import pytest
 import redis
+from api_support import client_for, running_app, token_for
+from fastapi import FastAPI
+from helpers import pg_admin
 from sqlalchemy.engine import make_url
 
 from turnstream.config import Settings
@@ -46,25 +51,6 @@ def redis_url(_redis_server_url: str) -> str:
     return _redis_server_url
 
 
-def _pg_admin(base_url: str, sql: str) -> None:
-    """Run one statement on the server's `postgres` database.
-
-    In its own thread with its own event loop, so it never touches the loop
-    that pytest-asyncio runs the test in.
-    """
-    dsn = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the test."""
@@ -72,11 +58,11 @@ def postgres_url() -> Iterator[str]:
     if not base_url:
         pytest.skip("PostgreSQL tests run under scripts/test (TURNSTREAM_TEST_POSTGRES_URL unset)")
     name = f"test_{uuid.uuid4().hex[:16]}"
-    _pg_admin(base_url, f'CREATE DATABASE "{name}"')
+    pg_admin(base_url, f'CREATE DATABASE "{name}"')
     try:
         yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        _pg_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -108,33 +94,34 @@ def settings(sqlite_url: str, redis_url: str, tmp_path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings):
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The ASGI app with its lifespan running (in-process worker)."""
-    from turnstream.api.app import create_app
-
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings) as application:
         yield application
 
 
 @pytest.fixture
-async def client(app):
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the in-process app. It buffers whole responses: no live SSE."""
-    import httpx
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with client_for(app) as http:
         yield http
 
 
 @pytest.fixture
-def make_token(app):
+def make_token(app: FastAPI) -> Callable[[str], Awaitable[dict[str, str]]]:
     """`await make_token("alice")` -> a bearer header dict for a new token of that user."""
-    from turnstream.store import users
+    return functools.partial(token_for, app)
 
-    async def make(user_id: str) -> dict[str, str]:
-        async with app.state.runtime.sessions() as db:
-            token = await users.create_token(db, user_id=user_id)
-        return {"Authorization": f"Bearer {token}"}
 
-    return make
+@pytest.fixture
+async def alice(make_token) -> dict[str, str]:
+    """Bearer headers of user alice."""
+    return await make_token("alice")
+
+
+@pytest.fixture
+async def cid(client: httpx.AsyncClient, alice: dict[str, str]) -> str:
+    """A new conversation of alice's (tests/store/ has its own: one made through the store)."""
+    response = await client.post("/api/v1/conversations", headers=alice)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]

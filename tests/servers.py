@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import redis
-from helpers import free_port
+from helpers import free_port, wait_until
 
 from turnstream.store import users
 from turnstream.store.db import create_engine, session_factory
@@ -64,17 +63,18 @@ class Server(Process):
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.output()}")
+                return False
+
+        try:
+            wait_until(healthy, timeout=timeout, what=f"{self.url}/health to answer 200")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the server's log:\n{self.output()}") from None
 
     def __enter__(self) -> Server:
         try:
@@ -127,15 +127,19 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
                 with redis.Redis(port=self.port, socket_timeout=1) as client:
-                    if client.ping():
-                        return
+                    return bool(client.ping())
             except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start:\n{(self.dir / 'redis.log').read_text()}")
+                return False
+
+        try:
+            wait_until(answers, timeout=10, what=f"redis-server on port {self.port} to answer PING")
+        except AssertionError as exc:
+            log = (self.dir / "redis.log").read_text()
+            raise AssertionError(f"{exc}; its log:\n{log}") from None
 
     def stop(self) -> None:
         """A clean shutdown: the AOF is flushed, as with `systemctl restart redis`."""

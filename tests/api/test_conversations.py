@@ -6,8 +6,8 @@ import json
 import re
 from datetime import datetime
 
-import httpx
 import pytest
+from api_support import client_for
 from sqlalchemy import func, select
 
 from turnstream import keys
@@ -16,11 +16,6 @@ from turnstream.store.models import Message, Run
 
 API = "/api/v1/conversations"
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-async def alice(make_token):
-    return await make_token("alice")
 
 
 async def _create(client, headers, **body) -> dict:
@@ -317,8 +312,7 @@ async def test_create_with_invalid_json_is_422(client, alice):
 @pytest.fixture
 async def lenient_client(app):
     """A client that gets the app's 500 as a response instead of the exception."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with client_for(app, raise_app_exceptions=False) as http:
         yield http
 
 

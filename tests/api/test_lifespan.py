@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from helpers import eventually
+
 from turnstream.api.app import create_app
 from turnstream.runs import reaper
 
@@ -26,14 +28,14 @@ async def test_shutdown_finishes_when_a_reaper_pass_swallows_the_cancellation(
         passes += 1
         if passes == 1:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(30)
+                await asyncio.sleep(30)  # the pass under test: hangs until cancelled
         return 0
 
     monkeypatch.setattr(reaper, "reap_once", reap_once_losing_one_cancel)
     application = create_app(settings)
     lifespan = application.router.lifespan_context(application)
     await lifespan.__aenter__()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: passes, timeout=5, what="the reaper's first pass")
     assert passes == 1  # the reaper is inside its first pass
     shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
     done, _ = await asyncio.wait({shutdown}, timeout=3)

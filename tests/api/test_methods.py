@@ -49,18 +49,6 @@ def _assert_405(response, allowed: set[str], what: str) -> None:
         assert response.json() == NOT_ALLOWED, what
 
 
-@pytest.fixture
-async def alice(make_token):
-    return await make_token("alice")
-
-
-@pytest.fixture
-async def cid(client, alice) -> str:
-    response = await client.post(API, headers=alice)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
 @pytest.mark.parametrize(
     ("method", "suffix", "allowed"),
     [

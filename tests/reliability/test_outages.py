@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from api_support import client_for, running_app, token_for
 from helpers import free_port
 
-from turnstream.api.app import create_app
 from turnstream.errors import DatabaseUnavailable
 from turnstream.store.db import create_engine
 

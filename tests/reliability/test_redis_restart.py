@@ -15,6 +15,7 @@ import time
 
 import httpx
 import pytest
+from helpers import wait_until
 from servers import RedisServer
 from sse import follow
 
@@ -56,7 +57,7 @@ class Reader(threading.Thread):
                         return
             except (httpx.HTTPError, AssertionError) as exc:  # a cut stream or a 503
                 self.interruptions.append(type(exc).__name__)
-            time.sleep(0.3)
+            time.sleep(0.3)  # a frontend's back-off before it resumes: behaviour, not a wait
             base = self.bases[attempt % len(self.bases)]
             sid = self.seen[0][2]["sessionId"]
             self.stream = follow(
@@ -143,10 +144,11 @@ def test_redis_going_away_mid_run_loses_nothing(own_redis, cluster, how):
 
 def _wait_for_deltas(client: httpx.Client, base: str, cid: str, sid: str) -> None:
     """Until the run is well under way (its cursor has moved past a few deltas)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def under_way() -> bool:
         run = client.get(f"{base}/api/v1/conversations/{cid}/runs/{sid}").json()
-        if run["status"] == "running" and int(run["cursor"].split("-")[0]) > run["startedAt"] + 500:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the run did not get going")
+        return (
+            run["status"] == "running" and int(run["cursor"].split("-")[0]) > run["startedAt"] + 500
+        )
+
+    wait_until(under_way, timeout=20, what=f"run {sid} to be 0.5 s under way")

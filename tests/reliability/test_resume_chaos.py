@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from helpers import eventually
 from sse import SSEEvent, frame_ends, parse_received
 
 SEED = int(os.environ.get("TURNSTREAM_TEST_SEED") or 6_2026)
@@ -173,11 +174,11 @@ class Client:
     async def _wait_ended(self, reply: Reply) -> None:
         """Poll the run record until the run has ended (bounded)."""
         url = self._url(f"/runs/{reply.sid}")
-        async with asyncio.timeout(30):
-            while True:
-                if (await self.http.get(url, headers=self.headers)).json()["status"] not in LIVE:
-                    break
-                await asyncio.sleep(0.05)
+
+        async def ended() -> bool:
+            return (await self.http.get(url, headers=self.headers)).json()["status"] not in LIVE
+
+        await eventually(ended, timeout=30, what=f"seed {SEED}: {reply.sid} to end")
 
     async def _full_replay(self, reply: Reply) -> list[SSEEvent]:
         response = await self.http.get(self._url(f"/resume/{reply.sid}"), headers=self.headers)

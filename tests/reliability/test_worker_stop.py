@@ -15,6 +15,7 @@ import time
 
 import httpx
 import redis
+from helpers import wait_until
 from servers import Process
 from sse import follow
 
@@ -38,20 +39,13 @@ def _exited_after(worker: Process, since: float, timeout: float) -> float:
     return time.monotonic() - since
 
 
-def _until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
-
-
 def _until_ended(client: httpx.Client, run_url: str, timeout: float) -> None:
     """Wait for the run's end, so that reading its stream to the end cannot hang."""
 
     def ended() -> bool:
         return client.get(run_url).json()["status"] not in ("queued", "running")
 
-    _until(ended, timeout, f"{run_url} ends")
+    wait_until(ended, timeout=timeout, what=f"{run_url} to end")
 
 
 def _pending(redis_url: str, queue: str) -> int:
@@ -77,7 +71,11 @@ def test_sigterm_lets_the_run_in_flight_finish_and_leaves_new_runs_to_other_work
         busy_url = f"{base}/{busy}/runs/{seen[0][2]['sessionId']}"
         sigterm_at = _sigterm(first)
         # Once the worker says so, it reads the queue no more (taskiq's own log line).
-        _until(lambda: "Stopping prefetching" in first.output(), 10, "the worker stops reading")
+        wait_until(
+            lambda: "Stopping prefetching" in first.output(),
+            timeout=10,
+            what="the worker to stop reading the queue",
+        )
         queued = follow(
             client, "POST", f"{base}/{later}/message/?stream=true", data={"content": "b"}
         )
@@ -130,7 +128,11 @@ def test_a_run_longer_than_the_grace_ends_worker_stopped_and_a_waiting_run_is_ha
         )
         waiting_events = [next(waiting)]  # queued behind the first run
         # The worker holds both: one running, one waiting for it.
-        _until(lambda: _pending(redis_url, queue) == 2, 10, "the worker takes both messages")
+        wait_until(
+            lambda: _pending(redis_url, queue) == 2,
+            timeout=10,
+            what="the worker to take both messages",
+        )
 
         run_url = f"{base}/{cid}/runs/{seen[0][2]['sessionId']}"
         sigterm_at = _sigterm(first)

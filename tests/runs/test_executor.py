@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers import eventually
+
+from turnstream import keys
 from turnstream.clock import now_ms
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
@@ -72,7 +75,7 @@ async def test_reaper_ends_a_run_whose_lease_lapsed_and_keeps_the_partial_reply(
     from turnstream import events
 
     await rt.runs.append(k, [events.delta("half a "), events.delta("reply")])
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the 50 ms lease lapsing is what this test is about
     assert await reap_once(rt) == 1
     assert await reap_once(rt) == 0  # nothing twice
     record = await rt.runs.get(k)
@@ -104,7 +107,7 @@ async def test_reaper_leaves_a_run_with_a_live_lease_alone(app):
     assert await rt.runs.claim(k, worker="live-worker", lease_seconds=60)
     assert await reap_once(rt) == 0
     # A lease that lapsed in the index but was renewed since is re-checked in the script.
-    await rt.redis.zadd("chat:leases", {k.lease_member: now_ms() - 1000})
+    await rt.redis.zadd(keys.LEASES, {k.lease_member: now_ms() - 1000})
     assert await reap_once(rt) == 0
     assert (await rt.runs.get(k)).status is RunStatus.RUNNING
 
@@ -117,10 +120,11 @@ async def test_shutdown_ends_in_flight_runs_instead_of_leaving_them_running(sett
         rt = application.state.runtime
         k, _started = await _queued_run(rt)
         task = asyncio.create_task(execute(rt, k.cid, k.sid, worker="w"))
-        for _ in range(500):
-            if "delta" in await _types(rt, k):
-                break
-            await asyncio.sleep(0.01)
+
+        async def streaming() -> bool:
+            return "delta" in await _types(rt, k)
+
+        await eventually(streaming, timeout=10, what="the run's first delta")
         # Leaving the lifespan closes the runtime, which must end the run first.
     assert task.done()
     from turnstream.live.client import connect_redis

@@ -5,37 +5,27 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from api_support import client_for, running_app, token_for
+from helpers import eventually
 from redis.asyncio import Redis
 from sse import parse_sse
 
-from turnstream.api.app import create_app
 from turnstream.keys import RunField, RunKeys
 
 
 @pytest.fixture
-def slow_settings(settings):
+async def slow_app(settings):
     """Replies long enough (20 words, 50 ms apart: ~1 s) to act while they run."""
-    return settings.model_copy(update={"demo_words": 20, "demo_delay_ms": 50})
+    async with running_app(
+        settings.model_copy(update={"demo_words": 20, "demo_delay_ms": 50})
+    ) as application:
+        yield application
 
 
 @pytest.fixture
-async def slow_client(slow_settings):
-    import httpx
-
-    application = create_app(slow_settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            http.app = application
-            yield http
-
-
-async def _headers(http, user_id: str) -> dict[str, str]:
-    from turnstream.store import users
-
-    async with http.app.state.runtime.sessions() as db:
-        token = await users.create_token(db, user_id=user_id)
-    return {"Authorization": f"Bearer {token}"}
+async def slow_client(slow_app):
+    async with client_for(slow_app) as http:
+        yield http
 
 
 async def _conversation(http, headers) -> str:
@@ -49,10 +39,11 @@ async def _post(http, headers, cid, content, **params):
     )
 
 
-async def _until_running(http, headers, cid, *, min_seq: int = 4) -> dict:
-    """Wait until the newest run has written at least `min_seq` events."""
-    redis: Redis = http.app.state.runtime.redis
-    for _ in range(400):
+async def _until_running(http, app, headers, cid, *, min_seq: int = 4) -> dict:
+    """Wait until the newest run has written at least `min_seq` events; its active-session."""
+    redis: Redis = app.state.runtime.redis
+
+    async def running() -> dict | None:
         body = (
             await http.get(f"/api/v1/conversations/{cid}/active-session", headers=headers)
         ).json()
@@ -60,8 +51,9 @@ async def _until_running(http, headers, cid, *, min_seq: int = 4) -> dict:
             seq = await redis.hget(RunKeys(cid, body["sessionId"]).run, RunField.SEQ)
             if int(seq or 0) >= min_seq:
                 return body
-        await asyncio.sleep(0.01)
-    raise AssertionError("the run never got going")
+        return None
+
+    return await eventually(running, timeout=10, what=f"the run in {cid} to write {min_seq} events")
 
 
 async def _messages(http, headers, cid) -> list[dict]:
@@ -137,18 +129,11 @@ async def test_unknown_session_is_404_with_the_spec_body(client, make_token):
 
 
 async def test_cursor_older_than_the_trimmed_stream_is_409_with_a_resync_point(settings):
-    import httpx
-
-    from turnstream.store import users
-
     # 25 ms between words: past the 20 ms write coalescing, so each word is its own event.
-    application = create_app(settings.model_copy(update={"stream_maxlen": 4, "demo_delay_ms": 25}))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            async with application.state.runtime.sessions() as db:
-                token = await users.create_token(db, user_id="alice")
-            headers = {"Authorization": f"Bearer {token}"}
+    trimming = settings.model_copy(update={"stream_maxlen": 4, "demo_delay_ms": 25})
+    async with running_app(trimming) as application:
+        async with client_for(application) as client:
+            headers = await token_for(application, "alice")
             cid = await _conversation(client, headers)
             live = parse_sse((await _post(client, headers, cid, "hello")).text)
             sid = live[0].data["sessionId"]
@@ -176,11 +161,11 @@ async def test_cursor_older_than_the_trimmed_stream_is_409_with_a_resync_point(s
             assert parse_sse(ok.text) == live[-2:]
 
 
-async def test_second_message_is_rejected_while_a_run_is_active(slow_client):
-    headers = await _headers(slow_client, "alice")
+async def test_second_message_is_rejected_while_a_run_is_active(slow_app, slow_client):
+    headers = await token_for(slow_app, "alice")
     cid = await _conversation(slow_client, headers)
     first = asyncio.create_task(_post(slow_client, headers, cid, "one"))
-    active = await _until_running(slow_client, headers, cid)
+    active = await _until_running(slow_client, slow_app, headers, cid)
     second = await _post(slow_client, headers, cid, "two")
     assert second.status_code == 409
     assert second.json()["sessionId"] == active["sessionId"]
@@ -192,11 +177,11 @@ async def test_second_message_is_rejected_while_a_run_is_active(slow_client):
     ] == ["one"]
 
 
-async def test_interrupt_cancels_the_active_run_then_starts(slow_client):
-    headers = await _headers(slow_client, "alice")
+async def test_interrupt_cancels_the_active_run_then_starts(slow_app, slow_client):
+    headers = await token_for(slow_app, "alice")
     cid = await _conversation(slow_client, headers)
     first = asyncio.create_task(_post(slow_client, headers, cid, "one"))
-    await _until_running(slow_client, headers, cid)
+    await _until_running(slow_client, slow_app, headers, cid)
     second = await _post(slow_client, headers, cid, "two", multitask="interrupt")
     assert second.status_code == 200
     assert _ends(parse_sse((await first).text))[0].data["status"] == "cancelled"
@@ -210,11 +195,11 @@ async def test_interrupt_cancels_the_active_run_then_starts(slow_client):
     ]
 
 
-async def test_enqueue_starts_after_the_active_run_ends(slow_client):
-    headers = await _headers(slow_client, "alice")
+async def test_enqueue_starts_after_the_active_run_ends(slow_app, slow_client):
+    headers = await token_for(slow_app, "alice")
     cid = await _conversation(slow_client, headers)
     first = asyncio.create_task(_post(slow_client, headers, cid, "one"))
-    await _until_running(slow_client, headers, cid)
+    await _until_running(slow_client, slow_app, headers, cid)
     second = await _post(slow_client, headers, cid, "two", multitask="enqueue")
     first_events, second_events = parse_sse((await first).text), parse_sse(second.text)
     assert _ends(first_events)[0].data["status"] == "completed"
@@ -227,21 +212,22 @@ async def test_enqueue_starts_after_the_active_run_ends(slow_client):
 
 
 async def test_stopping_an_enqueued_run_while_it_waits_keeps_the_conversation_in_order(
-    slow_client,
+    slow_app, slow_client
 ):
-    headers = await _headers(slow_client, "alice")
+    headers = await token_for(slow_app, "alice")
     cid = await _conversation(slow_client, headers)
     first = asyncio.create_task(_post(slow_client, headers, cid, "one"))
-    running = await _until_running(slow_client, headers, cid)
+    running = await _until_running(slow_client, slow_app, headers, cid)
     second = asyncio.create_task(_post(slow_client, headers, cid, "two", multitask="enqueue"))
-    for _ in range(400):  # until the enqueued run is the newest
+
+    async def newest_if_enqueued() -> str | None:
         newest = await slow_client.get(
             f"/api/v1/conversations/{cid}/active-session", headers=headers
         )
-        if newest.json()["sessionId"] != running["sessionId"]:
-            break
-        await asyncio.sleep(0.01)
-    waiting = newest.json()["sessionId"]
+        sid = newest.json()["sessionId"]
+        return sid if sid != running["sessionId"] else None
+
+    waiting = await eventually(newest_if_enqueued, timeout=10, what="the enqueued run to be newest")
     stopped = await slow_client.post(
         f"/api/v1/conversations/{cid}/stop", params={"session_id": waiting}, headers=headers
     )
@@ -260,11 +246,11 @@ async def test_stopping_an_enqueued_run_while_it_waits_keeps_the_conversation_in
     assert messages[2]["content"] == "two" and messages[3]["content"] == ""
 
 
-async def test_stop_mid_run_keeps_the_partial_reply_marked_cancelled(slow_client):
-    headers = await _headers(slow_client, "alice")
+async def test_stop_mid_run_keeps_the_partial_reply_marked_cancelled(slow_app, slow_client):
+    headers = await token_for(slow_app, "alice")
     cid = await _conversation(slow_client, headers)
     streaming = asyncio.create_task(_post(slow_client, headers, cid, "one"))
-    active = await _until_running(slow_client, headers, cid, min_seq=6)
+    active = await _until_running(slow_client, slow_app, headers, cid, min_seq=6)
     stopped = await slow_client.post(f"/api/v1/conversations/{cid}/stop", headers=headers)
     assert stopped.status_code == 200
     assert stopped.json() == {"status": "cancelled", "sessionId": active["sessionId"]}

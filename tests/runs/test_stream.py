@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers import eventually
+
 from turnstream import events
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.status import RunStatus
@@ -37,7 +39,12 @@ async def test_many_first_followers_joining_at_once_all_get_every_entry(app):
             return [e.seq for batch in [b async for b in hub.follow(k, "0-0")] for e in batch]
 
         followers = [asyncio.create_task(follow(k)) for k in ks]
-        await asyncio.sleep(0.05)
+
+        def all_subscribed() -> bool:
+            channels = hub._channels.values()
+            return len(channels) == len(ks) and all(c.confirmed.is_set() for c in channels)
+
+        await eventually(all_subscribed, timeout=10, what=f"{len(ks)} followers subscribed")
         for n in range(5):
             for k in ks:
                 await rt.runs.append(k, [events.delta(f"w{n} ")])
@@ -112,7 +119,10 @@ async def test_a_follower_that_leaves_while_subscribing_does_not_block_the_next(
         k = await _running_run(rt.runs, 0)
         async with hub._commands:  # another follower's (un)subscribe holds the connection
             gone = asyncio.create_task(anext(aiter(hub.follow(k, "0-0"))))
-            await asyncio.sleep(0.05)  # it now waits to subscribe
+            # It has joined the run's channel and now waits for the connection to subscribe.
+            await eventually(
+                lambda: k.channel in hub._channels, timeout=5, what="the follower to join"
+            )
             gone.cancel()  # its client went away
         async with asyncio.timeout(3):
             first = await anext(aiter(hub.follow(k, "0-0")))

@@ -5,8 +5,8 @@ Whatever is refused must not store a message or start a run.
 
 from __future__ import annotations
 
-import httpx
 import pytest
+from api_support import client_for
 
 API = "/api/v1/conversations"
 MAX_CHARS = 100
@@ -26,18 +26,6 @@ def _multipart_field(value: bytes, content_type: str | None = None) -> bytes:
 def settings(settings):
     """A small message limit, so that the 413 cases stay small."""
     return settings.model_copy(update={"max_message_chars": MAX_CHARS})
-
-
-@pytest.fixture
-async def alice(make_token):
-    return await make_token("alice")
-
-
-@pytest.fixture
-async def cid(client, alice) -> str:
-    response = await client.post(API, headers=alice)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def _url(cid: str) -> str:
@@ -267,8 +255,7 @@ async def test_multipart_content_as_a_file_is_400(client, alice, cid):
 )
 async def test_json_with_a_lone_surrogate_is_400(app, client, alice, cid, body):
     headers = {**alice, "Content-Type": "application/json"}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with client_for(app, raise_app_exceptions=False) as http:
         response = await http.post(_url(cid), headers=headers, content=body)
     await _assert_nothing_started(client, alice, cid)
     _assert_error(response, 400)

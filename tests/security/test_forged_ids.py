@@ -18,6 +18,7 @@ import asyncio
 import httpx
 import pytest
 from api_support import client_for, running_app, token_for
+from helpers import eventually
 from sse import parse_sse
 
 from turnstream.ids import session_id, uuid7
@@ -61,11 +62,6 @@ def _assert_invalid_cursor(response: httpx.Response) -> str:
     body = response.json()
     assert body["error"] == "Invalid cursor"
     return body["detail"]
-
-
-@pytest.fixture
-async def alice(make_token):
-    return await make_token("alice")
 
 
 @pytest.fixture
@@ -192,12 +188,14 @@ async def test_a_stop_with_a_forged_session_id_stops_no_running_run(settings):
 
 async def _active_sid(client, headers, cid: str) -> str:
     """Wait until the conversation's run is running; its session id."""
-    for _ in range(500):
+
+    async def active_sid() -> str | None:
         status = await client.get(f"{API}/{cid}/task-status", headers=headers)
         if status.status_code == 200 and status.json()["isActive"]:
             return status.json()["sessionId"]
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no run became active in {cid}")
+        return None
+
+    return await eventually(active_sid, timeout=10, what=f"a run to become active in {cid}")
 
 
 # -- stream tokens -------------------------------------------------------------------

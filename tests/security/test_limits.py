@@ -5,28 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
+from api_support import client_for, running_app, token_for
+from helpers import eventually
 from sse import parse_sse
-
-from turnstream.api.app import create_app
-from turnstream.store import users
 
 
 @pytest.fixture
 async def limited(settings):
-    application = create_app(
-        settings.model_copy(
-            update={"runs_per_minute": 3, "max_active_runs": 1, "agent": "fake_agents:slow"}
-        )
-    )
-    async with application.router.lifespan_context(application):
-        async with application.state.runtime.sessions() as db:
-            alice = await users.create_token(db, user_id="alice")
-            bob = await users.create_token(db, user_id="bob")
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield http, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
+    limits = {"runs_per_minute": 3, "max_active_runs": 1, "agent": "fake_agents:slow"}
+    async with running_app(settings.model_copy(update=limits)) as application:
+        alice, bob = await token_for(application, "alice"), await token_for(application, "bob")
+        async with client_for(application) as http:
+            yield http, alice, bob
 
 
 async def _post(http, headers, cid, content="hi"):
@@ -45,12 +36,12 @@ async def test_a_second_active_run_of_one_user_is_429_and_others_are_unaffected(
     http, alice, bob = limited
     first_cid, second_cid = await _cid(http, alice), await _cid(http, alice)
     first = asyncio.create_task(_post(http, alice, first_cid))
-    for _ in range(500):
-        if (
-            await http.get(f"/api/v1/conversations/{first_cid}/task-status", headers=alice)
-        ).status_code == 200:
-            break
-        await asyncio.sleep(0.01)
+
+    async def first_started() -> bool:
+        url = f"/api/v1/conversations/{first_cid}/task-status"
+        return (await http.get(url, headers=alice)).status_code == 200
+
+    await eventually(first_started, timeout=10, what="alice's first run to start")
     refused = await _post(http, alice, second_cid)
     assert refused.status_code == 429
     assert refused.json()["error"] == "Too many active runs"

@@ -15,12 +15,17 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
 from turnstream.store.views import NewMessage
+
+# Run as a script, not under pytest: put tests/ on the path for the shared helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import eventually
 
 
 async def main(
@@ -34,11 +39,10 @@ async def main(
         async with engine.connect():
             pass
         await redis.incr(f"{cid}:ready")
-        deadline = time.monotonic() + 30
-        while not await redis.exists(f"{cid}:go"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{tag}: no start signal within 30 s")
-            await asyncio.sleep(0.002)
+        start = f"{cid}:go"
+        await eventually(
+            lambda: redis.exists(start), timeout=30, what=f"{tag}: {start}", interval=0.002
+        )
 
         started = time.time()
         appended = []

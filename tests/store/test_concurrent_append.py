@@ -12,9 +12,9 @@ import asyncio
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
+from helpers import eventually
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,7 +43,6 @@ async def test_two_processes_appending_to_one_conversation_lose_nothing(
         assert mode.lower() == "wal"
     await store.load(cid=cid)  # cached: both processes also race to patch the cached copy
 
-    began = time.monotonic()
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -61,11 +60,12 @@ async def test_two_processes_appending_to_one_conversation_lose_nothing(
     ]
     try:
         # Both processes are up and connected: start them together.
-        while int(await redis.get(f"{cid}:ready") or 0) < len(TAGS):
+        async def all_ready() -> bool:
             exited = [p.returncode for p in procs if p.returncode is not None]
             assert not exited, f"a worker exited before the start: {exited}"
-            assert time.monotonic() - began < 30, "the workers did not get ready in 30 s"
-            await asyncio.sleep(0.01)
+            return int(await redis.get(f"{cid}:ready") or 0) >= len(TAGS)
+
+        await eventually(all_ready, timeout=30, what="the workers to get ready", interval=0.01)
         await redis.set(f"{cid}:go", "1")
         outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
     finally:
