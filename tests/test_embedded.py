@@ -3,12 +3,14 @@
 Real `turnstream serve` processes with no TURNSTREAM_REDIS_URL: the bundled
 Valkey keeps an append-only file in the data directory. A finished run is
 still there after a clean restart; a run cut off by SIGKILL ends as `error`
-after the next start, with its events intact. A SIGKILL of `serve` alone
+after the next start, with its events intact; a run still queued (it lived
+only in serve's memory) runs after the next start. A SIGKILL of `serve` alone
 leaves its Valkey running as an orphan: the next start stops it first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -216,6 +218,76 @@ def test_a_run_cut_off_by_sigkill_ends_as_error_after_the_restart(env, tmp_path,
     assert not orphan_after
     if victim == "serve":
         assert "stopping the embedded Valkey" in second.output()
+
+
+def _enqueue(client: httpx.Client, server: Server, cid: str, content: str) -> str:
+    """Send a message that waits for the running run (multitask=enqueue); its session id."""
+    url = _api(server, f"/{cid}/message/?stream=true&multitask=enqueue")
+    with contextlib.closing(follow(client, "POST", url, data={"content": content})) as stream:
+        _id, event, data = next(stream)  # `queued` comes at once; then the client leaves
+    assert event == "queued"
+    return data["sessionId"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_queued_run_runs_after_the_restart(env, tmp_path, sig):
+    """A run waiting its turn (enqueue) lived only in serve's memory (taskiq's
+    InMemoryBroker). It is in `chat:queued`, and the next start hands it out: once the
+    run it waits for has ended (`worker_lost` after a SIGKILL, `worker_stopped` after a
+    SIGTERM), it runs and completes, and its reply is stored."""
+    with Server(env, tmp_path / "serve1.log") as first:
+        headers = {"Authorization": f"Bearer {create_token(env['TURNSTREAM_DATABASE_URL'], 'al')}"}
+        with httpx.Client(headers=headers, timeout=30) as client:
+            cid, stream = _start_streaming(client, first)
+            with contextlib.closing(stream):
+                seen = [next(stream) for _ in range(5)]
+            waiting = _enqueue(client, first, cid, "and then?")
+        first.signal(sig)
+        assert first.proc.wait(15) in (0, -sig), first.output()
+    running = seen[0][2]["sessionId"]
+
+    # Quicker replies from the second serve: the waiting run is answered by it.
+    env = {**env, "TURNSTREAM_DEMO_WORDS": "20", "TURNSTREAM_DEMO_DELAY_MS": "5"}
+    with (
+        Server(env, tmp_path / "serve2.log") as second,
+        httpx.Client(headers=headers, timeout=30) as client,
+    ):
+
+        def run(sid: str) -> dict:
+            return client.get(_api(second, f"/{cid}/runs/{sid}")).json()
+
+        wait_until(
+            lambda: run(waiting).get("status") == "completed",
+            timeout=30,
+            what="the run queued before the restart to complete",
+        )
+        before = _replay(client, second, cid, running)
+        after = _replay(client, second, cid, waiting)
+        messages = client.get(_api(second, f"/{cid}/messages")).json()["items"]
+        task = client.get(_api(second, f"/{cid}/task-status")).json()
+
+    lost = "worker_lost" if sig == signal.SIGKILL else "worker_stopped"
+    assert [t for _id, t, _data in before][-2:] == ["error", "end"]
+    assert before[-2][2]["code"] == lost
+    types = [t for _id, t, _data in after]
+    assert types[:2] == ["queued", "start"] and types[-1] == "end"
+    assert types.count("start") == 1 and types.count("end") == 1 and "error" not in types
+    assert after[-1][2]["status"] == "completed"
+    # It started once the first had ended, at once: it was handed out at the start, not
+    # only after a claim window (TURNSTREAM_CLAIM_SECONDS, 15 s) with no worker claiming it.
+    assert 0 <= after[1][2]["ts"] - before[-1][2]["ts"] < 5000
+    assert task["isActive"] is False
+    words = "".join(data["text"] for _id, t, data in after if t == "delta")
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "error"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert messages[2]["content"] == "and then?"
+    assert messages[3]["session_id"] == waiting and messages[3]["content"] == words
+    assert len(words.split()) == 20
+    assert "handed out again" in second.output()
 
 
 # The embedded server itself, in this process.

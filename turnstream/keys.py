@@ -7,6 +7,9 @@
     chat:active:{cid}         string  session id of the conversation's newest run
     chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
     chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
+    chat:queued               zset    "{cid} {sid}" of each queued run, scored by when a reaper
+                                      next looks at it (ms): first its claim deadline (`claim_by`
+                                      in its hash), then each time it is handed out again
     chat:user-runs:{uid}      zset    status keys of the user's active runs (the cap's count)
     chat:rate:{uid}           zset    session ids of the runs the user started, scored by
                                       start time (ms); the last minute's are kept
@@ -33,6 +36,7 @@ OWNER_TTL_SECONDS = 24 * 3600
 DURATIONS_KEPT = 100
 
 LEASES = "chat:leases"
+QUEUED = "chat:queued"  # queued runs, for the reaper: none is ever stranded (runs/requeue.py)
 SECRET = "chat:secret"  # the stream tokens' signing key, unless TURNSTREAM_SECRET_KEY is set
 DURATIONS = "chat:durations"
 
@@ -95,6 +99,8 @@ class RunField:
     SEQ = "seq"  # the seq of the newest event; every script that writes one takes the next
     AFTER = "after"  # the session id of the run this one waits for (multitask=enqueue)
     ENQUEUED = "enqueued"  # "1" while it waited: its question is stored when its turn comes
+    # The create script; moved on by the requeue script while the run waits for another.
+    CLAIM_BY = "claim_by"  # ms: a worker must have claimed the queued run by then
     # The claim and heartbeat scripts.
     STARTED_AT = "started_at"  # ms
     WORKER = "worker"
@@ -140,6 +146,7 @@ class RunKeys:
 
     @property
     def lease_member(self) -> str:
+        """The run's member in `chat:leases` and `chat:queued`."""
         return f"{self.cid} {self.sid}"
 
     @classmethod

@@ -44,7 +44,12 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             store=ChatStore(sessions, redis, cache_ttl=settings.session_ttl),
-            runs=RunState(redis, maxlen=settings.stream_maxlen, ttl_seconds=settings.stream_ttl),
+            runs=RunState(
+                redis,
+                maxlen=settings.stream_maxlen,
+                ttl_seconds=settings.stream_ttl,
+                claim_seconds=settings.claim_seconds,
+            ),
             agent=load_agent(settings.agent),
             hub=StreamHub(redis),
         )

@@ -9,10 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from turnstream import events, keys
+from turnstream.clock import now_ms
 from turnstream.errors import ActiveRunLimit
 from turnstream.events import StreamEntry
 from turnstream.keys import RunField, RunKeys
-from turnstream.live.state import RunState
+from turnstream.live.state import Requeue, RunState
 from turnstream.live.status import RunStatus
 
 LEASE_SECONDS = 60
@@ -239,6 +240,94 @@ async def test_completed_runs_keep_a_capped_list_of_durations(runs, redis):
     await runs.finish(k, status=RunStatus.COMPLETED, message_id="m")
     assert await redis.llen(keys.DURATIONS) == keys.DURATIONS_KEPT
     assert int(await redis.lindex(keys.DURATIONS, 0)) < 999999  # the newest first
+
+
+# the queued-run index (chat:queued) and the requeue script
+
+
+async def _due(redis: Redis, k: RunKeys, *, ago_ms: int, deadline_too: bool = True) -> None:
+    """Make the run due `ago_ms` ago in chat:queued (and its claim deadline too)."""
+    past = now_ms() - ago_ms
+    await redis.zadd(keys.QUEUED, {k.lease_member: past})
+    if deadline_too:
+        await redis.hset(k.run, RunField.CLAIM_BY, past)
+
+
+async def test_create_indexes_a_queued_run_and_claim_or_finish_take_it_out(redis):
+    runs = RunState(redis, maxlen=100, ttl_seconds=60, claim_seconds=30)
+    claimed, ended, refused = RunKeys("c1", "s1"), RunKeys("c2", "s2"), RunKeys("c2", "s3")
+    before = now_ms()
+    await _create(runs, claimed)
+    await _create(runs, ended)
+    assert await _create(runs, refused) == (False, "s2")  # reject: nothing indexed
+    indexed = dict(await redis.zrange(keys.QUEUED, 0, -1, withscores=True))
+    assert set(indexed) == {claimed.lease_member, ended.lease_member}
+    deadline = int(await redis.hget(claimed.run, RunField.CLAIM_BY))
+    assert indexed[claimed.lease_member] == deadline
+    assert before + 30_000 <= deadline <= now_ms() + 30_000
+    assert await runs.claim(claimed, worker="w", lease_seconds=LEASE_SECONDS)
+    await runs.finish(ended, status=RunStatus.CANCELLED, message_id="m")
+    assert await redis.zcard(keys.QUEUED) == 0
+    # An enqueued run is indexed too: the reapers move its deadline on while it waits.
+    waiting = RunKeys("c1", "s4")
+    assert await _create(runs, waiting, enqueue=True) == (True, "s1")
+    assert await redis.zscore(keys.QUEUED, waiting.lease_member) is not None
+
+
+async def test_requeue_hands_out_a_late_run_once_a_window_until_it_gives_it_up(runs, redis):
+    k = RunKeys("c1", "s1")
+    await _create(runs, k)
+    assert await runs.due_queued(before=now_ms()) == []  # not due yet
+    await _due(redis, k, ago_ms=1000)
+    assert await runs.due_queued(before=now_ms()) == [k]
+    # A process that cannot run it leaves it; one that can hands it out.
+    assert await runs.requeue(k, caller="look", give_up_seconds=60) is Requeue.NOTHING
+    assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.KICK
+    # The next look is one claim window away (no second kick meanwhile); the deadline stays.
+    assert await redis.zscore(keys.QUEUED, k.lease_member) > now_ms()
+    assert int(await redis.hget(k.run, RunField.CLAIM_BY)) < now_ms()
+    assert await runs.due_queued(before=now_ms()) == []
+    assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.NOTHING
+    # Unclaimed past the give-up line: any process gives it up.
+    await _due(redis, k, ago_ms=61_000)
+    assert await runs.due_queued(before=now_ms() - 60_000) == [k]
+    assert await runs.requeue(k, caller="look", give_up_seconds=60) is Requeue.GIVE_UP
+    assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.NOTHING
+    assert await redis.get(k.status) == "queued"  # the caller ends it (runs/requeue.py)
+    # Once it has ended (or been claimed), a look drops it from the index.
+    await runs.finish(k, status=RunStatus.ERROR, message_id="m", require=RunStatus.QUEUED)
+    await redis.zadd(keys.QUEUED, {k.lease_member: 0})  # as if a look raced the finish
+    assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.NOTHING
+    assert await redis.zcard(keys.QUEUED) == 0
+
+
+async def test_requeue_moves_the_deadline_of_a_run_waiting_its_turn(runs, redis):
+    first, second = RunKeys("c1", "s1"), RunKeys("c1", "s2")
+    await _running(runs, first)
+    await _create(runs, second, enqueue=True)
+    await _due(redis, second, ago_ms=120_000)
+    await redis.pexpire(second.run, 1000)
+    assert await runs.requeue(second, caller="kick", give_up_seconds=60) is Requeue.WAITING
+    assert int(await redis.hget(second.run, RunField.CLAIM_BY)) > now_ms()
+    assert await redis.zscore(keys.QUEUED, second.lease_member) > now_ms()
+    assert await redis.pttl(second.run) > 1000  # its keys live on while it waits
+    # Its turn has come: now it is late, and handed out.
+    await runs.finish(first, status=RunStatus.COMPLETED, message_id="m")
+    await _due(redis, second, ago_ms=1000)
+    assert await runs.requeue(second, caller="kick", give_up_seconds=60) is Requeue.KICK
+
+
+async def test_requeue_all_hands_out_every_queued_run_due_or_not(runs, redis):
+    late, fresh, running = RunKeys("c1", "s1"), RunKeys("c2", "s2"), RunKeys("c3", "s3")
+    await _create(runs, late)
+    await _create(runs, fresh)
+    await _running(runs, running)
+    await _due(redis, late, ago_ms=10 * 60_000)  # past any give-up line: still handed out
+    assert sorted(await runs.due_queued(before=None), key=str) == sorted([late, fresh], key=str)
+    for k in (late, fresh):
+        assert await runs.requeue(k, caller="all", give_up_seconds=60) is Requeue.KICK
+        assert int(await redis.hget(k.run, RunField.CLAIM_BY)) > now_ms()  # a new window
+    assert await runs.requeue(running, caller="all", give_up_seconds=60) is Requeue.NOTHING
 
 
 # newest, count_start

@@ -9,8 +9,9 @@ can never both win:
     append     events while running; returns whether a stop was asked
     heartbeat  renews the worker's lease; fails once the run is no longer its own
     finish     -> completed | error | cancelled; writes `error`/`end` exactly once
+    requeue    a reaper's look at a queued run no worker claimed in time (`chat:queued`)
 
-These five share `_prelude.lua` (their common KEYS and ARGV, and the helpers
+These six share `_prelude.lua` (their common KEYS and ARGV, and the helpers
 that write, trim and keep): `_run_script` puts it in front of each one's text.
 Every event gets the next `seq` from the run hash inside the script that
 writes it, so the API, the worker and the reaper can all write to one stream.
@@ -19,9 +20,10 @@ writes it, so the API, the worker and the reaper can all write to one stream.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -46,30 +48,49 @@ _CLAIM = _run_script("claim")
 _APPEND = _run_script("append")
 _HEARTBEAT = _run_script("heartbeat")
 _FINISH = _run_script("finish")
+_REQUEUE = _run_script("requeue")
 _NEWEST = lua.load("newest")
 _COUNT_START = lua.load("count_start")
 
 _RATE_WINDOW_MS = 60_000
 
 
-class RunState:
-    """The run scripts and reads, bound to one Redis client and the retention settings."""
+class Requeue(enum.IntEnum):
+    """What the requeue script found a due queued run to need (see requeue.lua)."""
 
-    def __init__(self, redis: Redis, *, maxlen: int, ttl_seconds: int) -> None:
+    NOTHING = 0  # no longer queued (dropped from the index), or another reaper acted first
+    WAITING = 1  # it waits for a live run: its deadline moved on
+    GIVE_UP = 2  # unclaimed past the give-up line: end it
+    KICK = 3  # hand it to a worker again
+    LEAVE = 4  # for a process that can run it
+
+
+class RunState:
+    """The run scripts and reads, bound to one Redis client and the retention settings.
+
+    `claim_seconds`: a queued run that could start must be claimed within it (`chat:queued`).
+    """
+
+    def __init__(
+        self, redis: Redis, *, maxlen: int, ttl_seconds: int, claim_seconds: float = 15.0
+    ) -> None:
         self.redis = redis
         self.maxlen = maxlen
         self.ttl_ms = ttl_seconds * 1000
+        self.claim_ms = int(claim_seconds * 1000)
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._append = redis.register_script(_APPEND)
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._finish = redis.register_script(_FINISH)
+        self._requeue = redis.register_script(_REQUEUE)
         self._newest = redis.register_script(_NEWEST)
         self._count_start = redis.register_script(_COUNT_START)
 
     def _keys(self, k: RunKeys, *more: str) -> list[str]:
-        """The prelude's KEYS[1..7], then a script's own."""
-        return [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS, *more]
+        """The prelude's KEYS[1..8], then a script's own."""
+        prelude = [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
+        return [*prelude, keys.QUEUED, *more]
 
     def _args(self, k: RunKeys, *extra: Any, events: Sequence[Event] = ()) -> list[Any]:
         """The prelude's ARGV[1..5], a script's own, then the events as (type, data) pairs."""
@@ -108,7 +129,14 @@ class RunState:
         queued = events.queued(k.sid)
         mode = "enqueue" if enqueue else "reject"
         args = self._args(
-            k, json.dumps(fields), mode, keys.status_prefix(k.cid), max_active, events=[queued]
+            k,
+            json.dumps(fields),
+            mode,
+            keys.status_prefix(k.cid),
+            max_active,
+            now_ms() + self.claim_ms,
+            k.lease_member,
+            events=[queued],
         )
         created, other = await self._create(keys=self._keys(k, keys.user_runs(user_id)), args=args)
         if created == -1:
@@ -174,6 +202,29 @@ class RunState:
         )
         ended = await self._finish(keys=self._keys(k), args=args)
         return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
+
+    async def requeue(
+        self, k: RunKeys, *, caller: Literal["kick", "look", "all"], give_up_seconds: float
+    ) -> Requeue:
+        """A reaper's look at a due queued run (`chat:queued`); see requeue.lua.
+
+        `caller`: "kick" (this process can run it), "look" (it cannot), or "all" (a
+        starting in-process serve hands out every queued run). A run still unclaimed
+        `give_up_seconds` past its claim deadline is to be given up.
+        """
+        # The run it waits for (if any) is set at its create and never changes.
+        after = maybe_text(await self.redis.hget(k.run, RunField.AFTER))
+        waits_for = [RunKeys(k.cid, after).status] if after else []
+        now = now_ms()
+        line = now - int(give_up_seconds * 1000)
+        args = self._args(k, k.lease_member, now + self.claim_ms, line, caller)
+        return Requeue(int(await self._requeue(keys=self._keys(k, *waits_for), args=args)))
+
+    async def due_queued(self, *, before: int | None, limit: int = 100) -> list[RunKeys]:
+        """Up to `limit` queued runs due at `before` (ms) or earlier (None: any), oldest first."""
+        line = "+inf" if before is None else before
+        due = await self.redis.zrangebyscore(keys.QUEUED, "-inf", line, 0, limit)
+        return [RunKeys.from_lease_member(m) for m in members(due)]
 
     async def count_start(self, user_id: str, sid: str, *, per_minute: int) -> int:
         """Count a run the user starts now; 0, or the ms to wait if the minute's quota is used."""

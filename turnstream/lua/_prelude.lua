@@ -1,4 +1,5 @@
--- _prelude: the shared head of the run scripts (create, claim, append, heartbeat, finish).
+-- _prelude: the shared head of the run scripts (create, claim, append, heartbeat, finish,
+-- requeue).
 --
 -- Not a script by itself: live/state.py loads it once and puts it in front of
 -- each run script's own text (`_prelude.lua` + `<name>.lua`) before registering
@@ -11,6 +12,7 @@
 -- KEYS[5] active     chat:active:{cid}
 -- KEYS[6] leases     chat:leases
 -- KEYS[7] durations  chat:durations
+-- KEYS[8] queued     chat:queued              queued runs, for the reapers
 -- ARGV[1] now (ms)
 -- ARGV[2] maxlen     entries kept in the stream
 -- ARGV[3] ttl (ms)   the run's keys' lifetime
@@ -18,8 +20,8 @@
 -- ARGV[5] run_sid    the session id
 -- A script's own arguments start at ARGV[6]; its events, as (type, data) pairs, come last.
 
-local stream, run, status, cancel, active, leases, durations =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local stream, run, status, cancel, active, leases, durations, queued =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now, maxlen, ttl, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local run_sid = ARGV[5]
 local slack = math.max(1, math.floor(maxlen / 10))

@@ -1,6 +1,6 @@
 -- append: write a batch of events while the run is running.
 --
--- Runs after _prelude.lua: KEYS[1..7] and ARGV[1..5] are the prelude's.
+-- Runs after _prelude.lua: KEYS[1..8] and ARGV[1..5] are the prelude's.
 -- ARGV[6]  the batch's number ('' for none)
 -- ARGV[7..] events, as (type, data) pairs
 -- Returns {the last id written ('' if none), whether a stop was asked (0/1)};

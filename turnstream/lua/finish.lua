@@ -1,11 +1,11 @@
 -- finish: end the run (completed, error or cancelled), writing `end` exactly once.
 --
--- Runs after _prelude.lua: KEYS[1..7] and ARGV[1..5] are the prelude's.
+-- Runs after _prelude.lua: KEYS[1..8] and ARGV[1..5] are the prelude's.
 -- ARGV[6]  the final status
 -- ARGV[7]  error text ('' for none)
 -- ARGV[8]  the status the run must have now ('' for any live one)
 -- ARGV[9]  end it only if its lease lapsed before this time (ms; '0' for always)
--- ARGV[10] the run's member in chat:leases ("{cid} {sid}")
+-- ARGV[10] the run's member in chat:leases and chat:queued ("{cid} {sid}")
 -- ARGV[11] how many durations chat:durations keeps
 -- ARGV[12..] events, as (type, data) pairs (`error` if any, then `end`)
 -- Returns 1 if this call ended the run, 0 if it had ended or a condition failed.
@@ -24,6 +24,7 @@ redis.call('HSET', run, 'status', final, 'ended_at', now)
 if error_text ~= '' then redis.call('HSET', run, 'error', error_text) end
 redis.call('SET', status, final)
 redis.call('ZREM', leases, lease_member)
+redis.call('ZREM', queued, lease_member)
 add_from(12)
 local started = redis.call('HGET', run, 'started_at')
 if final == 'completed' and started then

@@ -1,6 +1,6 @@
 -- heartbeat: renew the worker's lease on its running run and the run's keys' TTL.
 --
--- Runs after _prelude.lua: KEYS[1..7] and ARGV[1..5] are the prelude's.
+-- Runs after _prelude.lua: KEYS[1..8] and ARGV[1..5] are the prelude's.
 -- ARGV[6]  the worker's name
 -- ARGV[7]  the new lease expiry (ms)
 -- ARGV[8]  the run's member in chat:leases ("{cid} {sid}")

@@ -10,7 +10,9 @@ delivery harmless.
 A SIGTERMed worker (see `turnstream worker`) stops reading, lets its runs in
 flight finish within the grace, then ends the claimed ones (`worker_stopped`)
 and hands back the ones still waiting for their turn: no message stays pending
-(see `run_task`).
+(see `run_task`). A stopping in-process `serve` leaves those queued instead:
+its memory goes with it, and the next start (or another process, see
+runs/requeue.py) hands them out again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.exceptions import RedisError
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
@@ -88,15 +90,31 @@ async def _left_behind(runtime: Runtime, broker: AsyncBroker, k: RunKeys) -> Non
     A run still queued (it waited for the run before it) gets a new message on
     the queue, so another worker takes it at once; left pending instead, this
     message would reach one only through XAUTOCLAIM, after taskiq-redis's idle
-    timeout of 10 minutes. A run that started has been ended by the executor
+    timeout of 10 minutes. In-process, it stays queued (in `chat:queued`) for
+    the next start. A run that started has been ended by the executor
     (`worker_stopped`, the partial reply stored).
     """
     status = await runtime.redis.get(k.status)
-    if status == RunStatus.QUEUED:
+    if status != RunStatus.QUEUED:
+        logger.warning("run %s ended (%s): this worker stopped before it finished", k.sid, status)
+    elif isinstance(broker, InMemoryBroker):
+        logger.info("run %s stays queued: this process is stopping", k.sid)
+    else:
         await kick(broker, k.cid, k.sid)
         logger.info("run %s handed back to the queue: this worker is stopping", k.sid)
-    else:
-        logger.warning("run %s ended (%s): this worker stopped before it finished", k.sid, status)
+
+
+async def drop_waiting(broker: AsyncBroker, runtime: Runtime) -> None:
+    """A stopping process's run tasks not claimed yet (waiting for the run before them).
+
+    They are cancelled before the runs they wait for end, which would let them
+    start in a process that is going away, and handed back (see `_left_behind`).
+    """
+    broker.state.stopping = True
+    waiting = [task for task in broker.state.run_tasks if task not in runtime.running]
+    for task in waiting:  # no await in between, so none of them moves into `running`
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
 
 
 def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
@@ -128,3 +146,12 @@ async def kick(broker: AsyncBroker, cid: str, sid: str) -> None:
     task = broker.find_task(TASK_NAME)
     assert task is not None
     await task.kiq(cid, sid)
+
+
+def kicker(broker: AsyncBroker) -> Callable[[RunKeys], Awaitable[None]]:
+    """`kick` onto `broker`, for the look at late queued runs (runs/requeue.py)."""
+
+    async def kick_run(k: RunKeys) -> None:
+        await kick(broker, k.cid, k.sid)
+
+    return kick_run

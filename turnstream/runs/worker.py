@@ -1,8 +1,9 @@
 """`turnstream worker`: taskiq worker processes that execute runs from the Redis Streams queue.
 
 taskiq imports `broker` from here in each worker process; the startup hook
-opens the process's Runtime and starts its reaper, the shutdown hook (after
-the SIGTERM grace) ends or hands back the runs still here.
+opens the process's Runtime and starts its reaper (and beside it the look at
+late queued runs, runs/requeue.py), the shutdown hook (after the SIGTERM
+grace) ends or hands back the runs still here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
-from turnstream.runs.broker import make_broker
+from turnstream.runs.broker import drop_waiting, kicker, make_broker
 from turnstream.runs.reaper import reap_forever
+from turnstream.runs.requeue import requeue_forever
 from turnstream.runtime import Runtime
 
 logger = logging.getLogger("turnstream.worker")
@@ -35,6 +37,9 @@ async def _startup(state: TaskiqState) -> None:
     state.runtime = Runtime.open(settings, connect_redis(settings.redis_url))
     state.reaper_stopping = asyncio.Event()
     state.reaper = asyncio.create_task(reap_forever(state.runtime, state.reaper_stopping))
+    # Queued runs no worker claimed in time go on the stream again (runs/requeue.py).
+    requeuer = requeue_forever(state.runtime, state.reaper_stopping, kicker(broker))
+    state.requeuer = asyncio.create_task(requeuer)
     logger.info("worker %s ready", state.worker_name)
 
 
@@ -48,10 +53,7 @@ async def _shutdown(state: TaskiqState) -> None:
     (A claim already on its way to Redis when the cancel lands leaves its run
     `running` with no one renewing its lease: the reaper ends it.)
     """
-    state.stopping = True
     await stop_task(state.reaper, state.reaper_stopping)
-    waiting = [task for task in state.run_tasks if task not in state.runtime.running]
-    for task in waiting:  # no await in between, so none of them moves into `running`
-        task.cancel()
-    await asyncio.gather(*waiting, return_exceptions=True)
+    await stop_task(state.requeuer, state.reaper_stopping)
+    await drop_waiting(broker, state.runtime)
     await state.runtime.close()
