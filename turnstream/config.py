@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_model: str = "gpt-4o-mini"
+    # The tool loop (agents/toolloop.py). `tools`: the functions the openai agent offers
+    # the model, as `package.module:attr` (a function or a list of them), comma-separated.
+    tools: str | None = None
+    tool_timeout_seconds: float = Field(30.0, gt=0)  # per call; on expiry an error result
+    tool_output_chars: int = Field(16_000, ge=100)  # a longer result is cut, with a note
+    # Model calls per run; a run whose last one still asks for tools ends with `error`
+    # (code `step_limit`).
+    max_steps: int = Field(10, ge=1, le=1000)
 
     # Caches and retention.
     session_ttl: int = 12 * 3600
@@ -57,6 +65,12 @@ class Settings(BaseSettings):
     # Runs.
     lease_seconds: float = 6.0
     reaper_interval: float = 1.0
+    # A queued run that could start (its message accepted, or the run it waited for
+    # ended) and that no worker has claimed within `claim_seconds` is handed out again
+    # by a reaper that can run it; one still unclaimed `not_started_seconds` after that
+    # ends with `error` (`not_started`), so that it never blocks its conversation.
+    claim_seconds: float = Field(15.0, gt=0)
+    not_started_seconds: float = Field(300.0, ge=0)
     cancel_poll_seconds: float = 0.25
     delta_flush_ms: int = 20
     stop_wait_seconds: float = 10.0

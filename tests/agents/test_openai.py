@@ -1,84 +1,32 @@
 """The openai agent against a real OpenAI-compatible server on a loopback port.
 
-The fake server speaks the chat completions streaming protocol exactly as
-OpenAI does (SSE `data:` chunks, a usage chunk with no choices, `[DONE]`), so
-the real SDK, HTTP stack and SSE parsing are all exercised.
+The fake server (tests/fake_openai.py) speaks the chat completions streaming
+protocol exactly as OpenAI does (SSE `data:` chunks, a usage chunk with no
+choices, `[DONE]`), so the real SDK, HTTP stack and SSE parsing are all
+exercised; it checks every request's messages as OpenAI would. The tool loop's
+own behaviours are in test_openai_tool_loop.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from fake_openai import (
+    FakeServer,
+    chunk,
+    text_reply,
+    tool_fragment,
+    usage_chunk,
+)
+from helpers import free_port
 
-from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.base import AgentEvent
 from turnstream.agents.openai import OpenAIAgentError, openai_agent
 from turnstream.config import Settings
-from turnstream.events import Event, EventType
+from turnstream.events import EventType
 
-HISTORY = [
-    {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello."},
-    {"role": "user", "content": "What's the weather in Paris and Rome?"},
-]
-
-
-def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    """One `chat.completion.chunk` exactly as OpenAI streams it."""
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion.chunk",
-        "created": 1_700_000_000,
-        "model": "test-model",
-        "system_fingerprint": "fp_test",
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": None,
-    }
-
-
-def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion.chunk",
-        "created": 1_700_000_000,
-        "model": "test-model",
-        "system_fingerprint": "fp_test",
-        "choices": [],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def tool_fragment(index: int, arguments: str, id: str = "", name: str = "") -> dict[str, Any]:
-    fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
-    if id:
-        fragment.update(id=id, type="function")
-        fragment["function"]["name"] = name
-    return chunk({"tool_calls": [fragment]})
-
-
-TEXT_REPLY = [
-    chunk({"role": "assistant", "content": "", "refusal": None}),
-    chunk({"content": "The weather"}),
-    chunk({"content": " in Paris"}),
-    chunk({"content": " is sunny."}),
-    chunk({}, finish_reason="stop"),
-    usage_chunk(31, 7),
-]
+from .support import HISTORY, TOOLS, make_ctx, of_type, run, settings_for
 
 TOOL_REPLY = [
     chunk({"role": "assistant", "content": None, "refusal": None}),
@@ -94,87 +42,6 @@ TOOL_REPLY = [
 ]
 
 
-@dataclass
-class FakeServer:
-    """What the server answers next, and every request body it received."""
-
-    port: int = 0
-    chunks: list[dict[str, Any]] = field(default_factory=lambda: list(TEXT_REPLY))
-    status: int = 200
-    drop_after: int | None = None  # abort the response after this many chunks
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def completions(self, request: Request) -> Response:
-        self.requests.append(await request.json())
-        self.headers.append(dict(request.headers))
-        if self.status != 200:
-            error = {"message": f"fake failure {self.status}", "type": "test", "code": None}
-            # retry-after-ms keeps the SDK's one retry of a 5xx fast.
-            return JSONResponse(
-                {"error": error}, status_code=self.status, headers={"retry-after-ms": "10"}
-            )
-
-        async def sse() -> AsyncIterator[str]:
-            for i, data in enumerate(self.chunks):
-                if i == self.drop_after:
-                    raise ConnectionAbortedError("fake server drops the stream")
-                yield f"data: {json.dumps(data)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeServer]:
-    state = FakeServer()
-    app = Starlette(routes=[Route("/v1/chat/completions", state.completions, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(5):
-        while not server.started:
-            if task.done():
-                task.result()  # surface a startup failure
-            await asyncio.sleep(0.01)
-    state.port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield state
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
-
-
-def make_ctx(settings: Settings, history: list[dict[str, Any]] = HISTORY) -> RunContext:
-    return RunContext(
-        conversation_id="conv_1",
-        user_id="user_1",
-        session_id="sess_1",
-        message_id="msg_1",
-        message=history[-1]["content"],
-        history=history,
-        settings=settings,
-        cancelled=lambda: False,
-    )
-
-
-def settings_for(base_url: str) -> Settings:
-    return Settings(openai_base_url=base_url, openai_api_key="test", openai_model="test-model")
-
-
-async def run(ctx: RunContext) -> list[AgentEvent]:
-    async with asyncio.timeout(10):  # a failure must raise, never hang
-        return [event async for event in openai_agent(ctx)]
-
-
-def of_type(events: list[AgentEvent], kind: EventType) -> list[Event]:
-    return [e for e in events if isinstance(e, Event) and e.type == kind]
-
-
 async def test_text_reply_streams_deltas_and_usage(fake: FakeServer) -> None:
     events = await run(make_ctx(settings_for(fake.base_url)))
 
@@ -186,19 +53,27 @@ async def test_text_reply_streams_deltas_and_usage(fake: FakeServer) -> None:
     assert of_type(events, EventType.TOOL_CALL) == []
 
 
-async def test_streamed_tool_calls_are_assembled(fake: FakeServer) -> None:
-    fake.chunks = list(TOOL_REPLY)
+async def test_streamed_tool_calls_are_assembled_run_and_answered(fake: FakeServer) -> None:
+    fake.script = [list(TOOL_REPLY), text_reply("Sunny in both.", usage=(60, 4))]
 
-    events = await run(make_ctx(settings_for(fake.base_url)))
+    events = await run(make_ctx(settings_for(fake.base_url, tools=TOOLS)))
 
     calls = of_type(events, EventType.TOOL_CALL)
     assert [c.data for c in calls] == [
         {"id": "call_paris", "name": "get_weather", "arguments": '{"city": "Paris"}'},
         {"id": "call_rome", "name": "get_weather", "arguments": '{"city": "Rome"}'},
     ]
-    assert json.loads(calls[0].data["arguments"]) == {"city": "Paris"}
-    assert of_type(events, EventType.DELTA) == []
-    assert events[-1].data == {"prompt_tokens": 40, "completion_tokens": 18}
+    results = {r.data["id"]: r.data for r in of_type(events, EventType.TOOL_RESULT)}
+    assert results == {
+        "call_paris": {"id": "call_paris", "content": "sunny, 21 C in Paris", "isError": False},
+        "call_rome": {"id": "call_rome", "content": "sunny, 21 C in Rome", "isError": False},
+    }
+    assert "".join(d.data["text"] for d in of_type(events, EventType.DELTA)) == "Sunny in both."
+    usages = [u.data for u in of_type(events, EventType.USAGE)]
+    assert usages == [
+        {"prompt_tokens": 40, "completion_tokens": 18},
+        {"prompt_tokens": 60, "completion_tokens": 4},
+    ]
 
 
 async def test_request_carries_history_and_model(fake: FakeServer) -> None:
@@ -253,9 +128,7 @@ async def test_server_error_raises_agent_error_after_one_retry(fake: FakeServer)
 
 
 async def test_unreachable_base_url_raises_agent_error() -> None:
-    with socket.socket() as sock:  # a port that was just free and now has no listener
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # just free, and nothing listens on it
 
     with pytest.raises(OpenAIAgentError, match="connection to the chat completions") as info:
         await run(make_ctx(settings_for(f"http://127.0.0.1:{port}/v1")))

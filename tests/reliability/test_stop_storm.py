@@ -19,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from api_support import client_for, running_app, token_for
+from helpers import eventually
 from redis.asyncio import Redis
 
 from turnstream import keys
 from turnstream.config import Settings
 from turnstream.events import StreamEntry
-from turnstream.keys import RunKeys
+from turnstream.keys import RunField, RunKeys
 from turnstream.store import runlog
 
 MIX = {"stop": 20, "interrupt": 20, "reject": 10}  # 50 requests: stops and regenerates
@@ -34,12 +35,13 @@ _MESSAGE_STATUS = {"completed": "complete", "cancelled": "cancelled", "error": "
 
 # Every run of the conversation in one atomic step: session id, run hash status and
 # task:status of each, then chat:active (a test may list keys; the product never does).
+# ARGV: the run hash prefix, the task:status prefix, the run hash's status field.
 _SAMPLE = """
 local out = {}
 for _, run in ipairs(redis.call('KEYS', ARGV[1] .. '*')) do
   local sid = string.sub(run, #ARGV[1] + 1)
   out[#out + 1] = sid
-  out[#out + 1] = redis.call('HGET', run, 'status') or ''
+  out[#out + 1] = redis.call('HGET', run, ARGV[3]) or ''
   out[#out + 1] = redis.call('GET', ARGV[2] .. sid) or ''
 end
 out[#out + 1] = redis.call('GET', KEYS[1]) or ''
@@ -96,12 +98,12 @@ class Sampler:
             await self._redis_sample()
             await self._api_sample()
             self.samples += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # the sampling pace, not a wait for anything
 
     async def _redis_sample(self) -> None:
         flat = await self.sample(
             keys=[keys.active(self.cid)],
-            args=[keys.run_prefix(self.cid), keys.status_prefix(self.cid)],
+            args=[keys.run_prefix(self.cid), keys.status_prefix(self.cid), RunField.STATUS],
         )
         pointer, triples = flat[-1], flat[:-1]
         live = []
@@ -134,12 +136,11 @@ class Sampler:
 
 
 async def _wait_idle(http: httpx.AsyncClient, headers: dict[str, str], cid: str) -> None:
-    for _ in range(300):
-        body = (await http.get(f"/api/v1/conversations/{cid}/task-status", headers=headers)).json()
-        if not body.get("isActive"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("a run is still active 15 s after the storm")
+    async def idle() -> bool:
+        url = f"/api/v1/conversations/{cid}/task-status"
+        return not (await http.get(url, headers=headers)).json().get("isActive")
+
+    await eventually(idle, timeout=15, what="no run active after the storm")
 
 
 async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
@@ -166,7 +167,7 @@ async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
         rng.shuffle(kinds)
 
         async def one(kind: str) -> Answer:
-            await asyncio.sleep(rng.uniform(0, SPREAD_SECONDS))
+            await asyncio.sleep(rng.uniform(0, SPREAD_SECONDS))  # the storm's shape, not a wait
             return await _request(http, headers, cid, kind)
 
         sampler = Sampler(http, rt.redis, headers, cid)
@@ -183,10 +184,11 @@ async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
         runs = []
         for sid in await runlog.session_ids(rt.sessions, cid=cid):
             row = await runlog.get_run(rt.sessions, session_id=sid)
-            record = await rt.redis.hgetall(f"{keys.run_prefix(cid)}{sid}")
+            k = RunKeys(cid, sid)
+            record = await rt.redis.hgetall(k.run)
             stream = [
                 StreamEntry.from_redis(entry_id, fields)
-                for entry_id, fields in await rt.redis.xrange(f"{keys.stream_prefix(cid)}{sid}")
+                for entry_id, fields in await rt.redis.xrange(k.stream)
             ]
             runs.append((row, record, stream))
         # In the order Redis created them: by the id of each stream's first entry (`queued`).
@@ -212,15 +214,16 @@ async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
     # Every run ended once, in Redis and in SQL alike, and the runs never overlapped.
     assert len(runs) > 2
     for row, record, stream in runs:
-        assert row.status in _MESSAGE_STATUS and record["status"] == row.status, row.id
+        assert row.status in _MESSAGE_STATUS and record[RunField.STATUS] == row.status, row.id
         assert [e.seq for e in stream] == list(range(1, len(stream) + 1)), row.id
         ends = [e for e in stream if e.type == "end"]
         assert len(ends) == 1 and stream[-1] is ends[0], row.id
         assert ends[0].data == {"status": row.status, "messageId": row.message_id}
     for (before, before_record, _), (after, after_record, _) in itertools.pairwise(runs):
         assert before.ended_at is not None and after.created_at >= before.ended_at
-        if after_record.get("started_at"):
-            assert int(after_record["started_at"]) >= int(before_record["ended_at"])
+        if after_record.get(RunField.STARTED_AT):
+            started, ended = after_record[RunField.STARTED_AT], before_record[RunField.ENDED_AT]
+            assert int(started) >= int(ended)
     assert by_status["error"] == 0
 
     # A stop's answer says what became of the run it named: cancelled, or ended otherwise.
@@ -346,27 +349,26 @@ async def test_stop_answers_what_became_of_the_run(storm_settings, outcome):
         cid = (await http.post("/api/v1/conversations", headers=headers)).json()["id"]
         base = f"/api/v1/conversations/{cid}"
 
-        # Hold the run's end where it stores its whole reply, until the stop has asked.
+        # Hold the run's end where it stores its messages, until the stop has asked.
         storing, go_on = asyncio.Event(), asyncio.Event()
-        save = rt.store.save
+        save_run = rt.store.save_run
 
         async def held(**kwargs: Any) -> Any:
-            if kwargs["message"].role == "assistant":
-                storing.set()
-                await go_on.wait()
-            return await save(**kwargs)
+            storing.set()
+            await go_on.wait()
+            return await save_run(**kwargs)
 
-        rt.store.__dict__["save"] = held
+        rt.store.__dict__["save_run"] = held
         started = asyncio.create_task(
             http.post(f"{base}/message/?stream=false", headers=headers, data={"content": "hi"})
         )
         await asyncio.wait_for(storing.wait(), 5)
         sid = await rt.redis.get(keys.active(cid))
         stopping = asyncio.create_task(http.post(f"{base}/stop", headers=headers))
-        for _ in range(500):
-            if await rt.redis.exists(RunKeys(cid, sid).cancel):
-                break
-            await asyncio.sleep(0.01)
+        cancel_key = RunKeys(cid, sid).cancel
+        await eventually(
+            lambda: rt.redis.exists(cancel_key), timeout=5, what=f"the stop to set {cancel_key}"
+        )
         async with asyncio.timeout(15):
             if outcome == "still ending":
                 stopped = await stopping  # answered while the run is still held
@@ -375,7 +377,7 @@ async def test_stop_answers_what_became_of_the_run(storm_settings, outcome):
                 go_on.set()
                 stopped = await stopping
             answer = await started
-        del rt.store.__dict__["save"]
+        del rt.store.__dict__["save_run"]
         run = (await http.get(f"{base}/runs/{sid}", headers=headers)).json()
 
     assert answer.status_code == 200 and answer.json()["status"] == "complete"

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from turnstream import keys
 from turnstream.ids import uuid7
 from turnstream.store.chats import ChatStore
 from turnstream.store.models import Message, Run
@@ -40,6 +41,12 @@ WEATHER_CALL = {
     "type": "function",
     "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
 }
+
+# A run's tool call and its answer, as runs/reply.py builds them (session "s").
+TOOL_TURN = [
+    NewMessage(role="assistant", tool_calls=[WEATHER_CALL], session_id="s"),
+    NewMessage(role="tool", content="sunny", tool_call_id="call_1", session_id="s"),
+]
 
 # One message of every role, between them using every optional field.
 EVERY_KIND = [
@@ -75,10 +82,6 @@ EVERY_KIND = [
 ON_BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
-def cache_key(cid: str) -> str:
-    return f"chat:session:{cid}"
-
-
 def fields(message: Any) -> dict[str, Any]:
     return {f: getattr(message, f) for f in FIELDS}
 
@@ -92,7 +95,7 @@ def assistant(content: str, session_id: str | None = None) -> NewMessage:
 
 
 async def cached_json(redis: Redis, cid: str) -> dict[str, Any] | None:
-    raw = await redis.get(cache_key(cid))
+    raw = await redis.get(keys.session_cache(cid))
     return None if raw is None else json.loads(raw)
 
 
@@ -463,64 +466,6 @@ async def test_save_keep_existing_inserts_once_and_never_replaces(
     assert [(m.content, m.status) for m in loaded.messages] == expected
 
 
-async def test_add_tool_call_creates_the_turns_assistant_message_then_extends_it(
-    store: ChatStore, cid: str
-) -> None:
-    second_call = {
-        "id": "call_2",
-        "type": "function",
-        "function": {"name": "time", "arguments": "{}"},
-    }
-    await store.append(cid=cid, message=user("weather and time?"))
-    await store.load(cid=cid)
-
-    await store.add_tool_call(cid=cid, session_id="s1", call=WEATHER_CALL)
-    created = await store.messages(cid=cid, limit=10)
-    assert len(created) == 2
-    assert (created[1].role, created[1].session_id, created[1].tool_calls) == (
-        "assistant",
-        "s1",
-        [WEATHER_CALL],
-    )
-
-    await store.add_tool_call(cid=cid, session_id="s1", call=second_call)
-    extended = await store.messages(cid=cid, limit=10)
-    assert len(extended) == 2
-    assert extended[1].id == created[1].id
-    assert extended[1].tool_calls == [WEATHER_CALL, second_call]
-    loaded = await store.load(cid=cid)
-    assert loaded is not None
-    assert [m.tool_calls for m in loaded.messages] == [None, [WEATHER_CALL, second_call]]
-
-    # Another turn (session) gets its own assistant message.
-    await store.add_tool_call(cid=cid, session_id="s2", call=second_call)
-    turns = await store.messages(cid=cid, limit=10)
-    assert [(m.sequence, m.session_id, m.tool_calls) for m in turns[1:]] == [
-        (1, "s1", [WEATHER_CALL, second_call]),
-        (2, "s2", [second_call]),
-    ]
-
-
-async def test_add_tool_call_joins_the_reply_saved_for_the_same_session(
-    store: ChatStore, cid: str
-) -> None:
-    await store.append(cid=cid, message=user("weather?"))
-    reply_id = uuid7()
-    await store.save(
-        cid=cid,
-        message=NewMessage(
-            id=reply_id, role="assistant", content="Let me check", status="partial", session_id="s1"
-        ),
-    )
-
-    await store.add_tool_call(cid=cid, session_id="s1", call=WEATHER_CALL)
-
-    stored = await store.messages(cid=cid, limit=10)
-    assert [(m.id, m.content, m.tool_calls) for m in stored[1:]] == [
-        (reply_id, "Let me check", [WEATHER_CALL])
-    ]
-
-
 async def test_delete_replies_after_last_user_keeps_history_up_to_it(
     store: ChatStore, cid: str, redis: Redis
 ) -> None:
@@ -589,7 +534,7 @@ async def test_first_load_misses_and_fills_the_cache_with_messages_and_version(
         (1, "hello"),
     ]
     assert "stale" not in cached
-    assert 0 < await redis.ttl(cache_key(cid)) <= 3600
+    assert 0 < await redis.ttl(keys.session_cache(cid)) <= 3600
 
 
 async def test_load_of_an_unknown_conversation_is_none_and_caches_nothing(
@@ -598,7 +543,7 @@ async def test_load_of_an_unknown_conversation_is_none_and_caches_nothing(
     cid = uuid7()
     assert await store.load(cid=cid) is None
     assert await store.history(cid=cid) == []
-    assert await redis.exists(cache_key(cid)) == 0
+    assert await redis.exists(keys.session_cache(cid)) == 0
 
 
 async def test_second_load_is_served_from_the_cache(
@@ -619,7 +564,7 @@ async def test_second_load_is_served_from_the_cache(
     assert [m.content for m in cached.messages] == ["original"]
     # The database really did change: without the key, load reads the new row.
     assert [m.content for m in await store.messages(cid=cid, limit=10)] == ["changed"]
-    await redis.delete(cache_key(cid))
+    await redis.delete(keys.session_cache(cid))
     refilled = await store.load(cid=cid)
     assert refilled is not None
     assert [m.content for m in refilled.messages] == ["changed"]
@@ -634,7 +579,7 @@ async def test_append_patches_the_cached_copy_in_place(
     cid = conversation.id
     first = await store.append(cid=cid, message=user("first"))
     await store.load(cid=cid)
-    await redis.expire(cache_key(cid), 1234)
+    await redis.expire(keys.session_cache(cid), 1234)
     # Changed behind the store's back: a patch keeps the cached text, a refill would not.
     await run_sql(
         sessions, "UPDATE messages SET content = :c WHERE id = :id", c="changed", id=first.id
@@ -649,7 +594,7 @@ async def test_append_patches_the_cached_copy_in_place(
         (first.id, "first"),
         (second.id, "second"),
     ]
-    assert 1200 < await redis.ttl(cache_key(cid)) <= 1234  # the TTL was kept, not reset
+    assert 1200 < await redis.ttl(keys.session_cache(cid)) <= 1234  # the TTL was kept, not reset
     loaded = await store.load(cid=cid)
     assert loaded is not None
     assert [m.content for m in loaded.messages] == ["first", "second"]
@@ -684,7 +629,7 @@ async def test_delete_evicts_the_cache_and_removes_the_messages(
     await store.append(cid=other.id, message=user("stay"))
     await store.load(cid=cid)
     await store.load(cid=other.id)
-    assert await redis.exists(cache_key(cid)) == 1
+    assert await redis.exists(keys.session_cache(cid)) == 1
 
     await store.delete(cid=cid)
 
@@ -698,7 +643,7 @@ async def test_delete_evicts_the_cache_and_removes_the_messages(
         )
     assert left == 0
     # Only that conversation went.
-    assert await redis.exists(cache_key(other.id)) == 1
+    assert await redis.exists(keys.session_cache(other.id)) == 1
     kept = await store.load(cid=other.id)
     assert kept is not None
     assert [m.content for m in kept.messages] == ["stay"]
@@ -725,11 +670,11 @@ async def _save(store: ChatStore, cid: str) -> Any:
     return await store.save(cid=cid, message=NewMessage(id=uuid7(), role="assistant", content="x"))
 
 
-async def _add_tool_call(store: ChatStore, cid: str) -> Any:
-    return await store.add_tool_call(cid=cid, session_id="s", call=WEATHER_CALL)
+async def _save_run(store: ChatStore, cid: str) -> Any:
+    return await store.save_run(cid=cid, session_id="s", messages=TOOL_TURN)
 
 
-@pytest.mark.parametrize("write", [_append, _rename, _record_usage, _save, _add_tool_call])
+@pytest.mark.parametrize("write", [_append, _rename, _record_usage, _save, _save_run])
 async def test_write_leaves_a_tombstone_when_the_cache_is_not_one_version_behind(
     store: ChatStore, cid: str, redis: Redis, write: Write
 ) -> None:
@@ -743,12 +688,12 @@ async def test_write_leaves_a_tombstone_when_the_cache_is_not_one_version_behind
     cached["version"] = 1
     cached["title"] = "stale title"
     cached["messages"] = cached["messages"][:1]
-    await redis.set(cache_key(cid), json.dumps(cached), ex=3600)
+    await redis.set(keys.session_cache(cid), json.dumps(cached), ex=3600)
 
     await write(store, cid)
 
     assert await cached_json(redis, cid) == {"version": 3, "stale": True}
-    assert await redis.ttl(cache_key(cid)) > 0
+    assert await redis.ttl(keys.session_cache(cid)) > 0
     loaded = await store.load(cid=cid)
     from_db = await store.messages(cid=cid, limit=10)
     owned = await store.owned(cid=cid, user_id="alice")
@@ -976,7 +921,7 @@ async def test_store_reads_and_writes_through_the_database_when_redis_is_down(
             await store.save(
                 cid=cid, message=NewMessage(id=reply_id, role="assistant", content="a1")
             )
-            await store.add_tool_call(cid=cid, session_id="s1", call=WEATHER_CALL)
+            await store.save_run(cid=cid, session_id="s", messages=TOOL_TURN)
             await store.record_usage(cid=cid, session_id="s1", prompt_tokens=3, completion_tokens=2)
             await store.rename(cid=cid, title="still offline")
 
@@ -1000,9 +945,10 @@ async def test_store_reads_and_writes_through_the_database_when_redis_is_down(
             (0, "user", "q1"),
             (1, "assistant", "a1"),
             (2, "assistant", None),
+            (3, "tool", "sunny"),
         ]
         assert snapshot.messages[2].tool_calls == [WEATHER_CALL]
-    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
     assert history[1]["content"] == "a1"
     assert [c.id for c in listed] == [cid]
     assert total == 1

@@ -54,6 +54,8 @@ def test_consecutive_assistant_messages_are_merged() -> None:
         {"role": "assistant", "content": "And the time.", "tool_calls": [call("c2", "time")]},
         {"role": "assistant", "content": None, "tool_calls": [call("c3", "date")]},
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+        {"role": "tool", "content": "noon", "tool_call_id": "c2"},
+        {"role": "tool", "content": "Monday", "tool_call_id": "c3"},
         {"role": "assistant", "content": "Sunny."},
         {"role": "assistant", "content": "It is noon."},
     ]
@@ -66,6 +68,8 @@ def test_consecutive_assistant_messages_are_merged() -> None:
             "tool_calls": [call("c1", "weather"), call("c2", "time"), call("c3", "date")],
         },
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+        {"role": "tool", "content": "noon", "tool_call_id": "c2"},
+        {"role": "tool", "content": "Monday", "tool_call_id": "c3"},
         {"role": "assistant", "content": "Sunny.\nIt is noon."},
     ]
 
@@ -74,9 +78,12 @@ def test_merging_handles_none_and_empty_contents() -> None:
     stored = [
         {"role": "assistant", "content": None, "tool_calls": [call("c1", "a")]},
         {"role": "assistant", "content": "only text"},
+        {"role": "tool", "content": "A", "tool_call_id": "c1"},
         {"role": "user", "content": "next"},
         {"role": "assistant", "content": None, "tool_calls": [call("c2", "b")]},
         {"role": "assistant", "content": None, "tool_calls": [call("c3", "c")]},
+        {"role": "tool", "content": "B", "tool_call_id": "c2"},
+        {"role": "tool", "content": None, "tool_call_id": "c3"},
         {"role": "user", "content": None},
         {"role": "assistant", "content": ""},
         {"role": "assistant"},
@@ -84,9 +91,13 @@ def test_merging_handles_none_and_empty_contents() -> None:
 
     assert to_openai(stored) == [
         {"role": "assistant", "content": "only text", "tool_calls": [call("c1", "a")]},
+        {"role": "tool", "content": "A", "tool_call_id": "c1"},
         {"role": "user", "content": "next"},
         {"role": "assistant", "content": None, "tool_calls": [call("c2", "b"), call("c3", "c")]},
-        {"role": "user", "content": None},
+        {"role": "tool", "content": "B", "tool_call_id": "c2"},
+        # Content a provider requires as a string: None becomes "".
+        {"role": "tool", "content": "", "tool_call_id": "c3"},
+        {"role": "user", "content": ""},
         # The trailing empty assistant messages are dropped: providers reject them.
     ]
 
@@ -107,10 +118,13 @@ def test_tool_calls_without_an_id_or_a_function_name_are_skipped() -> None:
             ],
         },
         {"role": "assistant", "content": "More.", "tool_calls": [{"id": "c9"}]},
+        {"role": "tool", "content": "no name", "tool_call_id": "c0"},  # its call was skipped
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
 
     assert to_openai(stored) == [
-        {"role": "assistant", "content": "Working.\nMore.", "tool_calls": [good]}
+        {"role": "assistant", "content": "Working.\nMore.", "tool_calls": [good]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
 
 
@@ -129,7 +143,9 @@ def test_tool_calls_are_normalised_to_the_openai_shape() -> None:
                 {"id": "c1", "function": {"name": "noargs"}, "index": 0, "extra": True},
                 {"id": "c2", "type": "function", "function": {"name": "n", "arguments": None}},
             ],
-        }
+        },
+        {"role": "tool", "content": "1", "tool_call_id": "c1"},
+        {"role": "tool", "content": "2", "tool_call_id": "c2"},
     ]
 
     assert to_openai(stored)[0]["tool_calls"] == [
@@ -138,8 +154,9 @@ def test_tool_calls_are_normalised_to_the_openai_shape() -> None:
     ]
 
 
-def test_tool_and_function_messages_keep_their_fields_and_are_not_merged() -> None:
+def test_tool_and_function_messages_keep_their_openai_fields_and_are_not_merged() -> None:
     stored = [
+        {"role": "assistant", "content": None, "tool_calls": [call("c1", "a"), call("c2", "b")]},
         {"role": "tool", "content": "1", "tool_call_id": "c1"},
         {"role": "tool", "content": "2", "tool_call_id": "c2", "name": "second"},
         {"role": "function", "content": "3", "name": "legacy"},
@@ -150,7 +167,15 @@ def test_tool_and_function_messages_keep_their_fields_and_are_not_merged() -> No
         {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
     ]
 
-    assert to_openai(stored) == stored
+    assert to_openai(stored) == [
+        *stored[:2],
+        # OpenAI's tool message has no name.
+        {"role": "tool", "content": "2", "tool_call_id": "c2"},
+        *stored[3:6],
+        # A refusal alone is also the content: an assistant message needs content or calls.
+        {"role": "assistant", "content": "No.", "refusal": "No."},
+        *stored[7:],
+    ]
 
 
 def test_conversion_does_not_modify_its_input() -> None:
@@ -201,7 +226,7 @@ async def test_store_history_is_the_openai_form_of_the_stored_messages(
             "content": "Checking.",
             "tool_calls": [call("c1", "weather"), call("c2", "time")],
         },
-        {"role": "tool", "content": "sunny", "name": "weather", "tool_call_id": "c1"},
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
         {"role": "tool", "content": "noon", "tool_call_id": "c2"},
         {"role": "assistant", "content": "Sunny at noon."},
     ]

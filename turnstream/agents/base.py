@@ -4,10 +4,15 @@
         yield "Hello"                      # a bare string is reply text (a delta)
         yield events.tool_call("c1", "search", '{"q": "x"}')
 
-The run writes every event into the stream; the reply stored in SQL is the
-concatenated deltas plus the tool calls. Cancellation cancels the generator's
-task, so an agent need not poll `ctx.cancelled()` unless it does work that
-ignores task cancellation.
+The run writes every event into the stream, and stores the run in SQL as the
+OpenAI messages its events make (runs/reply.py): per step, an assistant
+message with the step's text and tool calls, then one `tool` message per call
+(yield each `tool_result` with its call's id). An `events.error(message, code)`
+ends the run with status `error` there and then: the generator is closed, and
+what it streamed so far is stored. Raising does the same, with code
+`agent_error`. Cancellation cancels the
+generator's task, so an agent need not poll `ctx.cancelled()` unless it does
+work that ignores task cancellation.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class RunContext:
     conversation_id: str
     user_id: str
     session_id: str
-    message_id: str  # the id the assistant reply will be stored under
+    message_id: str  # the id the run's last assistant message will be stored under
     message: str  # the user message this run answers
     history: list[dict[str, Any]]  # OpenAI chat messages, the user message last
     settings: Settings

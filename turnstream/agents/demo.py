@@ -1,19 +1,45 @@
-"""The built-in `demo` agent: a deterministic reply with no network, for trying things out."""
+"""The built-in `demo` agent: a deterministic reply with no network, for trying things out.
+
+It runs the same tool loop as the `openai` agent (agents/toolloop.py), with a
+scripted "model" in place of a real one:
+
+- a message that starts with `/tool` makes the first step ask for built-in
+  tools (agents/builtin_tools.py): the clock when the message speaks of time
+  or dates, the calculator for the arithmetic in it (both at once when it has
+  both), the echo otherwise. `/tool what time is it?`, `/tool (3 + 4) * 5`;
+- the step after the tools' results answers with them;
+- any other message gets `TURNSTREAM_DEMO_WORDS` words, the same for the same message.
+
+Reply text streams word by word, one every `TURNSTREAM_DEMO_DELAY_MS`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from functools import partial
+from typing import Any
 
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.builtin_tools import TOOLS
+from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
+from turnstream.agents.tools import tools_by_name
 
 _WORDS = (
     "turnstream keeps every reply safe while the agent writes it so a client may leave "
     "and come back from any point on any server and read the rest exactly once"
 ).split()
+DEMO_TOOLS = tools_by_name(TOOLS)
+_TIME = re.compile(r"\b(time|clock|date|day|today|hour|now)\b", re.I)
+_ZONE = re.compile(r"\b[A-Z][A-Za-z_]+/[A-Za-z_]+(?:/[A-Za-z_]+)?\b")
+_ARITHMETIC = re.compile(r"[-+*/%^().\d\s]*\d[-+*/%^().\d\s]*")
+_OPERATOR = re.compile(r"\d\s*\)*\s*(\*\*|[-+*/%^])")
+_FAILED = ("Unknown tool", "Invalid arguments", "The arguments", "Not run")
 
 
 def demo_reply(message: str, words: int) -> list[str]:
@@ -22,15 +48,76 @@ def demo_reply(message: str, words: int) -> list[str]:
     return [_WORDS[(seed + i) % len(_WORDS)] for i in range(words)]
 
 
-async def demo_agent(ctx: RunContext) -> AsyncIterator[AgentEvent]:
+async def demo_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
+    async with aclosing(tool_loop(ctx, DEMO_TOOLS, partial(_scripted_model, ctx))) as loop:
+        async for event in loop:
+            yield event
+
+
+async def _scripted_model(
+    ctx: RunContext, messages: list[dict[str, Any]], outcome: StepOutcome
+) -> AsyncGenerator[AgentEvent, None]:
+    """One step of the demo's "model": plan tool calls, answer with their results, or chat."""
+    prompt_tokens = sum(len(m["content"].split()) for m in messages if _is_text(m))
+    if messages and messages[-1].get("role") == "tool":
+        words = _answer(messages).split()
+    elif ctx.message.startswith("/tool"):
+        outcome.calls = plan(ctx.message[len("/tool") :].strip(), ctx.message_id)
+        yield events.usage(prompt_tokens, completion_tokens=len(outcome.calls))
+        return
+    else:
+        words = demo_reply(ctx.message, ctx.settings.demo_words)
     delay = ctx.settings.demo_delay_ms / 1000
-    if ctx.message.startswith("/tool"):
-        call_id = f"call_{ctx.message_id[-12:]}"
-        arguments = json.dumps({"query": ctx.message[len("/tool") :].strip()})
-        yield events.tool_call(call_id, "echo", arguments)
-        yield events.tool_result(call_id, arguments)
-    words = demo_reply(ctx.message, ctx.settings.demo_words)
     for i, word in enumerate(words):
         await asyncio.sleep(delay)
-        yield word if i == 0 else " " + word
-    yield events.usage(prompt_tokens=len(ctx.message.split()), completion_tokens=len(words))
+        text = word if i == 0 else " " + word
+        outcome.text += text
+        yield text
+    yield events.usage(prompt_tokens, completion_tokens=len(words))
+
+
+def plan(query: str, message_id: str) -> list[ToolCall]:
+    """The tool calls for a `/tool` message: clock and/or calculator, else echo."""
+    wanted: list[tuple[str, dict[str, str]]] = []
+    if _TIME.search(query):
+        zone = _ZONE.search(query)
+        wanted.append(("clock", {"timezone": zone[0]} if zone else {}))
+    expressions = [m.strip() for m in _ARITHMETIC.findall(query) if _OPERATOR.search(m)]
+    if expressions:
+        expression = max(expressions, key=len).replace("^", "**")
+        wanted.append(("calculator", {"expression": expression}))
+    if not wanted:
+        wanted.append(("echo", {"text": query}))
+    return [
+        ToolCall(f"call_{message_id[-12:]}_{i}", name, json.dumps(arguments))
+        for i, (name, arguments) in enumerate(wanted)
+    ]
+
+
+def _answer(messages: list[dict[str, Any]]) -> str:
+    """The reply after the tools: one sentence per call of the last assistant message."""
+    last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    results = {
+        m.get("tool_call_id"): str(m.get("content"))
+        for m in messages[last + 1 :]
+        if m.get("role") == "tool"
+    }
+    sentences = []
+    for call in messages[last].get("tool_calls") or ():
+        name, arguments = call["function"]["name"], json.loads(call["function"]["arguments"])
+        sentences.append(_sentence(name, arguments, results.get(call["id"], "")))
+    return " ".join(sentences)
+
+
+def _sentence(name: str, arguments: dict[str, Any], result: str) -> str:
+    if result.startswith((f"{name} failed", f"{name} timed out", *_FAILED)):
+        return f"The {name} tool could not answer: {result}"
+    if name == "clock":
+        return f"It is {result}."
+    if name == "calculator":
+        return f"{arguments.get('expression')} = {result}."
+    return f"You said: {result}"
+
+
+def _is_text(message: dict[str, Any]) -> bool:
+    return isinstance(message.get("content"), str)

@@ -5,20 +5,24 @@ completions protocol, so one small agent covers them: point
 `TURNSTREAM_OPENAI_BASE_URL` at the server, set `TURNSTREAM_OPENAI_MODEL`, and
 (except for local servers) `TURNSTREAM_OPENAI_API_KEY`.
 
-The agent sends the conversation history and turns the stream into run events:
-content (and refusal) deltas become `delta`, the `reasoning` /
-`reasoning_content` fields some servers add become `reasoning`, tool-call
-fragments are assembled by index and emitted as whole `tool_call`s when the
-stream ends, and the usage chunk becomes `usage`. Every SDK failure is raised
-as one `OpenAIAgentError` whose message says which setting to check, so the run
-can show the user something actionable instead of an SDK traceback.
+The agent sends the conversation history, with the tools of `TURNSTREAM_TOOLS`
+(agents/tools.py), and turns each streamed step into run events: content (and
+refusal) deltas become `delta`, the `reasoning` / `reasoning_content` fields
+some servers add become `reasoning`, and the usage chunk becomes `usage` (one
+per model call; add them up). Tool-call fragments are assembled by index; when
+the stream ends the tool loop (agents/toolloop.py) emits them as whole
+`tool_call`s, runs them, and calls the model again with the assistant message
+and the tool results appended. Every SDK failure is raised as one
+`OpenAIAgentError` whose message says which setting to check, so the run can
+show the user something actionable instead of an SDK traceback.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from functools import partial
 from typing import Any, cast
 
 import openai
@@ -26,6 +30,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
+from turnstream.agents.tools import load_tools
 from turnstream.config import Settings
 
 logger = logging.getLogger("turnstream.agents.openai")
@@ -39,50 +45,65 @@ class OpenAIAgentError(RuntimeError):
     """The chat completions call failed; the message says what to check."""
 
 
-@dataclass
-class _ToolCall:
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-
-async def openai_agent(ctx: RunContext) -> AsyncIterator[AgentEvent]:
+async def openai_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
     settings = ctx.settings
+    tools = load_tools(settings.tools)
     async with _client(settings) as client:
-        where = str(client.base_url)
-        logger.debug("chat completion: model=%s base_url=%s", settings.openai_model, where)
-        calls: dict[int, _ToolCall] = {}
-        usage = None
-        try:
-            stream = await client.chat.completions.create(
-                model=settings.openai_model,
-                messages=_messages(ctx.history),
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        thought = _reasoning(delta)
-                        if thought:
-                            yield events.reasoning(thought)
-                        if delta.content:
-                            yield events.delta(delta.content)
-                        if delta.refusal:
-                            yield events.delta(delta.refusal)
-                        for fragment in delta.tool_calls or ():
-                            _add_fragment(calls, fragment)
-        except openai.OpenAIError as exc:
-            raise OpenAIAgentError(_explain(exc, where, settings.openai_model)) from exc
+        logger.debug(
+            "chat completion: model=%s base_url=%s tools=%s",
+            settings.openai_model,
+            client.base_url,
+            list(tools),
+        )
+        schemas = [tool.openai_schema() for tool in tools.values()]
+        step = partial(_model_step, client, settings.openai_model, schemas)
+        async with aclosing(tool_loop(ctx, tools, step)) as loop:
+            async for event in loop:
+                yield event
 
-        for index in sorted(calls):
-            call = calls[index]
-            yield events.tool_call(call.id or f"call_{index}", call.name, call.arguments or "{}")
-        if usage is not None:
-            yield events.usage(usage.prompt_tokens, usage.completion_tokens)
+
+async def _model_step(
+    client: openai.AsyncOpenAI,
+    model: str,
+    tools: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+    outcome: StepOutcome,
+) -> AsyncGenerator[AgentEvent, None]:
+    """One streamed chat completion: its events, then its text and tool calls in `outcome`."""
+    where = str(client.base_url)
+    calls: dict[int, ToolCall] = {}
+    usage = None
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    try:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=_messages(messages),
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    thought = _reasoning(delta)
+                    if thought:
+                        yield events.reasoning(thought)
+                    for text in (delta.content, delta.refusal):
+                        if text:
+                            outcome.text += text
+                            yield events.delta(text)
+                    for fragment in delta.tool_calls or ():
+                        _add_fragment(calls, fragment)
+    except openai.OpenAIError as exc:
+        raise OpenAIAgentError(_explain(exc, where, model)) from exc
+    outcome.calls = [calls[index] for index in sorted(calls)]
+    for call in outcome.calls:
+        call.arguments = call.arguments or "{}"
+    if usage is not None:
+        yield events.usage(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _client(settings: Settings) -> openai.AsyncOpenAI:
@@ -107,10 +128,10 @@ def _reasoning(delta: Any) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _add_fragment(calls: dict[int, _ToolCall], fragment: Any) -> None:
+def _add_fragment(calls: dict[int, ToolCall], fragment: Any) -> None:
     """Merge one streamed tool-call fragment: id and name come once, arguments in pieces."""
     index = fragment.index if fragment.index is not None else len(calls)
-    call = calls.setdefault(index, _ToolCall())
+    call = calls.setdefault(index, ToolCall())
     call.id = call.id or fragment.id or ""
     if fragment.function is not None:
         call.name = call.name or fragment.function.name or ""

@@ -1,11 +1,11 @@
-"""Executing one run: claim it, stream the agent's events into Redis, store the reply, end it.
+"""Executing one run: claim it, stream the agent's events into Redis, store them, end it.
 
 The shape of an execution:
 
     claim (queued -> running, atomically)
     consume loop: agent events -> buffer -> one Redis write per ~20 ms (deltas merged)
     watcher beside it: renews the lease, notices a stop, cancels the agent's step
-    store the reply in SQL, then end the run (the `end` event comes last)
+    store the run's messages in SQL (runs/reply.py), then end the run (`end` comes last)
 """
 
 from __future__ import annotations
@@ -25,15 +25,9 @@ from turnstream.live.status import RunStatus
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
-from turnstream.store.views import MessageStatus, NewMessage
+from turnstream.store.views import NewMessage
 
 logger = logging.getLogger("turnstream.runs")
-
-_MESSAGE_STATUS: dict[RunStatus, MessageStatus] = {
-    RunStatus.COMPLETED: "complete",
-    RunStatus.CANCELLED: "cancelled",
-    RunStatus.ERROR: "error",
-}
 
 
 async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
@@ -68,22 +62,16 @@ async def end_run(
     require: RunStatus | None = None,
     lapsed_before: int = 0,
 ) -> bool:
-    """Store the reply and its usage, then end the run: a client that sees `end` can load both.
+    """Store the run's messages and usage, then end it: whoever sees `end` can load both.
 
     Returns False when the run had ended already (another actor won). A
     conditional end (`require`: the reaper, or a stop before any worker) never
-    replaces a reply already stored: the worker that wrote it knew more.
+    replaces messages already stored: the worker that wrote them knew more.
     """
-    await rt.store.save(
+    await rt.store.save_run(
         cid=k.cid,
-        message=NewMessage(
-            id=record.message_id,
-            role="assistant",
-            content=reply.text,
-            tool_calls=reply.tool_calls or None,
-            status=_MESSAGE_STATUS[status],
-            session_id=k.sid,
-        ),
+        session_id=k.sid,
+        messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
         keep_existing=require is not None,
     )
     if reply.prompt_tokens or reply.completion_tokens:
@@ -135,6 +123,8 @@ class _Execution:
         self.last_write = 0.0
         self.stop_asked = False
         self.lost = False
+        # (message, code) of an `error` the agent yielded: it ends the run as `error`.
+        self.agent_error: tuple[str, str] | None = None
         self.finished = asyncio.Event()
         self.step: asyncio.Future[AgentEvent] | None = None
 
@@ -148,6 +138,8 @@ class _Execution:
             await self._consume(ctx)
             if self.stop_asked:
                 status = RunStatus.CANCELLED
+            elif self.agent_error is not None:
+                status, error = RunStatus.ERROR, self.agent_error
         except asyncio.CancelledError:
             # The worker itself is shutting down: end the run rather than leave it hanging.
             self.finished.set()
@@ -190,7 +182,7 @@ class _Execution:
         interval = self.rt.settings.delta_flush_ms / 1000
         events = aiter(self.rt.agent(ctx))
         try:
-            while not (self.stop_asked or self.lost):
+            while not (self.stop_asked or self.lost or self.agent_error):
                 self.step = asyncio.ensure_future(anext(events))
                 while not self.step.done():
                     wait = None
@@ -215,6 +207,11 @@ class _Execution:
                 await events.aclose()
 
     def _add(self, event: Event) -> None:
+        if event.type == EventType.ERROR:
+            # Written by the finish script with the run's `end`, so the stream holds it once.
+            data = event.data
+            self.agent_error = (str(data.get("message", "")), str(data.get("code", "agent_error")))
+            return
         self.reply.add(event.type, event.data)
         if event.type == EventType.DELTA and self.buffer and self.buffer[-1].type == "delta":
             self.buffer[-1] = delta(self.buffer[-1].data["text"] + event.data["text"])

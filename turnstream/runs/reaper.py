@@ -2,9 +2,11 @@
 
 A worker that dies (SIGKILL, lost machine) leaves its runs `running`. Every
 process runs this loop; it reads the lapsed leases from the `chat:leases`
-index, rebuilds each partial reply from the run's own stream, stores it, and
-ends the run with `error`. The finish script re-checks the lease, so a reaper
-racing a live worker or another reaper changes nothing twice.
+index, rebuilds each run's messages from its own stream (with the builder the
+executor uses, runs/reply.py, so they are the ones its worker would have
+stored), stores them, and ends the run with `error`. The finish script
+re-checks the lease, so a reaper racing a live worker or another reaper
+changes nothing twice.
 """
 
 from __future__ import annotations

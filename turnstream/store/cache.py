@@ -76,8 +76,10 @@ class ConversationCache:
         except RedisError as exc:
             logger.warning("could not fill the session cache of %s: %s", conversation.id, exc)
 
-    async def patch(self, *, cid: str, version: int, now: datetime, change: Patch) -> None:
+    async def patch(self, *, cid: str, version: int, now: datetime, change: Patch | None) -> None:
         """Apply a write to the cached copy if it is exactly one version behind.
+
+        `change` None: the write changed nothing but the version.
 
         Anything else (nothing cached, a tombstone, a gap, a racing writer) gets
         a tombstone at `version`, so a read that loaded the database before this
@@ -90,7 +92,8 @@ class ConversationCache:
                 raw = await pipe.get(key)
                 cached = _parse(raw) if raw is not None else None
                 if cached is not None and cached.version == version - 1:
-                    change(cached)
+                    if change is not None:
+                        change(cached)
                     cached.version, cached.updated_at = version, now
                     pipe.multi()
                     pipe.set(key, cached.model_dump_json(), keepttl=True)
@@ -158,6 +161,16 @@ def add_message(message: MessageView) -> Patch:
     def apply(cached: CachedConversation) -> None:
         others = [m for m in cached.messages if m.id != message.id]
         cached.messages = sorted([*others, message], key=lambda m: m.sequence)
+
+    return apply
+
+
+def replace_run(session_id: str, messages: list[MessageView]) -> Patch:
+    """The patch for a run's messages stored in SQL, replacing any it had stored before."""
+
+    def apply(cached: CachedConversation) -> None:
+        others = [m for m in cached.messages if m.session_id != session_id]
+        cached.messages = sorted([*others, *messages], key=lambda m: m.sequence)
 
     return apply
 

@@ -12,14 +12,18 @@ Two rules keep concurrent writers from losing anything:
 Redis failures never fail a read or a write here: the cache is skipped and the
 database answers.
 
-Length: a little over 300 lines, for one class. ChatStore is every read and
-write of conversations and messages, each write following the two rules above;
-the helpers at the end (`_bump`, `_insert`) are those rules' SQL.
+A run is stored as the messages it produced (`save_run`): its assistant and
+tool messages, written in one transaction with consecutive sequences. How a
+run's events become those messages is `runs/reply.py`; how stored messages
+become a transcript a provider accepts is `store/history.py`.
+
+ChatStore is every read and write of conversations and messages, each write
+following the two rules above; `store/writes.py` holds those rules' SQL.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,8 +32,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnstream.ids import is_uuid, uuid7
-from turnstream.store import history
-from turnstream.store.cache import ConversationCache, add_message, add_usage, retitle
+from turnstream.store import history, writes
+from turnstream.store.cache import (
+    ConversationCache,
+    add_message,
+    add_usage,
+    replace_run,
+    retitle,
+)
 from turnstream.store.models import Conversation, Message, Run, utcnow
 from turnstream.store.views import CachedConversation, ConversationView, MessageView, NewMessage
 
@@ -112,7 +122,7 @@ class ChatStore:
     async def rename(self, *, cid: str, title: str) -> ConversationView:
         now = utcnow()
         async with self.sessions() as db, db.begin():
-            version = await _bump(db, cid, now, title=title)
+            version = await writes.bump(db, cid, now, title=title)
             row = await db.get(Conversation, cid)
             assert row is not None
             view = ConversationView.model_validate(row)
@@ -144,7 +154,7 @@ class ChatStore:
             completion_delta = completion_tokens - (run.completion_tokens if run else 0)
             if run is not None:
                 run.prompt_tokens, run.completion_tokens = prompt_tokens, completion_tokens
-            version = await _bump(
+            version = await writes.bump(
                 db,
                 cid,
                 now,
@@ -160,14 +170,36 @@ class ChatStore:
         """Append a message; the database assigns its sequence inside the same write."""
         now = utcnow()
         async with self.sessions() as db, db.begin():
-            view, version = await _insert(db, cid, message, now)
+            view, version = await writes.insert(db, cid, message, now)
         await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
         return view
+
+    async def save_run(
+        self,
+        *,
+        cid: str,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        keep_existing: bool = False,
+    ) -> list[MessageView]:
+        """Store a run's messages (all with `session_id`) in order, in one transaction.
+
+        Messages the run stored already are replaced, keeping their place; with
+        `keep_existing`, or once anything follows them, they are kept and returned.
+        """
+        now = utcnow()
+        async with self.sessions() as db, db.begin():
+            views, version, changed = await writes.save_run(
+                db, cid, session_id, messages, now, keep_existing=keep_existing
+            )
+        change = replace_run(session_id, views) if changed else None
+        await self.cache.patch(cid=cid, version=version, now=now, change=change)
+        return views
 
     async def save(
         self, *, cid: str, message: NewMessage, keep_existing: bool = False
     ) -> MessageView:
-        """Insert the message, or replace its content if its id exists (a run's reply).
+        """Insert the message, or replace its content if its id exists.
 
         With `keep_existing`, a message already stored under the id is left as it is.
         """
@@ -178,13 +210,13 @@ class ChatStore:
                 async with self.sessions() as db, db.begin():
                     row = await db.get(Message, message.id)
                     if row is None:
-                        view, version = await _insert(db, cid, message, now)
+                        view, version = await writes.insert(db, cid, message, now)
                     elif keep_existing:
                         return MessageView.model_validate(row)
                     else:
                         for field in ("content", "status", "tool_calls", "refusal"):
                             setattr(row, field, getattr(message, field))
-                        version = await _bump(db, cid, now)
+                        version = await writes.bump(db, cid, now)
                         view = MessageView.model_validate(row)
             except IntegrityError:
                 continue  # a concurrent save inserted the same id first: update it instead
@@ -220,33 +252,10 @@ class ChatStore:
                     Message.conversation_id == cid, Message.sequence > last_user.sequence
                 )
             )
-            version = await _bump(db, cid, now)
+            version = await writes.bump(db, cid, now)
             view = MessageView.model_validate(last_user)
         await self.cache.tombstone(cid=cid, version=version)
         return view
-
-    async def add_tool_call(self, *, cid: str, session_id: str, call: dict[str, Any]) -> None:
-        """Add a tool call to the current turn's assistant message, creating it if needed."""
-        now = utcnow()
-        async with self.sessions() as db, db.begin():
-            row = await db.scalar(
-                select(Message)
-                .where(
-                    Message.conversation_id == cid,
-                    Message.role == "assistant",
-                    Message.session_id == session_id,
-                )
-                .order_by(Message.sequence.desc())
-                .limit(1)
-            )
-            if row is None:
-                new = NewMessage(role="assistant", tool_calls=[call], session_id=session_id)
-                view, version = await _insert(db, cid, new, now)
-            else:
-                row.tool_calls = [*(row.tool_calls or []), call]
-                version = await _bump(db, cid, now)
-                view = MessageView.model_validate(row)
-        await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
 
     # -- reads through the cache ---------------------------------------------
 
@@ -280,41 +289,3 @@ class ChatStore:
                 version=row.version,
                 messages=[MessageView.model_validate(m) for m in messages],
             )
-
-
-async def _bump(db: AsyncSession, cid: str, now: datetime, **values: Any) -> int:
-    """Bump the conversation's version (plus any other columns); return the new version."""
-    result = await db.execute(
-        update(Conversation)
-        .where(Conversation.id == cid)
-        .values(version=Conversation.version + 1, updated_at=now, **values)
-        .returning(Conversation.version)
-    )
-    return result.scalar_one()
-
-
-async def _insert(
-    db: AsyncSession, cid: str, message: NewMessage, now: datetime
-) -> tuple[MessageView, int]:
-    """Insert with the next sequence; return the message and the conversation's new version."""
-    result = await db.execute(
-        update(Conversation)
-        .where(Conversation.id == cid)
-        .values(
-            next_sequence=Conversation.next_sequence + 1,
-            version=Conversation.version + 1,
-            updated_at=now,
-        )
-        .returning(Conversation.next_sequence, Conversation.version)
-    )
-    next_sequence, version = result.one()
-    row = Message(
-        **message.model_dump(exclude={"id"}),
-        id=message.id or uuid7(),
-        conversation_id=cid,
-        sequence=next_sequence - 1,
-        created_at=now,
-    )
-    db.add(row)
-    await db.flush()
-    return MessageView.model_validate(row), version

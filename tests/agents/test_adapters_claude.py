@@ -1,0 +1,345 @@
+"""The Claude Agent SDK adapter, offline: the SDK's own `query()` over a scripted transport.
+
+Claude Code needs the network, so the transport plays its part: it answers the
+SDK's `initialize` control request, and for each user message it writes the
+stdout lines Claude Code writes (stream events, assistant and user messages, a
+result), which the SDK parses into its message types as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from claude_agent_sdk import ClaudeAgentOptions, Transport
+
+from turnstream.agents.base import Agent, RunContext
+from turnstream.agents.claude import from_claude
+from turnstream.events import EventType
+
+from .adapter_support import (
+    cancel_mid_stream,
+    first_delta,
+    kinds,
+    of_type,
+    run,
+    stored_history,
+    text_of,
+    user,
+)
+
+Line = dict[str, Any]
+SESSION = "3f2a7c1e-0000-4000-8000-000000000001"
+
+
+class ScriptedClaude(Transport):
+    """Plays Claude Code for one query: answers the user message with `script`."""
+
+    def __init__(self, script: list[Line], *, stall: bool = False) -> None:
+        self.script = script
+        self.stall = stall  # after the script, keep the stream open (a model still writing)
+        self.prompts: list[Line] = []  # the user messages the SDK wrote
+        self.closed = False
+        self._out: asyncio.Queue[Line | None] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        pass
+
+    async def write(self, data: str) -> None:
+        message = json.loads(data)
+        if message["type"] == "control_request":
+            response = {"subtype": "success", "request_id": message["request_id"], "response": {}}
+            self._out.put_nowait({"type": "control_response", "response": response})
+        elif message["type"] == "user":
+            self.prompts.append(message)
+            for line in self.script:
+                self._out.put_nowait(line)
+
+    async def read_messages(self) -> AsyncIterator[Line]:
+        while (line := await self._out.get()) is not None:
+            yield line
+
+    async def end_input(self) -> None:
+        if not self.stall:
+            self._out.put_nowait(None)  # like the program: exit once stdin is closed
+
+    async def close(self) -> None:
+        self.closed = True
+        self._out.put_nowait(None)
+
+    def is_ready(self) -> bool:
+        return not self.closed
+
+
+class Scripts:
+    """One scripted Claude Code per run, in order; `used` keeps those that ran."""
+
+    def __init__(self, *scripts: list[Line], stall: bool = False) -> None:
+        self.scripts = list(scripts)
+        self.stall = stall
+        self.used: list[ScriptedClaude] = []
+
+    def agent(self) -> Agent:
+        return from_claude(ClaudeAgentOptions(max_turns=4), transport=self.connect)
+
+    def connect(self, ctx: RunContext) -> Transport:
+        self.used.append(ScriptedClaude(self.scripts.pop(0), stall=self.stall))
+        return self.used[-1]
+
+
+# Claude Code's stdout lines -----------------------------------------------------
+
+
+def streamed(message_id: str, *blocks: tuple[str, list[str]]) -> list[Line]:
+    """The stream events of one model message: blocks of ("text" | "thinking", pieces)."""
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": message_id, "usage": {"input_tokens": 3}}}
+    ]
+    for index, (kind, pieces) in enumerate(blocks):
+        delta_type, field = ("text_delta", "text") if kind == "text" else ("thinking_delta", kind)
+        events.append(
+            {"type": "content_block_start", "index": index, "content_block": {"type": kind}}
+        )
+        for piece in pieces:
+            delta = {"type": delta_type, field: piece}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    events += [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "message_stop"},
+    ]
+    return [
+        {"type": "stream_event", "uuid": f"u{i}", "session_id": SESSION, "event": e}
+        for i, e in enumerate(events)
+    ]
+
+
+def assistant(message_id: str, *content: dict[str, Any], parent: str | None = None) -> Line:
+    message = {
+        "id": message_id,
+        "model": "claude-sonnet",
+        "role": "assistant",
+        "content": list(content),
+    }
+    return {
+        "type": "assistant",
+        "message": message,
+        "parent_tool_use_id": parent,
+        "session_id": SESSION,
+    }
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def tool_use(call_id: str, name: str, **arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def tool_result(call_id: str, content: Any, *, is_error: bool = False) -> Line:
+    block = {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "content": content,
+        "is_error": is_error,
+    }
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": [block]},
+        "parent_tool_use_id": None,
+    }
+
+
+def result(*, subtype: str = "success", is_error: bool = False, text: str | None = None) -> Line:
+    usage = {
+        "input_tokens": 40,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 2000,
+        "output_tokens": 25,
+    }
+    return {
+        "type": "result",
+        "subtype": subtype,
+        "duration_ms": 1200,
+        "duration_api_ms": 1100,
+        "is_error": is_error,
+        "num_turns": 2,
+        "session_id": SESSION,
+        "usage": usage,
+        "result": text,
+    }
+
+
+def weather_turn(call_id: str, city: str) -> list[Line]:
+    """Think, say a word, call the weather tool, then answer with its result."""
+    return [
+        *streamed(
+            "msg_1",
+            ("thinking", ["The user wants ", "the weather."]),
+            ("text", ["Let me ", "check."]),
+        ),
+        assistant(
+            "msg_1",
+            {"type": "thinking", "thinking": "The user wants the weather.", "signature": "s"},
+        ),
+        assistant("msg_1", text("Let me check.")),
+        assistant("msg_1", tool_use(call_id, "WebSearch", query=f"weather {city}")),
+        tool_result(call_id, [{"type": "text", "text": f"sunny in {city}"}]),
+        *streamed("msg_2", ("text", ["It is ", f"sunny in {city}."])),
+        assistant("msg_2", text(f"It is sunny in {city}.")),
+        result(text=f"It is sunny in {city}."),
+    ]
+
+
+# Tests ---------------------------------------------------------------------------
+
+
+async def test_text_reply_streams_deltas_that_make_the_text() -> None:
+    claude = Scripts(
+        [
+            *streamed("msg_1", ("text", ["Hello there,", " nice to ", "meet you"])),
+            assistant("msg_1", text("Hello there, nice to meet you")),
+            result(text="Hello there, nice to meet you"),
+        ]
+    )
+    events = await run(claude.agent(), [user("hi")])
+
+    assert text_of(events) == "Hello there, nice to meet you"  # not twice
+    assert len(of_type(events, EventType.DELTA)) == 3
+    assert kinds(events) == [EventType.DELTA, EventType.USAGE]
+    [query] = claude.used
+    assert query.prompts[0]["message"] == {"role": "user", "content": "hi"}
+    assert query.closed
+
+
+async def test_tool_call_then_result_with_the_same_id_and_the_answer_uses_it() -> None:
+    claude = Scripts(weather_turn("toolu_1", "Paris"))
+    events = await run(claude.agent(), [user("Weather?")])
+
+    assert kinds(events) == [
+        EventType.REASONING,
+        EventType.DELTA,
+        EventType.TOOL_CALL,
+        EventType.TOOL_RESULT,
+        EventType.DELTA,
+        EventType.USAGE,
+    ]
+    [call] = of_type(events, EventType.TOOL_CALL)
+    [result_] = of_type(events, EventType.TOOL_RESULT)
+    assert call.data["id"] == result_.data["id"] == "toolu_1"
+    assert call.data["name"] == "WebSearch"
+    assert json.loads(call.data["arguments"]) == {"query": "weather Paris"}
+    assert result_.data == {"id": "toolu_1", "content": "sunny in Paris", "isError": False}
+    assert "".join(e.data["text"] for e in of_type(events, EventType.REASONING)) == (
+        "The user wants the weather."
+    )
+    assert text_of(events) == "Let me check.It is sunny in Paris."
+    # Prompt tokens count the cached ones, which Anthropic reports apart.
+    [usage] = of_type(events, EventType.USAGE)
+    assert usage.data == {"prompt_tokens": 2140, "completion_tokens": 25}
+
+
+async def test_a_failed_tool_is_a_tool_result_marked_as_an_error() -> None:
+    claude = Scripts(
+        [
+            assistant("msg_1", tool_use("toolu_7", "Bash", command="cat missing.txt")),
+            tool_result("toolu_7", "cat: missing.txt: No such file or directory", is_error=True),
+            assistant("msg_2", text("The file is missing.")),
+            result(),
+        ]
+    )
+    events = await run(claude.agent(), [user("Show missing.txt")])
+
+    [result_] = of_type(events, EventType.TOOL_RESULT)
+    assert result_.data == {
+        "id": "toolu_7",
+        "content": "cat: missing.txt: No such file or directory",
+        "isError": True,
+    }
+    # Text that came with no stream events (not streamed by the model) is still the reply.
+    assert text_of(events) == "The file is missing."
+
+
+async def test_an_error_result_is_an_error_event() -> None:
+    claude = Scripts(
+        [
+            *streamed("msg_1", ("text", ["Working on it"])),
+            assistant("msg_1", text("Working on it")),
+            result(subtype="error_max_turns", is_error=True),
+        ]
+    )
+    events = await run(claude.agent(), [user("Do a lot")])
+
+    assert kinds(events) == [EventType.DELTA, EventType.USAGE, EventType.ERROR]
+    [error] = of_type(events, EventType.ERROR)
+    assert error.data["code"] == "error_max_turns"
+
+
+async def test_subagent_messages_are_not_part_of_the_reply() -> None:
+    claude = Scripts(
+        [
+            assistant("msg_1", tool_use("toolu_1", "Task", prompt="research")),
+            assistant("msg_s", text("subagent notes"), parent="toolu_1"),
+            assistant("msg_s", tool_use("toolu_s", "WebSearch", query="x"), parent="toolu_1"),
+            tool_result("toolu_1", "research done"),
+            assistant("msg_2", text("Done.")),
+            result(),
+        ]
+    )
+    events = await run(claude.agent(), [user("Research")])
+
+    assert [e.data["id"] for e in of_type(events, EventType.TOOL_CALL)] == ["toolu_1"]
+    assert text_of(events) == "Done."
+
+
+async def test_second_turn_gives_claude_the_first_turns_tool_call_result_and_text() -> None:
+    claude = Scripts(weather_turn("toolu_1", "Paris"), weather_turn("toolu_2", "Lyon"))
+    agent = claude.agent()
+    first = await run(agent, [user("Weather in Paris?")])
+    history = stored_history("Weather in Paris?", first)
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+
+    second = await run(agent, [*history, user("And Lyon?")])
+
+    message = claude.used[1].prompts[0]["message"]
+    assert message["role"] == "user"
+    prompt = message["content"]
+    arguments = of_type(first, EventType.TOOL_CALL)[0].data["arguments"]
+    assert prompt == (
+        "The conversation so far, for context (earlier turns, tool calls and their results):\n"
+        "<conversation>\n"
+        "<user>Weather in Paris?</user>\n"
+        "<assistant>Let me check.</assistant>\n"
+        f'<tool_call id="toolu_1" name="WebSearch">{arguments}</tool_call>\n'
+        '<tool_result id="toolu_1">sunny in Paris</tool_result>\n'
+        "<assistant>It is sunny in Paris.</assistant>\n"
+        "</conversation>\n\n"
+        "And Lyon?"
+    )
+    assert text_of(second) == "Let me check.It is sunny in Lyon."
+
+
+async def test_cancelling_the_run_mid_stream_closes_the_transport() -> None:
+    claude = Scripts(streamed("msg_1", ("text", ["Once upon"]))[:4], stall=True)
+    seen = await cancel_mid_stream(claude.agent(), [user("a story")], first_delta)
+
+    assert text_of(seen) == "Once upon"
+    assert claude.used[0].closed
+
+
+async def test_options_may_depend_on_the_run() -> None:
+    chosen: list[ClaudeAgentOptions] = []
+
+    def options(ctx: RunContext) -> ClaudeAgentOptions:
+        chosen.append(ClaudeAgentOptions(cwd=f"/srv/chats/{ctx.user_id}"))
+        return chosen[-1]
+
+    claude = Scripts([assistant("msg_1", text("Hi")), result()])
+    agent = from_claude(options, transport=claude.connect)
+    events = await run(agent, [user("hi")])
+
+    assert text_of(events) == "Hi"
+    assert [str(o.cwd) for o in chosen] == ["/srv/chats/user_1"]
