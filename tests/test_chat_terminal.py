@@ -1,0 +1,233 @@
+"""`turnstream chat` in a real terminal: a pseudo-terminal that is its controlling terminal,
+against a real `turnstream serve`.
+
+Keys are written to the terminal's master side (Enter is "\\r", Ctrl-C "\\x03", which the
+terminal turns into SIGINT for the chat's process group) and the screen is what the master
+side reads back, the terminal's echo of the keys included.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from helpers import wait_until
+from servers import Server, create_token
+
+from turnstream.client import Client
+
+WORDS = 150  # 150 words, 40 ms apart: a 6 s reply, long enough to leave and come back
+# Makes the pseudo-terminal on stdin the controlling terminal of the new session
+# (Popen's start_new_session), so that Ctrl-C reaches the chat, then runs it.
+CONTROLLING_TTY = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+class Terminal:
+    """`turnstream chat ARGS` in a pseudo-terminal."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CONTROLLING_TTY, "-m", "turnstream", "chat", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+        os.close(slave)
+        self._master = master
+        self._output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def type(self, keys: str) -> None:
+        os.write(self._master, keys.encode())
+
+    def screen(self) -> str:
+        return bytes(self._output).decode(errors="replace").replace("\r\n", "\n")
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """Wait until `text` is on the screen; the screen."""
+        return wait_until(
+            lambda: self.screen() if text in self.screen() else None,
+            timeout=timeout,
+            what=f"{text!r} on the screen:\n{self.screen()}",
+        )
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._reader.join(10)
+        os.close(self._master)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:  # EIO: the chat has exited and closed the terminal
+                return
+            if not data:
+                return
+            self._output += data
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A running `serve` (embedded mode) and the chat's environment: its URL and a token."""
+    tmp = tmp_path_factory.mktemp("chat")
+    database_url = f"sqlite+aiosqlite:///{tmp}/ts.db"
+    server_env = {
+        "TURNSTREAM_REDIS_URL": "",
+        "TURNSTREAM_DATA_DIR": str(tmp / "data"),
+        "TURNSTREAM_DATABASE_URL": database_url,
+        "TURNSTREAM_DEMO_WORDS": str(WORDS),
+        "TURNSTREAM_DEMO_DELAY_MS": "40",
+    }
+    with Server(server_env, tmp / "serve.log") as server:
+        token = create_token(database_url, "tess")
+        yield {"TURNSTREAM_URL": server.url, "TURNSTREAM_TOKEN": token}
+
+
+@pytest.fixture
+def terminals(env: dict[str, str]) -> Iterator[list[Terminal]]:
+    opened: list[Terminal] = []
+    yield opened
+    for terminal in opened:
+        terminal.close()
+
+
+def _chat(env: dict[str, str], terminals: list[Terminal], *args: str) -> tuple[Terminal, str]:
+    """A new chat, once it shows its conversation; the conversation's id."""
+    terminal = Terminal(env, *args)
+    terminals.append(terminal)
+    found = wait_until(
+        lambda: re.search(r"\[conversation ([0-9a-f-]{36})\]", terminal.screen()),
+        timeout=30,
+        what=f"the chat's conversation id on the screen:\n{terminal.screen()}",
+    )
+    return terminal, found[1]
+
+
+def _client(env: dict[str, str]) -> Client:
+    return Client(env["TURNSTREAM_URL"], env["TURNSTREAM_TOKEN"])
+
+
+def _wait_for_the_end(client: Client, cid: str) -> None:
+    def ended() -> bool:
+        status = client.task_status(cid)
+        return status is not None and not status.is_active
+
+    wait_until(ended, timeout=30, what="the run to end")
+
+
+def test_a_reply_streams_with_its_tool_steps(env, terminals):
+    terminal, cid = _chat(env, terminals)
+    terminal.expect("you> ")
+    terminal.type("/tool 2+2\r")
+    terminal.expect("[tool call] ")
+    terminal.expect("[tool result] ")
+    with _client(env) as client:
+        _wait_for_the_end(client, cid)
+        reply = client.messages(cid)[-1]
+        assert reply.role == "assistant" and reply.content
+        terminal.expect(f"{reply.content}\nyou> ")
+        assert "Traceback" not in terminal.screen()
+    terminal.type("/quit\r")
+    assert terminal.wait() == 0
+
+    # With no reply running, --resume shows the last exchange, tool steps included.
+    again, _ = _chat(env, terminals, "--resume", cid)
+    screen = again.expect(f"{reply.content}\nyou> ")
+    assert "you> /tool 2+2\n[tool call] " in screen and "[tool result] " in screen
+    again.type("/quit\r")
+    assert again.wait() == 0
+
+
+def test_ctrl_c_detaches_and_resume_picks_up_the_running_reply(env, terminals):
+    terminal, cid = _chat(env, terminals)
+    terminal.expect("you> ")
+    terminal.type("hello\r")
+    wait_until(
+        lambda: len(terminal.screen().partition("hello\n")[2].split()) >= 5,
+        timeout=30,
+        what="the first words of the reply",
+    )
+    terminal.type("\x03")  # Ctrl-C
+    terminal.expect(
+        f"[detached: the reply goes on. Pick it up with: turnstream chat --resume {cid}]"
+    )
+    assert terminal.wait() == 0
+    with _client(env) as client:
+        status = client.task_status(cid)
+        assert status is not None and status.is_active  # the run goes on without the chat
+
+        again, same = _chat(env, terminals, "--resume", cid)
+        assert same == cid
+        again.expect("[a reply is running: picking it up]")
+        _wait_for_the_end(client, cid)
+        reply = client.messages(cid)[-1]
+    assert reply.status == "complete" and len(reply.content.split()) == WORDS
+    # The whole reply, rebuilt from the start of the run, then the prompt again.
+    again.expect(f"[a reply is running: picking it up]\n{reply.content}\nyou> ")
+    again.type("\x04")  # Ctrl-D at the prompt ends the chat
+    assert again.wait() == 0
+
+
+def test_stop_typed_while_a_reply_streams_stops_it(env, terminals):
+    terminal, cid = _chat(env, terminals)
+    terminal.expect("you> ")
+    terminal.type("stop me\r")
+    wait_until(
+        lambda: len(terminal.screen().partition("stop me\n")[2].split()) >= 3,
+        timeout=30,
+        what="the first words of the reply",
+    )
+    terminal.type("/stop\r")
+    terminal.expect("[reply stopped]\nyou> ")
+    with _client(env) as client:
+        status = client.task_status(cid)
+        assert status is not None and not status.is_active
+        reply = client.messages(cid)[-1]
+    assert reply.status == "cancelled"
+    assert 0 < len(reply.content.split()) < WORDS
+    terminal.type("/stop\r")  # nothing runs now
+    terminal.expect("[nothing stopped: No active run]")
+    terminal.type("/quit\r")
+    assert terminal.wait() == 0
+
+
+def test_messages_from_a_file_or_a_pipe_are_answered_one_after_the_other(env, tmp_path):
+    script = tmp_path / "messages.txt"
+    script.write_text("/tool 2+2\nhello\n")  # no /quit: the end of the file ends the chat
+    with script.open() as stdin:
+        result = subprocess.run(
+            [sys.executable, "-m", "turnstream", "chat"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    cid = re.search(r"\[conversation ([0-9a-f-]{36})\]", result.stdout)
+    assert cid, result.stdout
+    with _client(env) as client:
+        messages = client.messages(cid[1])
+    questions = [m.content for m in messages if m.role == "user"]
+    assert questions == ["/tool 2+2", "hello"]
+    assert "you> /tool 2+2\n[tool call] " in result.stdout
+    assert f"you> hello\n{messages[-1].content}\nyou> " in result.stdout

@@ -1,0 +1,134 @@
+"""The AI SDK's chat transport (SPEC §6): `POST /chat` and its reconnect, `GET /chat/{cid}/stream`.
+
+A frontend needs only `new DefaultChatTransport({api: "<base>/api/v1/chat", headers})`
+and `useChat({id: conversationId, transport, resume: true})`. Runs start and
+are followed exactly as on the native routes (runs/service.py, the stream hub);
+what differs is the body read (api/chat_request.py) and the stream's format,
+the UI message stream (api/ui_stream.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from turnstream.api.chat_request import OPENAPI_BODY, Trigger, read_chat_request
+from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.ui_stream import DONE, HEADER, VERSION, UIMessageStream, frame
+from turnstream.errors import CursorExpired, NothingToRegenerate
+from turnstream.keys import RunKeys
+from turnstream.live.stream import expired
+from turnstream.runs.service import Multitask, start_run
+from turnstream.runtime import Runtime
+
+logger = logging.getLogger("turnstream.api")
+
+router = APIRouter(prefix="/chat", tags=["chat"])
+
+_UI_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "The run as the AI SDK UI message stream (`x-vercel-ai-ui-message-stream: "
+        "v1`), from `start` to `finish` and `data: [DONE]`",
+    },
+}
+
+
+@router.post(
+    "",
+    responses={
+        **_UI_STREAM,
+        409: {"description": "Another run is active (multitask=reject)"},
+        413: {"description": "The message is too long"},
+    },
+    openapi_extra={"requestBody": OPENAPI_BODY},
+)
+async def chat(
+    request: Request,
+    rt: RuntimeDep,
+    broker: BrokerDep,
+    user: CurrentUser,
+    multitask: Multitask = Multitask.REJECT,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Start a run for the transport's request and stream it in the AI SDK's format.
+
+    `id` is the conversation. Of `messages`, only the newest (the user's new
+    message) is read: the stored history is what the agent sees.
+    """
+
+    async def owns(cid: str) -> bool:
+        return await rt.store.is_owner(cid=cid, user_id=user.id)
+
+    body = await read_chat_request(request, max_chars=rt.settings.max_message_chars, owns=owns)
+    regenerate = body.trigger is Trigger.REGENERATE
+    started = await start_run(
+        rt,
+        broker,
+        cid=body.conversation_id,
+        user_id=user.id,
+        content=await _last_user_text(rt, body.conversation_id) if regenerate else body.text,
+        multitask=multitask,
+        idempotency_key=idempotency_key,
+        regenerate=regenerate,
+    )
+    k = RunKeys(body.conversation_id, started.session_id)
+    return await _ui_stream(rt, k, started.message_id)
+
+
+@router.get(
+    "/{cid}/stream",
+    responses={**_UI_STREAM, 204: {"description": "No run is active: nothing to resume"}},
+)
+async def reconnect(rt: RuntimeDep, conversation: ConversationDep) -> Response:
+    """The active run, replayed from its start and then live to its end; 204 if none is."""
+    record = await rt.runs.newest(conversation.id)
+    if record is None or not record.status.active:
+        return Response(status_code=204)
+    return await _ui_stream(rt, RunKeys(conversation.id, record.session_id), record.message_id)
+
+
+async def _last_user_text(rt: Runtime, cid: str) -> str:
+    loaded = await rt.store.load(cid=cid)
+    messages = loaded.messages if loaded else []
+    last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+    if last_user is None:
+        raise NothingToRegenerate(cid)
+    return last_user.content or ""
+
+
+async def _ui_stream(rt: Runtime, k: RunKeys, message_id: str) -> EventSourceResponse:
+    """The whole run from its first event; 409 if its first events are no longer kept."""
+    resync = await expired(rt.redis, k, "0-0")
+    if resync is not None:
+        raise CursorExpired(session_id=k.sid, resync_cursor=resync)
+    return EventSourceResponse(
+        _chunks(rt, k, UIMessageStream(message_id)),
+        ping=rt.settings.ping_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        headers={"X-Session-Id": k.sid, "X-Accel-Buffering": "no", HEADER: VERSION},
+    )
+
+
+async def _chunks(rt: Runtime, k: RunKeys, ui: UIMessageStream) -> AsyncIterator[bytes]:
+    yield b"".join(frame(chunk) for chunk in ui.start())
+    try:
+        async for batch in rt.hub.follow(k, "0-0"):
+            chunks = [chunk for entry in batch for chunk in ui.feed(entry.type, entry.data)]
+            if chunks:  # all that is ready goes out in one write
+                yield b"".join(frame(chunk) for chunk in chunks)
+    except RedisError as exc:
+        # Mid-stream there is no status left to change: say so; the client reconnects.
+        logger.warning("UI stream of %s interrupted: %s", k.sid, exc)
+        yield b"".join(frame(chunk) for chunk in ui.cut("Redis unavailable; resume later."))
+        return
+    if not ui.ended:  # the run's events expired before its end was read
+        yield b"".join(frame(chunk) for chunk in ui.cut("The run's events are no longer kept."))
+        return
+    yield DONE

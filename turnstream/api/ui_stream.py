@@ -1,0 +1,199 @@
+"""A run's events as the AI SDK's UI message stream (npm `ai`, major 7): a pure translation.
+
+The `/chat` routes (routes/chat.py) feed each native event (SPEC §5) to a
+`UIMessageStream` and send the chunks it returns, each as one SSE frame
+`data: {json}`, then `data: [DONE]` once the run has ended:
+
+    (the response opens)      start {messageId}
+    queued, start, usage      nothing
+    delta                     [start-step] [reasoning-end] [text-start] text-delta
+    reasoning                 [start-step] [text-end] [reasoning-start] reasoning-delta
+    tool_call                 [start-step] [text-end | reasoning-end] tool-input-available
+    tool_result               tool-output-available, or tool-output-error when isError
+    error                     [text-end | reasoning-end] error {errorText}
+    end                       [text-end | reasoning-end] [finish-step] [abort] finish; [DONE]
+    (Redis lost mid-stream)   error {errorText}, and no [DONE]: the run goes on; reconnect
+
+Steps are not in the native events; they are derived from their order. A step
+is text and reasoning, then tool calls, then their results; the next step
+begins at the first delta, reasoning or tool_call after a tool_result. `end`
+maps its status to `finish.finishReason`: completed -> "stop", error ->
+"error", cancelled -> "interrupted" (after an `abort` chunk), so that a
+client does not send anything automatically after a stopped run.
+
+Part ids (`text-0`, `reasoning-1`, …) count up within one response, so a
+replay of the same run yields the same chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from turnstream.events import EventType, dumps
+
+Chunk = dict[str, Any]
+
+# The response header that tells the AI SDK which stream format it reads.
+HEADER = "x-vercel-ai-ui-message-stream"
+VERSION = "v1"
+DONE = b"data: [DONE]\n\n"
+
+_FINISH_REASON = {"completed": "stop", "error": "error", "cancelled": "interrupted"}
+
+
+def frame(chunk: Chunk) -> bytes:
+    """One chunk as an SSE frame, as the AI SDK writes them."""
+    return f"data: {dumps(chunk)}\n\n".encode()
+
+
+class UIMessageStream:
+    """The chunks of one assistant message, built from a run's events in order."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        self.ended = False
+        self._in_step = False
+        self._after_result = False  # a tool_result came in this step: the next output starts one
+        self._text: str | None = None  # the id of the open text part
+        self._reasoning: str | None = None  # the id of the open reasoning part
+        self._parts = 0
+        self._tool_calls: set[str] = set()
+
+    def start(self) -> list[Chunk]:
+        """The first chunk of the response, before any event."""
+        return [{"type": "start", "messageId": self.message_id}]
+
+    def feed(self, type_: str, data: Mapping[str, Any]) -> list[Chunk]:
+        """The chunks for one native event (`type_`, its data fields)."""
+        if self.ended:
+            return []
+        match type_:
+            case EventType.DELTA:
+                return self._delta(str(data.get("text", "")))
+            case EventType.REASONING:
+                return self._reasoning_delta(str(data.get("text", "")))
+            case EventType.TOOL_CALL:
+                return self._tool_call(data)
+            case EventType.TOOL_RESULT:
+                return self._tool_result(data)
+            case EventType.ERROR:
+                return [*self._close_parts(), {"type": "error", "errorText": _error_text(data)}]
+            case EventType.END:
+                return self._end(str(data.get("status", "")))
+        return []  # queued, start, usage, and any type added later
+
+    def cut(self, text: str) -> list[Chunk]:
+        """An `error` chunk for a response that ends before the run's `end` (no `[DONE]`)."""
+        self.ended = True
+        return [{"type": "error", "errorText": text}]
+
+    def _delta(self, text: str) -> list[Chunk]:
+        out = self._step()
+        out += self._close_reasoning()
+        if self._text is None:
+            self._text = self._new_id("text")
+            out.append({"type": "text-start", "id": self._text})
+        out.append({"type": "text-delta", "id": self._text, "delta": text})
+        return out
+
+    def _reasoning_delta(self, text: str) -> list[Chunk]:
+        out = self._step()
+        out += self._close_text()
+        if self._reasoning is None:
+            self._reasoning = self._new_id("reasoning")
+            out.append({"type": "reasoning-start", "id": self._reasoning})
+        out.append({"type": "reasoning-delta", "id": self._reasoning, "delta": text})
+        return out
+
+    def _tool_call(self, data: Mapping[str, Any]) -> list[Chunk]:
+        out = self._step()
+        out += self._close_parts()
+        call_id = str(data.get("id", ""))
+        self._tool_calls.add(call_id)
+        out.append(
+            {
+                "type": "tool-input-available",
+                "toolCallId": call_id,
+                "toolName": str(data.get("name", "")),
+                "input": _arguments(data.get("arguments")),
+            }
+        )
+        return out
+
+    def _tool_result(self, data: Mapping[str, Any]) -> list[Chunk]:
+        call_id = str(data.get("id", ""))
+        if call_id not in self._tool_calls:
+            # The AI SDK fails the whole stream on an output for a call it never saw.
+            return []
+        out = self._close_parts()
+        self._after_result = True
+        content = str(data.get("content", ""))
+        if data.get("isError"):
+            out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": content})
+        else:
+            out.append({"type": "tool-output-available", "toolCallId": call_id, "output": content})
+        return out
+
+    def _end(self, status: str) -> list[Chunk]:
+        self.ended = True
+        out = self._close_parts()
+        if self._in_step:
+            out.append({"type": "finish-step"})
+        if status == "cancelled":
+            out.append({"type": "abort", "reason": "The run was stopped."})
+        out.append({"type": "finish", "finishReason": _FINISH_REASON.get(status, "other")})
+        return out
+
+    def _step(self) -> list[Chunk]:
+        """`start-step` (after `finish-step` for the previous one) when output begins a step."""
+        if self._in_step and not self._after_result:
+            return []
+        out = [*self._close_parts(), {"type": "finish-step"}] if self._in_step else []
+        self._in_step, self._after_result = True, False
+        out.append({"type": "start-step"})
+        return out
+
+    def _close_parts(self) -> list[Chunk]:
+        return self._close_text() + self._close_reasoning()
+
+    def _close_text(self) -> list[Chunk]:
+        if self._text is None:
+            return []
+        chunk, self._text = {"type": "text-end", "id": self._text}, None
+        return [chunk]
+
+    def _close_reasoning(self) -> list[Chunk]:
+        if self._reasoning is None:
+            return []
+        chunk, self._reasoning = {"type": "reasoning-end", "id": self._reasoning}, None
+        return [chunk]
+
+    def _new_id(self, kind: str) -> str:
+        part_id = f"{kind}-{self._parts}"
+        self._parts += 1
+        return part_id
+
+
+def translate(message_id: str, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Chunk]:
+    """Every chunk of a whole run, `start` first: for tests and for reading one at a glance."""
+    stream = UIMessageStream(message_id)
+    out = stream.start()
+    for type_, data in events:
+        out += stream.feed(type_, data)
+    return out
+
+
+def _arguments(raw: Any) -> Any:
+    """A tool call's `input`: its JSON arguments parsed; the text itself if they do not parse."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _error_text(data: Mapping[str, Any]) -> str:
+    return str(data.get("message") or "The run failed.")

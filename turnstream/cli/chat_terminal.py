@@ -1,0 +1,152 @@
+"""The terminal side of `turnstream chat`: lines typed on stdin, and what goes on screen.
+
+`Lines` reads stdin from the event loop (`add_reader`), so that the chat can
+watch the keyboard for `/stop` while a reply streams. stdin is a terminal in
+its usual line mode, where each read returns a whole line, or a pipe.
+`Screen` writes a reply's text as it comes, and notes and tool steps on lines
+of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import TracebackType
+from typing import TextIO
+
+from turnstream.client import Event, Message
+
+# How a reply that did not complete ends on screen, by its `end` status.
+_ENDINGS = {"cancelled": "[reply stopped]", "error": "[reply failed]"}
+
+
+class Lines:
+    """The lines typed on stdin, without their line ends; None once stdin has ended."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        # A terminal echoes what is typed, and is read while a reply streams.
+        self.interactive = os.isatty(fd)
+        self.ended = False
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._buffer = b""
+        self._loop = asyncio.get_running_loop()
+
+    def __enter__(self) -> Lines:
+        try:
+            self._loop.add_reader(self.fd, self._read)
+        except PermissionError:  # a regular file, which epoll cannot watch: read it all now
+            while not self.ended:
+                self._read()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.ended:
+            self._loop.remove_reader(self.fd)
+
+    async def get(self) -> str | None:
+        if self.ended and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.fd, 4096)
+        except OSError:  # the terminal went away
+            chunk = b""
+        if not chunk:  # Ctrl-D, or the end of a pipe
+            self.ended = True
+            self._loop.remove_reader(self.fd)
+            if self._buffer:  # a last line without its line end
+                self._put(self._buffer)
+            self._queue.put_nowait(None)  # for a get() that waits already
+            return
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._put(line)
+
+    def _put(self, line: bytes) -> None:
+        self._queue.put_nowait(line.decode(errors="replace").rstrip("\r"))
+
+
+class Screen:
+    """stdout, keeping track of whether the cursor is at the start of a line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.at_line_start = True
+
+    def text(self, text: str) -> None:
+        if text:
+            self._write(text)
+            self.at_line_start = text.endswith("\n")
+
+    def note(self, text: str) -> None:
+        """`text` on a line of its own."""
+        self.end_line()
+        self._write(text + "\n")
+
+    def end_line(self) -> None:
+        if not self.at_line_start:
+            self._write("\n")
+        self.at_line_start = True
+
+    def prompt(self, text: str) -> None:
+        if not self.at_line_start:
+            self._write("\n")
+        self._write(text)
+        self.at_line_start = False
+
+    def typed(self, line: str, *, echoed: bool) -> None:
+        """A line was read. A terminal has echoed it, its Enter included; a pipe has not."""
+        if echoed:
+            self.at_line_start = True
+        else:
+            self.text(line + "\n")
+
+    def event(self, event: Event) -> None:
+        """One run event. queued, start, reasoning and usage show nothing."""
+        if event.type == "delta":
+            self.text(event.text)
+        elif event.type == "tool_call":
+            self.note(f"[tool call] {event.data.get('name')}({event.data.get('arguments')})")
+        elif event.type == "tool_result":
+            label = "tool error" if event.data.get("isError") else "tool result"
+            self.note(f"[{label}] {event.data.get('content')}")
+        elif event.type == "error":
+            self.note(f"[error] {event.data.get('message')}")
+        elif event.type == "end":
+            ending = _ENDINGS.get(str(event.data.get("status")))
+            if ending is not None:
+                self.note(ending)
+            else:
+                self.end_line()
+
+    def message(self, message: Message) -> None:
+        """A stored message, drawn as its run's events were."""
+        if message.role == "user":
+            self.note(f"you> {message.content or ''}")
+            return
+        if message.role == "tool":
+            label = "tool result" if message.status == "complete" else "tool error"
+            self.note(f"[{label}] {message.content}")
+            return
+        self.text(message.content or "")
+        for call in message.tool_calls or ():
+            function = call.get("function") or {}
+            self.note(f"[tool call] {function.get('name')}({function.get('arguments')})")
+        ending = _ENDINGS.get(message.status)
+        if ending is not None:
+            self.note(ending)
+        else:
+            self.end_line()
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()

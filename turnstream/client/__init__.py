@@ -1,0 +1,60 @@
+"""A Python client for a turnstream server, sync (`Client`) and asyncio (`AsyncClient`), on httpx.
+
+    from turnstream.client import Client
+
+    with Client("http://localhost:8000", token="ts_…") as client:
+        cid = client.create_conversation(title="Trip").id
+        for event in client.send(cid, "hello"):      # queued, start, delta…, end
+            if event.type == "delta":
+                print(event.text, end="", flush=True)
+
+It speaks the HTTP protocol of docs/protocol.md and imports nothing from the
+server side of turnstream (an import-linter contract in pyproject.toml keeps
+it so): it can be used against any turnstream server.
+
+    models.py        the typed answers: Event, Conversation, Message, …
+    errors.py        the exceptions (their tree is drawn there)
+    sse.py           Server-Sent Events, line by line
+    calls.py         the plain requests, without I/O: paths, parameters, answers
+    follow.py        following a run across dropped connections, without I/O
+    sync_client.py   Client: calls.py and follow.py over httpx.Client
+    async_client.py  AsyncClient: the same over httpx.AsyncClient
+"""
+
+from turnstream.client.async_client import AsyncClient
+from turnstream.client.errors import (
+    ApiError,
+    ClientError,
+    ConnectionFailed,
+    CursorExpired,
+    StreamBroken,
+)
+from turnstream.client.follow import Retry
+from turnstream.client.models import (
+    ActiveSession,
+    Conversation,
+    ConversationPage,
+    Event,
+    Message,
+    StopResult,
+    TaskStatus,
+)
+from turnstream.client.sync_client import Client
+
+__all__ = [
+    "ActiveSession",
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "ConnectionFailed",
+    "Conversation",
+    "ConversationPage",
+    "CursorExpired",
+    "Event",
+    "Message",
+    "Retry",
+    "StopResult",
+    "StreamBroken",
+    "TaskStatus",
+]

@@ -1,0 +1,100 @@
+"""The exceptions of turnstream.client: one tree, so `except ClientError` catches them all.
+
+    ClientError                 anything this package raises
+     ├── ApiError               the server refused a request: .status and .body, its JSON
+     │    └── CursorExpired     409: the events after the cursor were trimmed; .resync_cursor
+     └── ConnectionFailed       the server could not be reached, or the connection broke
+          └── StreamBroken      following a run failed, and so did every resume since;
+                                .session_id and .cursor say where to resume by hand
+
+httpx's own errors never leave the package: they are the `__cause__` of a
+`ConnectionFailed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """Base of every exception turnstream.client raises."""
+
+
+class ApiError(ClientError):
+    """An answer other than success. `body` is the server's JSON (its text if it was not JSON).
+
+    docs/protocol.md, "Errors and status codes", lists them. `error` is the
+    short fixed text to match on (`"Cursor expired"`, …) and `detail` the
+    explanation; an answer has one or both.
+    """
+
+    def __init__(self, status: int, body: Any, *, method: str, url: str) -> None:
+        self.status = status
+        self.body = body
+        self.method = method
+        self.url = url
+        super().__init__(f"{status} {self.error or self.detail or ''}".rstrip())
+
+    @property
+    def error(self) -> str | None:
+        return self._field("error")
+
+    @property
+    def detail(self) -> str | None:
+        return self._field("detail")
+
+    def _field(self, name: str) -> str | None:
+        value = self.body.get(name) if isinstance(self.body, dict) else None
+        return value if isinstance(value, str) else None
+
+
+class CursorExpired(ApiError):
+    """409: the run's oldest events were trimmed, and the cursor was before the kept ones.
+
+    Resume from `resync_cursor` for every event still kept, up to `end`; the
+    events in between are gone, so take the reply's text from the messages
+    once the run has ended (docs/protocol.md, "An expired cursor").
+    """
+
+    @property
+    def session_id(self) -> str | None:
+        return self._field("sessionId")
+
+    @property
+    def resync_cursor(self) -> str:
+        resync = self.body.get("resync") if isinstance(self.body, dict) else None
+        return str(resync["cursor"]) if isinstance(resync, dict) else "0-0"
+
+
+class ConnectionFailed(ClientError):
+    """The request did not get an answer: no connection, a timeout, or a broken response."""
+
+
+class StreamBroken(ConnectionFailed):
+    """A run's stream broke and resuming it failed as many times as the client allows.
+
+    The run goes on without the client. Resume it from `cursor` (the last
+    event received; "0-0" if none) once the server is back, or load the
+    messages after it ended. `session_id` is None if the message's request
+    itself never got an answer.
+    """
+
+    def __init__(self, message: str, *, session_id: str | None, cursor: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.cursor = cursor
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The exception for an unsuccessful answer whose body has been read."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    kind = ApiError
+    if response.status_code == 409 and isinstance(body, dict) and "resync" in body:
+        kind = CursorExpired
+    request = response.request
+    return kind(response.status_code, body, method=request.method, url=str(request.url))

@@ -1,0 +1,187 @@
+"""What the server answers, as typed objects (docs/protocol.md, "Endpoints" and "Events").
+
+Each class is built from the server's JSON by `from_json`. Conversations and
+messages are snake_case on the wire and carry ISO 8601 times, turned into
+`datetime`s here; run and session bodies are camelCase on the wire and carry
+milliseconds since the epoch, kept as `int`s. Fields the server adds later
+are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# The fields every run event has; the others are the event's own (`Event.data`).
+_EVENT_FIELDS = ("seq", "type", "ts")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a run, as one SSE frame carried it.
+
+    `type` is one of queued, start, delta, reasoning, tool_call, tool_result,
+    usage, error and end (docs/protocol.md, "Event types"); `data` holds the
+    event's own fields, e.g. `{"text": …}` for a delta or `{"status": …,
+    "messageId": …}` for the end. `id` is the cursor: resuming from it yields
+    the events after this one.
+    """
+
+    id: str
+    seq: int
+    type: str
+    ts: int
+    data: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """The text of a `delta` or `reasoning` event; "" for the others."""
+        text = self.data.get("text")
+        return text if isinstance(text, str) else ""
+
+    @classmethod
+    def from_json(cls, id: str, body: dict[str, Any]) -> Event:
+        own = {key: value for key, value in body.items() if key not in _EVENT_FIELDS}
+        seq, type, ts = int(body["seq"]), str(body["type"]), int(body["ts"])
+        return cls(id=id, seq=seq, type=type, ts=ts, data=own)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message. An assistant reply's `id` is its run's `end` event's `messageId`."""
+
+    id: str
+    role: str
+    content: str | None
+    sequence: int
+    status: str
+    session_id: str | None
+    created_at: datetime
+    tool_calls: list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Message:
+        return cls(
+            id=body["id"],
+            role=body["role"],
+            content=body.get("content"),
+            sequence=int(body["sequence"]),
+            status=body["status"],
+            session_id=body.get("session_id"),
+            created_at=_time(body["created_at"]),
+            tool_calls=body.get("tool_calls"),
+            name=body.get("name"),
+            tool_call_id=body.get("tool_call_id"),
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation. `messages` is filled only by `get_conversation`."""
+
+    id: str
+    user_id: str
+    title: str
+    metadata: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: datetime
+    updated_at: datetime
+    messages: list[Message] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Conversation:
+        return cls(
+            id=body["id"],
+            user_id=body["user_id"],
+            title=body["title"],
+            metadata=body.get("metadata") or {},
+            prompt_tokens=int(body.get("prompt_tokens", 0)),
+            completion_tokens=int(body.get("completion_tokens", 0)),
+            created_at=_time(body["created_at"]),
+            updated_at=_time(body["updated_at"]),
+            messages=[Message.from_json(item) for item in body.get("messages", [])],
+        )
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of `list_conversations`, and how many conversations there are in all."""
+
+    items: list[Conversation]
+    total: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ConversationPage:
+        items = [Conversation.from_json(item) for item in body["items"]]
+        return cls(items=items, total=int(body["total"]))
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """What the conversation's newest run is doing: `status` is active, completed or idle.
+
+    `cursor` is the newest event that run wrote. It is not a place to resume
+    from: after a reload, resume `session_id` from "0-0".
+    """
+
+    session_id: str
+    status: str
+    cursor: str
+    conversation_id: str
+    started_at: int | None
+    last_activity: int | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ActiveSession:
+        return cls(
+            session_id=body["sessionId"],
+            status=body["status"],
+            cursor=body["cursor"],
+            conversation_id=body["conversationId"],
+            started_at=body.get("startedAt"),
+            last_activity=body.get("lastActivity"),
+        )
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Whether the newest run is busy; `estimated_completion` in ms (a fact once it ended)."""
+
+    is_active: bool
+    session_id: str
+    estimated_completion: int
+    conversation_id: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TaskStatus:
+        return cls(
+            is_active=bool(body["isActive"]),
+            session_id=body["sessionId"],
+            estimated_completion=int(body["estimatedCompletion"]),
+            conversation_id=body["conversationId"],
+        )
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """`status` is "cancelled" (the run has ended, its partial reply is stored) or
+    "stopping" (asked, but not ended within the server's wait: watch for `end`)."""
+
+    status: str
+    session_id: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> StopResult:
+        return cls(status=body["status"], session_id=body["sessionId"])
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)

@@ -1,0 +1,182 @@
+"""`Client`: the blocking client, on httpx.Client.
+
+The requests and their answers are `calls.py`'s, the streams' decisions
+`follow.py`'s; this module only sends and waits. `async_client.py` is its
+mirror image.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from turnstream.client import calls
+from turnstream.client.errors import ConnectionFailed
+from turnstream.client.follow import Follow, Retry
+from turnstream.client.models import (
+    ActiveSession,
+    Conversation,
+    ConversationPage,
+    Event,
+    Message,
+    StopResult,
+    TaskStatus,
+)
+
+T = TypeVar("T")
+
+
+class Client:
+    """A turnstream server's API, for one user.
+
+    `base_url` is the server's root (`http://localhost:8000`), `token` a bearer
+    token (`ts_…`, or a JWT). A stream that breaks is resumed from the last
+    event received, up to `retry.attempts` failures in a row. `transport` is
+    passed to httpx (tests use it to break connections).
+
+        with Client("http://localhost:8000", token) as client:
+            cid = client.create_conversation().id
+            for event in client.send(cid, "hello"):
+                print(event.text, end="", flush=True)
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: httpx.Timeout | float = calls.DEFAULT_TIMEOUT,
+        retry: Retry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry or Retry()
+        self._http = httpx.Client(
+            base_url=base_url, headers=calls.headers(token), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- conversations and messages -------------------------------------------------
+
+    def create_conversation(
+        self, title: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Conversation:
+        return self._call(calls.create_conversation(title, metadata))
+
+    def list_conversations(self, limit: int = 20, offset: int = 0) -> ConversationPage:
+        return self._call(calls.list_conversations(limit, offset))
+
+    def get_conversation(self, cid: str) -> Conversation:
+        """The conversation with all its messages."""
+        return self._call(calls.get_conversation(cid))
+
+    def rename_conversation(self, cid: str, title: str) -> Conversation:
+        return self._call(calls.rename_conversation(cid, title))
+
+    def delete_conversation(self, cid: str) -> None:
+        """Stops its running run, then deletes it with its messages and runs."""
+        self._call(calls.delete_conversation(cid))
+
+    def messages(self, cid: str, limit: int = 100, before: int | None = None) -> list[Message]:
+        """The newest `limit` messages (with a sequence below `before`), oldest first."""
+        return self._call(calls.messages(cid, limit, before))
+
+    # -- runs -------------------------------------------------------------------------
+
+    def send(
+        self,
+        cid: str,
+        content: str,
+        *,
+        multitask: str = "reject",
+        idempotency_key: str | None = None,
+    ) -> Generator[Event, None, None]:
+        """Send a message and yield its run's events, from `queued` to `end`.
+
+        A dropped connection is resumed from the last event received, so each
+        event comes once and in order. Nothing is sent until the first `next()`.
+        Leaving the loop early closes the connection; the run goes on.
+        `multitask` is reject, interrupt or enqueue (docs/protocol.md, "Multitask").
+        """
+        key = idempotency_key or str(uuid.uuid4())
+        opening = calls.message_opening(cid, content, multitask, key)
+        return self._follow(Follow(self.retry, cid=cid, opening=opening))
+
+    def regenerate(
+        self, cid: str, *, multitask: str = "reject", idempotency_key: str | None = None
+    ) -> Generator[Event, None, None]:
+        """Answer the last user message again; the events as `send` yields them."""
+        opening = calls.regenerate_opening(cid, multitask, idempotency_key or str(uuid.uuid4()))
+        return self._follow(Follow(self.retry, cid=cid, opening=opening))
+
+    def resume(
+        self, cid: str, session_id: str, cursor: str = "0-0"
+    ) -> Generator[Event, None, None]:
+        """The run's events after `cursor` (the last id you received; "0-0": all), until `end`."""
+        return self._follow(Follow(self.retry, cid=cid, session_id=session_id, cursor=cursor))
+
+    def active_session(self, cid: str) -> ActiveSession | None:
+        """The conversation's newest run, or None when none is kept (load the messages)."""
+        return self._call(calls.active_session(cid))
+
+    def task_status(self, cid: str) -> TaskStatus | None:
+        """Whether the newest run is busy and until when; None when no run is kept."""
+        return self._call(calls.task_status(cid))
+
+    def stop(self, cid: str, session_id: str | None = None) -> StopResult:
+        """Stop the newest run (or `session_id`); waits until it has ended, within the
+        server's stop wait. Nothing running: `ApiError` 404; it ended otherwise first: 409."""
+        return self._call(calls.stop(cid, session_id))
+
+    # -- I/O ----------------------------------------------------------------------------
+
+    def _call(self, call: calls.Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.json
+            )
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"{call.method} {call.path}: {exc!r}") from exc
+        return call.parse(response)
+
+    def _follow(self, follow: Follow) -> Generator[Event, None, None]:
+        while True:
+            try:
+                response = self._http.send(follow.request(self._http), stream=True)
+            except httpx.TransportError as exc:
+                time.sleep(follow.dropped(exc))
+                continue
+            try:
+                if follow.opened(response):
+                    for line in response.iter_lines():
+                        event = follow.feed(line)
+                        if event is not None:
+                            yield event
+                        if follow.done:
+                            return
+                    delay = follow.dropped(None)
+                else:
+                    response.read()
+                    delay = follow.refused(response)
+            except httpx.TransportError as exc:
+                delay = follow.dropped(exc)
+            finally:
+                response.close()
+            time.sleep(delay)
