@@ -12,14 +12,15 @@ from turnstream import __version__
 from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
-from turnstream.api.routes import conversations, fallback, health, runs, sessions
+from turnstream.api.routes import chat, conversations, fallback, root, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
 from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
-from turnstream.runs.broker import make_broker
+from turnstream.runs.broker import drop_waiting, kicker, make_broker
 from turnstream.runs.reaper import reap_forever
+from turnstream.runs.requeue import requeue_forever
 from turnstream.runtime import Runtime
 from turnstream.store.migrate import upgrade
 
@@ -56,11 +57,18 @@ def create_app(
         await broker.startup()
         reaper_stopping = asyncio.Event()
         reaper = asyncio.create_task(reap_forever(runtime, reaper_stopping))
+        # Queued runs no worker claimed in time: in-process, this process runs them (and at
+        # once those a previous process left queued); else it leaves them to the workers.
+        kick_here = kicker(broker) if worker else None
+        requeuer = requeue_forever(runtime, reaper_stopping, kick_here, hand_out_all=worker)
+        requeuing = asyncio.create_task(requeuer)
         app.state.runtime, app.state.broker = runtime, broker
         try:
             yield
         finally:
             await stop_task(reaper, reaper_stopping)
+            await stop_task(requeuing, reaper_stopping)
+            await drop_waiting(broker, runtime)  # they stay queued, for the next start
             await runtime.close()
             await broker.shutdown()
             if embedded is not None:
@@ -75,7 +83,7 @@ def create_app(
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
-    app.include_router(health.router)
-    for router in (conversations.router, runs.router, sessions.router, fallback.router):
-        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(root.router)  # /health and the chat page
+    for r in (conversations.router, runs.router, sessions.router, chat.router, fallback.router):
+        app.include_router(r, prefix=API_PREFIX)
     return app

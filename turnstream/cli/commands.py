@@ -1,4 +1,4 @@
-"""The commands: serve, worker, migrate, token create/list/revoke.
+"""The commands: serve, worker, migrate, token create/list/revoke, and chat (chat.py).
 
 Each one first runs the checks of `checks.py` for what it needs, then does its
 work; see the package's docstring for how they report a problem.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from turnstream.cli.chat import chat
 from turnstream.cli.checks import (
     check_port,
     check_redis,
@@ -76,6 +77,7 @@ def serve(
         typer.echo(
             f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/conversations'
         )
+        typer.echo(f"  Chat page, signed in as demo: http://{host}:{port}/#token={token}")
     say(f"Database: {database}")
     if settings.redis_url is None:
         say(f"Data directory (embedded Valkey): {settings.data_dir.resolve()}")
@@ -218,3 +220,6 @@ def token_revoke(
         "API processes refuse it within their token cache time "
         f"(TURNSTREAM_TOKEN_CACHE_SECONDS, {settings.token_cache_seconds:g} s here)."
     )
+
+
+app.command()(chat)  # chat.py: the terminal client, listed after the server's commands
