@@ -121,3 +121,23 @@ def test_the_protocol_has_an_event_table_row_for_every_event_type() -> None:
     assert section is not None, "docs/protocol.md has no '### Event types' section"
     rows = re.findall(r"^\| `([a-z_]+)` \|", section.group(1), re.M)
     assert [e.value for e in EventType if e.value not in rows] == []
+
+
+def test_the_readme_map_names_every_module():
+    """README's "How it works" lists every module, so a newcomer can find each one there."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How it works", 1)[1].split("\n## ", 1)[0]
+    package = ROOT / "turnstream"
+    paths = [
+        path
+        for pattern in ("*.py", "*.lua", "*.js", "*.html", "*.css")
+        for path in package.rglob(pattern)
+        if "migrations" not in path.parts and path.name != "__init__.py"
+    ]
+    # The Lua scripts are listed by their names alone ("create, claim, append, ...").
+    missing = sorted(
+        path.name
+        for path in paths
+        if path.name not in section and not (path.suffix == ".lua" and path.stem in section)
+    )
+    assert missing == [], f"add these to README's 'How it works': {missing}"
