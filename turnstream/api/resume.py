@@ -1,0 +1,74 @@
+"""What a resume answers: a run's events after a cursor (docs/protocol.md, "Cursors and resuming").
+
+    the run in Redis, cursor kept       its stream, followed live until `end`
+    the run in Redis, cursor trimmed    running: 409 with the cursor to resync from;
+                                        ended: its archive
+    the run gone from Redis             its archive; without one, 404
+
+The archive (runs/archiver.py) holds every event of an ended run with its
+stream id and fields, so a replay from it sends the frames the live stream
+sent. A cursor that is malformed, or past the run's newest event, gets 400
+either way.
+"""
+
+from __future__ import annotations
+
+from sse_starlette import EventSourceResponse
+
+from turnstream.api.sse import event_stream
+from turnstream.errors import CursorExpired, InvalidCursor, SessionNotFound
+from turnstream.events import StreamEntry, cursor_key, parse_cursor
+from turnstream.keys import RunKeys
+from turnstream.live.stream import expired
+from turnstream.runs import archiver
+from turnstream.runtime import Runtime
+
+MAX_SESSION_ID = 160  # the length of `runs.id` (store/models.py)
+
+
+async def resume_stream(
+    rt: Runtime, k: RunKeys, *, user_id: str, cursor: str | None
+) -> EventSourceResponse:
+    """The events of `user_id`'s run `k` after `cursor`; raises 404, 400 or 409 as above."""
+    if len(k.sid) > MAX_SESSION_ID:
+        raise SessionNotFound(k.cid)
+    record = await rt.runs.get(k)
+    if record is not None and record.user_id != user_id:
+        record = None
+    archived: list[StreamEntry] | None = None
+    if record is not None:
+        newest = record.last_id
+    else:
+        archived = await archiver.replay(rt, k, user_id=user_id)
+        if archived is None:
+            raise SessionNotFound(k.cid)
+        newest = archived[-1].id
+    position = parse_cursor(cursor)
+    if position is None:
+        raise InvalidCursor("A cursor is a stream entry id such as 1704123456789-0.")
+    _check_not_past(position, newest)
+    if record is not None:
+        resync = await expired(rt.redis, k, position)
+        if resync is None:
+            return event_stream(rt, k, position)
+        if not record.status.active:
+            archived = await archiver.replay(rt, k, user_id=user_id)
+        if archived is None:
+            raise CursorExpired(session_id=k.sid, resync_cursor=resync)
+    return event_stream(rt, k, position, archived=_after(archived or [], position))
+
+
+def _check_not_past(position: str, last_id: str) -> None:
+    if cursor_key(position) > cursor_key(last_id):
+        # No entry of this run can be newer than its newest: the cursor is not one this
+        # run sent (another run's, or made up). Waiting after it would silently skip
+        # every event still to come, `end` included.
+        raise InvalidCursor(
+            f"The cursor is past this run's newest event ({last_id}), so this run "
+            "did not send it. Resume from an id this run sent, or without a cursor."
+        )
+
+
+def _after(archived: list[StreamEntry], position: str) -> list[StreamEntry]:
+    after = cursor_key(position)
+    return [entry for entry in archived if cursor_key(entry.id) > after]
