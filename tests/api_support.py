@@ -52,6 +52,17 @@ async def client_for(
         yield http
 
 
+@contextlib.asynccontextmanager
+async def api_for(
+    settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], FastAPI]]:
+    """A running app on `settings` with `overrides`, a client for it and alice's bearer header."""
+    async with running_app(settings.model_copy(update=overrides)) as application:
+        headers = await token_for(application, "alice")
+        async with client_for(application) as http:
+            yield http, headers, application
+
+
 async def token_for(app: FastAPI, user_id: str) -> dict[str, str]:
     """A bearer header for a new token of `user_id` (created if needed)."""
     async with app.state.runtime.sessions() as db:

@@ -11,6 +11,7 @@ PostgreSQL tests are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import uuid
@@ -19,9 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import httpx
 import pytest
 import redis
-from api_support import client_for, running_app, token_for
+from api_support import api_for, client_for, running_app, token_for
 from fastapi import FastAPI
 from helpers import pg_admin
+from servers import RedisServer
 from sqlalchemy.engine import make_url
 
 from turnstream.config import Settings
@@ -94,6 +96,12 @@ def settings(sqlite_url: str, redis_url: str, tmp_path) -> Settings:
 
 
 @pytest.fixture
+def api(settings: Settings) -> Callable[..., contextlib.AbstractAsyncContextManager[object]]:
+    """`async with api(**overrides) as (http, headers, app)`: alice on a running app."""
+    return functools.partial(api_for, settings)
+
+
+@pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The ASGI app with its lifespan running (in-process worker)."""
     async with running_app(settings) as application:
@@ -125,3 +133,17 @@ async def cid(client: httpx.AsyncClient, alice: dict[str, str]) -> str:
     response = await client.post("/api/v1/conversations", headers=alice)
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisServer]:
+    """A `redis-server` of the test's own (AOF on), which the test may stop and start again."""
+    binary = os.environ.get("TURNSTREAM_TEST_REDIS_SERVER")
+    if not binary:
+        pytest.skip("needs a redis-server binary: run under scripts/test")
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

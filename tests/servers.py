@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import redis
 from helpers import free_port, wait_until
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from turnstream.store import users
 from turnstream.store.db import create_engine, session_factory
@@ -146,7 +148,10 @@ class RedisServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(redis.RedisError):
-            with redis.Redis(port=self.port, socket_timeout=5) as client:
+            # No retries: redis-py would retry the SHUTDOWN that closed its connection (4 s).
+            with redis.Redis(
+                port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+            ) as client:
                 client.shutdown(nosave=True)  # nosave: no RDB; the AOF is flushed regardless
         try:
             self.proc.wait(10)

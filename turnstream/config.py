@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,17 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(10.0, ge=0)
     # Signs the short-lived stream tokens; unset: a random key kept in Redis.
     secret_key: str | None = None
+    # Sign-in from an identity provider (api/jwks.py): with a JWKS URL set, asymmetric
+    # JWTs (RS256, ES256, ...) signed with the keys it publishes are accepted too. The
+    # issuer and audience are checked when set; the user id is the claim `jwt_user_claim`.
+    jwks_url: str | None = Field(None, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = Field("sub", min_length=1)
+    # The keys are fetched again after `jwks_cache_seconds`, or earlier for a token with
+    # a key id they lack; but never more than once per `jwks_refetch_seconds`.
+    jwks_cache_seconds: float = Field(300.0, gt=0)
+    jwks_refetch_seconds: float = Field(10.0, gt=0)
 
     # Agents (SPEC §9).
     agent: str = "demo"
@@ -60,6 +72,10 @@ class Settings(BaseSettings):
     session_ttl: int = 12 * 3600
     stream_ttl: int = 15 * 60
     stream_maxlen: int = 10_000
+    # A run's events are archived to SQL when it ends (runs/archiver.py) and kept this
+    # long: resume replays them after Redis dropped them, and active-session/task-status
+    # answer for the run. 0: no archive.
+    archive_retention: int = Field(30 * 24 * 3600, ge=0)
     max_message_chars: int = 64_000
 
     # Runs.
@@ -83,12 +99,24 @@ class Settings(BaseSettings):
     # their partial replies stored. Keep it a few seconds under the orchestrator's kill
     # timeout (Kubernetes: terminationGracePeriodSeconds, 30 s by default).
     worker_grace_seconds: float = Field(20.0, ge=0)
+    # After SIGTERM a `serve` takes no new connections, ends each open event stream with
+    # a `server_shutdown` notice (clients resume elsewhere), and lets other requests
+    # finish for up to this long before it exits.
+    drain_seconds: float = Field(10.0, ge=0)
 
     # Abuse limits, per user.
     runs_per_minute: int = Field(30, ge=1)
     max_active_runs: int = Field(5, ge=1)
     # Request header bytes (names, values, ": " and CRLF) past which a request gets 431.
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+
+    # Metrics and logs (README, "Metrics and logs"). /metrics: with a token, to its bearer;
+    # without, to loopback clients only, unless public. Worker processes' on their own port.
+    metrics_token: str | None = None
+    metrics_public: bool = False
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
 
     @cached_property
     def embedded(self) -> bool:

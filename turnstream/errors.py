@@ -24,7 +24,8 @@
     │   └── ActiveRunLimit            as many runs going at once as allowed (`limit`)
     ├── Unavailable                   a backing service cannot be reached or used: retry later
     │   ├── RedisUnavailable
-    │   └── DatabaseUnavailable
+    │   ├── DatabaseUnavailable
+    │   └── IdentityProviderUnavailable   its JWKS URL cannot be fetched to check a token
     └── Misconfigured                 the settings cannot work together; the message says how
 
 An error carries what an answer needs (ids, seconds, limits) as attributes, and
@@ -221,6 +222,16 @@ class DatabaseUnavailable(Unavailable):
     def __init__(self) -> None:
         super().__init__(
             "Database unavailable. Check that the database is reachable. Retry shortly."
+        )
+
+
+class IdentityProviderUnavailable(Unavailable):
+    """The identity provider's keys cannot be fetched, and the token needs one not at hand."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The identity provider's signing keys cannot be fetched, so this token cannot "
+            "be checked. Retry shortly."
         )
 
 

@@ -35,3 +35,10 @@ def is_user_id(value: str) -> bool:
 def session_id(user_id: str, message_id: str) -> str:
     """The run's id: made by the server, unique because the reply's message id is."""
     return f"conversation:{user_id}:{message_id}"
+
+
+def session_user(sid: str) -> str | None:
+    """The user id in a session id made by `session_id` (None for any other string)."""
+    prefix, _, rest = sid.partition(":")
+    user_id, _, message_id = rest.rpartition(":")
+    return user_id if prefix == "conversation" and user_id and is_uuid(message_id) else None

@@ -108,6 +108,9 @@ class RunField:
     # The append script, and the trim every event-writing script does.
     BATCH = "batch"  # the number of the newest batch written (a batch sent twice is written once)
     TRIMMED_THROUGH = "trimmed_through"  # the newest entry id trimmed away
+    # The create script ("0-0" when archiving is on), then the archived script: the newest
+    # entry id SQL holds (runs/archiver.py). The trim never drops an entry past it.
+    ARCHIVED_THROUGH = "archived_through"
     # The finish script.
     ENDED_AT = "ended_at"  # ms
     ERROR = "error"  # the error text, for status `error`

@@ -49,6 +49,7 @@ class Runtime:
                 maxlen=settings.stream_maxlen,
                 ttl_seconds=settings.stream_ttl,
                 claim_seconds=settings.claim_seconds,
+                archive=settings.archive_retention > 0,
             ),
             agent=load_agent(settings.agent),
             hub=StreamHub(redis),

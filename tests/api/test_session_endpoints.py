@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
 import redis
 from api_support import client_for, running_app, token_for
 from helpers import eventually
@@ -18,20 +17,6 @@ from turnstream.keys import RunKeys
 
 ACTIVE_KEYS = {"sessionId", "status", "cursor", "conversationId", "startedAt", "lastActivity"}
 TASK_KEYS = {"isActive", "sessionId", "estimatedCompletion", "conversationId"}
-
-
-@pytest.fixture
-async def api(settings):
-    """A client factory: `async with api(**settings_overrides) as (http, headers, app)`."""
-
-    @contextlib.asynccontextmanager
-    async def open_api(**overrides):
-        async with running_app(settings.model_copy(update=overrides)) as application:
-            headers = await token_for(application, "alice")
-            async with client_for(application) as http:
-                yield http, headers, application
-
-    return open_api
 
 
 async def _cid(http, headers) -> str:
@@ -214,7 +199,8 @@ async def test_several_runs_the_newest_wins(api):
 
 
 async def test_expired_after_retention_is_404(api):
-    async with api(stream_ttl=1) as (http, headers, app):
+    # Without an archive (retention 0); with one, SQL answers (tests/runs/test_archive_api.py).
+    async with api(stream_ttl=1, archive_retention=0) as (http, headers, app):
         r = app.state.runtime.redis
         cid = await _cid(http, headers)
         sid = parse_sse((await _post(http, headers, cid)).text)[0].data["sessionId"]

@@ -8,7 +8,6 @@ it saw, on either process.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -16,24 +15,10 @@ import time
 import httpx
 import pytest
 from helpers import wait_until
-from servers import RedisServer
 from sse import follow
 
 TIMEOUT = 60
 WORDS = 150
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    binary = os.environ.get("TURNSTREAM_TEST_REDIS_SERVER")
-    if not binary:
-        pytest.skip("needs a redis-server binary: run under scripts/test")
-    server = RedisServer(binary, tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Reader(threading.Thread):

@@ -130,7 +130,10 @@ async def test_unknown_session_is_404_with_the_spec_body(client, make_token):
 
 async def test_cursor_older_than_the_trimmed_stream_is_409_with_a_resync_point(settings):
     # 25 ms between words: past the 20 ms write coalescing, so each word is its own event.
-    trimming = settings.model_copy(update={"stream_maxlen": 4, "demo_delay_ms": 25})
+    # Without an archive (retention 0): an ended run with one is replayed from it instead
+    # (tests/runs/test_archive_api.py, which also has the 409 of a running run).
+    update = {"stream_maxlen": 4, "demo_delay_ms": 25, "archive_retention": 0}
+    trimming = settings.model_copy(update=update)
     async with running_app(trimming) as application:
         async with client_for(application) as client:
             headers = await token_for(application, "alice")

@@ -13,8 +13,8 @@ from turnstream.clock import now_ms
 from turnstream.errors import ActiveRunLimit
 from turnstream.events import StreamEntry
 from turnstream.keys import RunField, RunKeys
-from turnstream.live.state import Requeue, RunState
-from turnstream.live.status import RunStatus
+from turnstream.live.state import RunState
+from turnstream.live.status import Requeue, RunStatus
 
 LEASE_SECONDS = 60
 

@@ -262,8 +262,12 @@ def test_another_user_sees_none_of_the_first_users_conversations(served, context
 
 
 def test_an_expired_cursor_after_a_reload_shows_the_stored_reply(context, tmp_path):
-    """The run keeps only its newest 20 events: the replay from 0-0 gets 409, then the rest."""
-    with serve(tmp_path, TURNSTREAM_STREAM_MAXLEN="20") as served:
+    """The run keeps only its newest 20 events: the replay from 0-0 gets 409, then the rest.
+
+    Without an archive (retention 0), which would otherwise keep what is trimmed, and
+    trim mid-run only once it has it (at a lease renewal, 2 s in).
+    """
+    with serve(tmp_path, TURNSTREAM_STREAM_MAXLEN="20", TURNSTREAM_ARCHIVE_RETENTION="0") as served:
         user = served.user("ines")
         cid = user.conversation()
         page = context.new_page()

@@ -12,6 +12,7 @@ from turnstream import __version__
 from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
+from turnstream.api.request_context import RequestContext
 from turnstream.api.routes import chat, conversations, fallback, root, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
@@ -81,9 +82,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
-    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
+    add_middleware(app, settings)
     errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
-    app.include_router(root.router)  # /health and the chat page
+    app.include_router(root.router)  # /health, /metrics and the chat page
     for r in (conversations.router, runs.router, sessions.router, chat.router, fallback.router):
         app.include_router(r, prefix=API_PREFIX)
     return app
+
+
+def add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Pure ASGI middleware, the last added outermost.
+
+    RequestContext goes around HeaderLimit, so that a 431 carries X-Request-Id too.
+    """
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
+    app.add_middleware(RequestContext)

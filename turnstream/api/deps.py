@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request, Security
 from taskiq import AsyncBroker
 
+from turnstream import logs
 from turnstream.api import stream_tokens
 from turnstream.api.auth import TokenCache, authenticate, bearer
 from turnstream.errors import AccessDenied, Refused, Unauthorized
@@ -35,7 +36,9 @@ Authorization = Annotated[str | None, Security(bearer)]
 
 
 async def get_current_user(request: Request, rt: RuntimeDep, authorization: Authorization) -> User:
-    return await authenticate(rt, request.app.state.token_cache, authorization=authorization)
+    user = await authenticate(rt, request.app.state.token_cache, authorization=authorization)
+    logs.bind(user_id=user.id)  # on the request's log lines
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -52,6 +55,7 @@ async def get_conversation(
     """The conversation in the path, if the caller owns it; 403 for anything else."""
     if not await rt.store.is_owner(cid=cid, user_id=user.id):
         raise AccessDenied()
+    logs.bind(conversation_id=cid)
     return OwnedConversation(cid)
 
 
@@ -80,9 +84,11 @@ async def get_follower(
         ),
     ] = None,
 ) -> Follower:
-    return await authorize_follower(
+    follower = await authorize_follower(
         rt, request.app.state.token_cache, cid=cid, authorization=authorization, token=token
     )
+    logs.bind(conversation_id=cid, user_id=follower.user_id)
+    return follower
 
 
 FollowerDep = Annotated[Follower, Depends(get_follower)]

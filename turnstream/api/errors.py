@@ -35,12 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
+from turnstream import metrics
 from turnstream.errors import (
     AccessDenied,
     ActiveRunLimit,
     Conflict,
     CursorExpired,
     DatabaseUnavailable,
+    IdentityProviderUnavailable,
     InvalidCursor,
     InvalidMessage,
     MessageTooLong,
@@ -137,6 +139,9 @@ def _answer(exc: TurnstreamError) -> _Answer:
             return 503, {"error": "Redis unavailable", "detail": str(exc)}, _RETRY_SOON
         case DatabaseUnavailable():
             return 503, {"error": "Database unavailable", "detail": str(exc)}, _RETRY_SOON
+        case IdentityProviderUnavailable():
+            body = {"error": "Identity provider unavailable", "detail": str(exc)}
+            return 503, body, _RETRY_SOON
     raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
 
@@ -196,6 +201,7 @@ def _about(status: int, error: str, conversation_id: str) -> _Answer:
 async def turnstream_error(_request: Request, exc: TurnstreamError) -> JSONResponse:
     if isinstance(exc, Unavailable):
         logger.warning("%s: %s", type(exc).__name__, exc.__cause__ or exc)
+        metrics.backend_error(exc)
     return answer(exc)
 
 

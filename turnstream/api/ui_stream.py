@@ -13,6 +13,7 @@ The `/chat` routes (routes/chat.py) feed each native event (SPEC §5) to a
     error                     [text-end | reasoning-end] error {errorText}
     end                       [text-end | reasoning-end] [finish-step] [abort] finish; [DONE]
     (Redis lost mid-stream)   error {errorText}, and no [DONE]: the run goes on; reconnect
+    (the server shuts down)   the same
 
 Steps are not in the native events; they are derived from their order. A step
 is text and reasoning, then tool calls, then their results; the next step

@@ -6,12 +6,13 @@ work; see the package's docstring for how they report a problem.
 
 from __future__ import annotations
 
-import logging
+import math
 import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from turnstream.cli import observe
 from turnstream.cli.chat import chat
 from turnstream.cli.checks import (
     check_port,
@@ -68,7 +69,7 @@ def serve(
     from turnstream.api.http_protocol import HEAD_CAP_FACTOR, bounded_httptools
 
     level = "DEBUG" if log_level.lower() == "trace" else log_level.upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    log_config = observe.serve_logs(settings, level)  # text, or TURNSTREAM_LOG_FORMAT=json
     database = prepare_database(settings, upgrade=is_sqlite(settings))
     token = with_db(settings, _first_run_token)
     if token is not None:
@@ -86,7 +87,10 @@ def serve(
         host=host,
         port=port,
         log_level=log_level.lower(),
-        timeout_graceful_shutdown=5,
+        # After SIGTERM event streams end at once with a notice (api/sse.py); other
+        # requests get this long. Then the lifespan's shutdown.
+        timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
+        log_config=log_config,
         # httptools alone reads a request head of any size.
         http=bounded_httptools(HEAD_CAP_FACTOR * settings.max_header_bytes),
     )
@@ -135,6 +139,7 @@ def worker(
         # Bounds that hook (ending runs takes well under a second each, in parallel).
         shutdown_timeout=10,
     )
+    observe.prepare_worker(settings)  # log format, TURNSTREAM_WORKER_METRICS_PORT
     sys.exit(run_worker(args) or 0)
 
 

@@ -113,8 +113,8 @@ class Follow:
     def feed(self, line: str) -> Event | None:
         """The event that `line` completes, if it is one not handed out yet."""
         frame = self._decoder.feed(line)
-        # No id: the notice of a server that lost Redis; the run goes on, and
-        # the response ends next, so the client resumes.
+        # No id: a server's notice (it lost Redis, or it is shutting down); the run
+        # goes on, and the response ends next, so the client resumes.
         if frame is None or not frame.id:
             return None
         try:

@@ -9,9 +9,10 @@ can never both win:
     append     events while running; returns whether a stop was asked
     heartbeat  renews the worker's lease; fails once the run is no longer its own
     finish     -> completed | error | cancelled; writes `error`/`end` exactly once
+    archived   notes how far SQL holds the run's events (runs/archiver.py), and trims
     requeue    a reaper's look at a queued run no worker claimed in time (`chat:queued`)
 
-These six share `_prelude.lua` (their common KEYS and ARGV, and the helpers
+These seven share `_prelude.lua` (their common KEYS and ARGV, and the helpers
 that write, trim and keep): `_run_script` puts it in front of each one's text.
 Every event gets the next `seq` from the run hash inside the script that
 writes it, so the API, the worker and the reaper can all write to one stream.
@@ -20,7 +21,6 @@ writes it, so the API, the worker and the reaper can all write to one stream.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -34,7 +34,7 @@ from turnstream.events import Event, StreamEntry, dumps
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.client import maybe_text, members
 from turnstream.live.record import RunRecord
-from turnstream.live.status import RunStatus, is_live
+from turnstream.live.status import Requeue, RunStatus, is_live
 
 
 def _run_script(name: str) -> str:
@@ -49,33 +49,32 @@ _APPEND = _run_script("append")
 _HEARTBEAT = _run_script("heartbeat")
 _FINISH = _run_script("finish")
 _REQUEUE = _run_script("requeue")
+_ARCHIVED = _run_script("archived")
 _NEWEST = lua.load("newest")
 _COUNT_START = lua.load("count_start")
 
 _RATE_WINDOW_MS = 60_000
 
 
-class Requeue(enum.IntEnum):
-    """What the requeue script found a due queued run to need (see requeue.lua)."""
-
-    NOTHING = 0  # no longer queued (dropped from the index), or another reaper acted first
-    WAITING = 1  # it waits for a live run: its deadline moved on
-    GIVE_UP = 2  # unclaimed past the give-up line: end it
-    KICK = 3  # hand it to a worker again
-    LEAVE = 4  # for a process that can run it
-
-
 class RunState:
     """The run scripts and reads, bound to one Redis client and the retention settings.
 
     `claim_seconds`: a queued run that could start must be claimed within it (`chat:queued`).
+    `archive`: runs are archived to SQL, so the trim keeps what SQL lacks (`archived`).
     """
 
     def __init__(
-        self, redis: Redis, *, maxlen: int, ttl_seconds: int, claim_seconds: float = 15.0
+        self,
+        redis: Redis,
+        *,
+        maxlen: int,
+        ttl_seconds: int,
+        claim_seconds: float = 15.0,
+        archive: bool = False,
     ) -> None:
         self.redis = redis
         self.maxlen = maxlen
+        self.archive = archive
         self.ttl_ms = ttl_seconds * 1000
         self.claim_ms = int(claim_seconds * 1000)
         self._create = redis.register_script(_CREATE)
@@ -84,6 +83,7 @@ class RunState:
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._finish = redis.register_script(_FINISH)
         self._requeue = redis.register_script(_REQUEUE)
+        self._archived = redis.register_script(_ARCHIVED)
         self._newest = redis.register_script(_NEWEST)
         self._count_start = redis.register_script(_COUNT_START)
 
@@ -126,6 +126,8 @@ class RunState:
             RunField.USER_MESSAGE_ID: user_message_id,
             RunField.MESSAGE: message,
         }
+        if self.archive:
+            fields[RunField.ARCHIVED_THROUGH] = "0-0"  # nothing in SQL yet: trim nothing
         queued = events.queued(k.sid)
         mode = "enqueue" if enqueue else "reject"
         args = self._args(
@@ -202,6 +204,10 @@ class RunState:
         )
         ended = await self._finish(keys=self._keys(k), args=args)
         return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
+
+    async def archived(self, k: RunKeys, through: str) -> bool:
+        """Note that SQL holds the run's events through id `through`; trim what that frees."""
+        return bool(await self._archived(keys=self._keys(k), args=self._args(k, through)))
 
     async def requeue(
         self, k: RunKeys, *, caller: Literal["kick", "look", "all"], give_up_seconds: float

@@ -1,4 +1,7 @@
-"""A run's lifecycle: `queued -> running -> completed | error | cancelled` (SPEC §4)."""
+"""A run's lifecycle: `queued -> running -> completed | error | cancelled` (SPEC §4).
+
+And what a queued run that no worker claimed in time needs next (`Requeue`).
+"""
 
 from __future__ import annotations
 
@@ -23,3 +26,13 @@ class RunStatus(enum.StrEnum):
 def is_live(status: str | None) -> bool:
     """Whether a `task:status` value means the run is still going (a missing key: no)."""
     return status is not None and RunStatus(status).active
+
+
+class Requeue(enum.IntEnum):
+    """What the requeue script found a due queued run to need (see requeue.lua)."""
+
+    NOTHING = 0  # no longer queued (dropped from the index), or another reaper acted first
+    WAITING = 1  # it waits for a live run: its deadline moved on
+    GIVE_UP = 2  # unclaimed past the give-up line: end it
+    KICK = 3  # hand it to a worker again
+    LEAVE = 4  # for a process that can run it

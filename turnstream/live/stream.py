@@ -15,7 +15,8 @@ topped out near 2,000 events/s.)
 Catching up only after the subscription is confirmed leaves no gap; skipping
 ids already seen leaves no duplicate. A notice lost in a reconnect shows as a
 gap in `seq` and is read back from the stream; the tick's XRANGE also notices
-an ended or expired run.
+an ended or expired run. A follower given a `stop` (the API's drain, when its
+server shuts down) is ended by a last item in its queue once `stop` is set.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -44,6 +46,13 @@ _CONFIRM_SECONDS = 10.0
 # check Redis at the same moment.
 _TICK_SLICES = 10
 _TICK: list[StreamEntry] = []  # an empty batch: "nothing came for a while, look yourself"
+_STOP: list[StreamEntry] = []  # another: "stop following", once the follower's `stop` is set
+
+
+class Stop(Protocol):
+    """What ends a follow early when it is set: an asyncio or anyio `Event`."""
+
+    def wait(self) -> Awaitable[object]: ...
 
 
 class _Follower:
@@ -88,14 +97,18 @@ class StreamHub:
             await stop_task(task, self._stopping)
         await self._pubsub.aclose()
 
-    async def follow(self, k: RunKeys, cursor: str) -> AsyncIterator[list[StreamEntry]]:
+    async def follow(
+        self, k: RunKeys, cursor: str, *, stop: Stop | None = None
+    ) -> AsyncIterator[list[StreamEntry]]:
         """Batches of the entries after `cursor` (exclusive), until `end`.
 
         Also returns once the run has ended (or expired) with nothing newer
-        left, so a cursor at or past the end gets a finished stream, not a hang.
+        left, so a cursor at or past the end gets a finished stream, not a hang;
+        and, without `end`, soon after `stop` is set.
         """
         self._joined += 1
         follower = _Follower(cursor, self._joined % _TICK_SLICES)
+        stopper = None if stop is None else asyncio.create_task(_stop_when(stop, follower))
         try:
             channel = await self._join(k.channel, follower)
             try:
@@ -110,6 +123,8 @@ class StreamHub:
                     batch, catch_up = catch_up, None
                 else:
                     batch = await follower.queue.get()
+                    if batch is _STOP:
+                        return
                     if batch is not _TICK:
                         heard = True
                         if follower.last_seq is not None and batch[0].seq > follower.last_seq + 1:
@@ -132,6 +147,8 @@ class StreamHub:
                     return
                 yield fresh
         finally:
+            if stopper is not None:
+                stopper.cancel()
             await self._leave(k.channel, follower)
 
     async def _join(self, name: str, follower: _Follower) -> _Channel:
@@ -200,6 +217,11 @@ class StreamHub:
 
     async def _live(self, k: RunKeys) -> bool:
         return is_live(maybe_text(await self.redis.get(k.status)))
+
+
+async def _stop_when(stop: Stop, follower: _Follower) -> None:
+    await stop.wait()
+    follower.queue.put_nowait(_STOP)
 
 
 async def expired(redis: Redis, k: RunKeys, cursor: str) -> str | None:

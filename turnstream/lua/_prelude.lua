@@ -27,15 +27,27 @@ local run_sid = ARGV[5]
 local slack = math.max(1, math.floor(maxlen / 10))
 local last_id = false
 
--- Trim by hand, in steps of `slack`, to record the newest id trimmed away:
--- that is how a resume knows its cursor fell into the gap (409, not a silent hole).
+-- Trim the stream down to `maxlen`, recording the newest id trimmed away: that is
+-- how a resume knows its cursor fell into the gap (409, not a silent hole). A run
+-- whose hash has `archived_through` (archiving is on: runs/archiver.py) loses only
+-- entries up to that id, the ones SQL already holds.
+local function trim_now()
+  local len = redis.call('XLEN', stream)
+  if len <= maxlen then return end
+  local bound = redis.call('HGET', run, 'archived_through') or '+'
+  local head = redis.call('XRANGE', stream, '-', bound, 'COUNT', len - maxlen)
+  if #head == 0 then return end
+  local newest = head[#head][1]
+  redis.call('XTRIM', stream, 'MINID', newest)
+  redis.call('XDEL', stream, newest)
+  redis.call('HSET', run, 'trimmed_through', newest)
+end
+
+-- Trim in steps of `slack`: on every `slack`-th event once the stream is that far over.
 local function trim(seq)
   if seq <= maxlen + slack or seq % slack ~= 0 then return end
-  local len = redis.call('XLEN', stream)
-  if len <= maxlen + slack then return end
-  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen + 1)
-  redis.call('XTRIM', stream, 'MINID', head[#head][1])
-  redis.call('HSET', run, 'trimmed_through', head[#head - 1][1])
+  if redis.call('XLEN', stream) <= maxlen + slack then return end
+  trim_now()
 end
 
 -- Write one event with the run's next seq, and publish it to the run's channel.

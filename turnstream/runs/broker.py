@@ -28,8 +28,10 @@ from redis.exceptions import RedisError
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import RedisStreamBroker
 
+from turnstream import logs
 from turnstream.config import Settings
 from turnstream.errors import Misconfigured
+from turnstream.ids import session_user
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
 from turnstream.runs.executor import execute
@@ -69,6 +71,7 @@ class StreamBroker(RedisStreamBroker):
 
 async def run_task(cid: str, sid: str, context: Context = TaskiqDepends()) -> None:
     runtime: Runtime = context.state.runtime
+    logs.bind(conversation_id=cid, session_id=sid, user_id=session_user(sid))  # its log lines
     task = asyncio.current_task()
     assert task is not None
     context.state.run_tasks.add(task)

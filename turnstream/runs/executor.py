@@ -5,7 +5,7 @@ The shape of an execution:
     claim (queued -> running, atomically)
     consume loop: agent events -> buffer -> one Redis write per ~20 ms (deltas merged)
     watcher beside it: renews the lease, notices a stop, cancels the agent's step
-    store the run's messages in SQL (runs/reply.py), then end the run (`end` comes last)
+    store the run's messages and events in SQL (reply.py, archiver.py), then end the run
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from collections.abc import AsyncGenerator
 
 from redis.exceptions import RedisError
 
+from turnstream import metrics
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.events import Event, EventType, delta
 from turnstream.keys import RunKeys
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
+from turnstream.runs import archiver
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
-from turnstream.store import runlog
 from turnstream.store.views import NewMessage
 
 logger = logging.getLogger("turnstream.runs")
@@ -62,7 +63,7 @@ async def end_run(
     require: RunStatus | None = None,
     lapsed_before: int = 0,
 ) -> bool:
-    """Store the run's messages and usage, then end it: whoever sees `end` can load both.
+    """Store the run's messages, usage and events, then end it: whoever sees `end` has them.
 
     Returns False when the run had ended already (another actor won). A
     conditional end (`require`: the reaper, or a stop before any worker) never
@@ -81,6 +82,7 @@ async def end_run(
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
         )
+    await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
     ended_at = await rt.runs.finish(
         k,
         status=status,
@@ -91,13 +93,8 @@ async def end_run(
     )
     if ended_at is None:
         return False
-    await runlog.end_run(
-        rt.sessions,
-        session_id=k.sid,
-        status=status.value,
-        error=error[0] if error else None,
-        ended_at_ms=ended_at,
-    )
+    metrics.run_ended(status.value, created_at_ms=record.created_at, ended_at_ms=ended_at)
+    await archiver.save_end(rt, k, status, error, ended_at)  # `error`/`end`, and the run log
     return True
 
 
@@ -127,6 +124,7 @@ class _Execution:
         self.agent_error: tuple[str, str] | None = None
         self.finished = asyncio.Event()
         self.step: asyncio.Future[AgentEvent] | None = None
+        self.archiving = archiver.KeepUp(rt, k)  # what a trim waits to drop, into SQL
 
     async def run(self) -> None:
         status, error = RunStatus.COMPLETED, None
@@ -152,6 +150,7 @@ class _Execution:
         finally:
             self.finished.set()
             await watcher
+            await self.archiving.wait()
         if self.lost:
             logger.warning("run %s was taken from this worker (lease lapsed)", self.k.sid)
             return
@@ -240,6 +239,7 @@ class _Execution:
         if self.unreachable_since is not None:
             outage = self.last_write - self.unreachable_since
             logger.warning("run %s: Redis is back after %.1f s; events sent", self.k.sid, outage)
+        metrics.events_written(self.unsent, self.batches == 1, self.record.created_at)
         self.unsent, self.unreachable_since = [], None
         if stop:
             self._stop()
@@ -264,6 +264,7 @@ class _Execution:
                         self._stop()
                         return
                     stop = bool(state)
+                    self.archiving.poke()
                 else:
                     stop = bool(await self.rt.redis.exists(self.k.cancel))
             except RedisError as exc:

@@ -6,7 +6,8 @@ index, rebuilds each run's messages from its own stream (with the builder the
 executor uses, runs/reply.py, so they are the ones its worker would have
 stored), stores them, and ends the run with `error`. The finish script
 re-checks the lease, so a reaper racing a live worker or another reaper
-changes nothing twice.
+changes nothing twice. Its end archives the run's events as a worker's does
+(`end_run`, runs/archiver.py); the loop also deletes archives past their retention.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import logging
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from turnstream import keys
+from turnstream import keys, metrics
 from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
 from turnstream.live.client import entries
 from turnstream.live.status import RunStatus
+from turnstream.runs import archiver
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
@@ -54,24 +56,29 @@ async def reap_once(rt: Runtime) -> int:
             lapsed_before=now_ms(),
         ):
             logger.warning("ended run %s: its worker %s stopped responding", k.sid, record.worker)
+            metrics.reaper_action("worker_lost")
             ended += 1
     return ended
 
 
 async def reap_forever(rt: Runtime, stopping: asyncio.Event) -> None:
-    """Reap until `stopping` is set.
+    """Reap until `stopping` is set; every `archiver.PRUNE_SECONDS`, prune old archives too.
 
     The event, not only cancellation, ends the loop: redis-py can swallow a
     cancel that lands mid-command, and a shutdown must never hang on that.
     """
     loop = asyncio.get_running_loop()
-    judge_after = 0.0
+    judge_after = prune_after = 0.0
     while not stopping.is_set():
         try:
             if loop.time() >= judge_after:
                 await reap_once(rt)
+            if loop.time() >= prune_after:
+                prune_after = loop.time() + archiver.PRUNE_SECONDS
+                await archiver.prune(rt)
         except (RedisError, SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("reaper pass failed, retrying: %s", exc)
+            metrics.backend_error(exc)
             if isinstance(exc, RedisError):
                 # No worker could renew a lease while Redis was away: give them one
                 # lease period after it is back before calling their runs lost.

@@ -40,11 +40,11 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from turnstream import metrics
 from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
 from turnstream.keys import RunKeys
-from turnstream.live.state import Requeue
-from turnstream.live.status import RunStatus
+from turnstream.live.status import Requeue, RunStatus
 from turnstream.runs.executor import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
@@ -74,6 +74,7 @@ async def requeue_once(rt: Runtime, kick: Kick | None) -> int:
         elif found is Requeue.KICK and kick is not None and await _startable(rt, k):
             logger.warning("run %s: no worker claimed it in time; handing it out again", k.sid)
             await kick(k)
+            metrics.reaper_action("requeued")
             acted += 1
     return acted
 
@@ -128,6 +129,7 @@ async def give_up_run(rt: Runtime, k: RunKeys) -> bool:
         status, error = RunStatus.CANCELLED, None
     if await end_run(rt, k, record, status, Reply(), error=error, require=RunStatus.QUEUED):
         logger.warning("ended run %s (%s): no worker took it in time", k.sid, status)
+        metrics.reaper_action("not_started")
         return True
     return False
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from taskiq import AsyncBroker
 
-from turnstream import keys
+from turnstream import keys, metrics
 from turnstream.clock import now_ms
 from turnstream.errors import ActiveRunLimit, RateLimited, RunConflict
 from turnstream.ids import session_id, uuid7
@@ -170,12 +170,14 @@ async def _record_and_kick(
     except BaseException:
         record = await rt.runs.get(k)
         if record is not None:
-            await rt.runs.finish(
+            ended_at = await rt.runs.finish(
                 k,
                 status=RunStatus.ERROR,
                 message_id=message_id,
                 error=("The run could not be started.", "start_failed"),
             )
+            if ended_at is not None:
+                metrics.run_ended("error", created_at_ms=record.created_at, ended_at_ms=ended_at)
         raise
 
 

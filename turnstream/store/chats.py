@@ -7,7 +7,8 @@ Two rules keep concurrent writers from losing anything:
   write lock serialise appends across processes; no in-process lock is needed.
 - Every write bumps the conversation's `version` in the same transaction, then
   hands the cache (`store/cache.py`) that version and the change it made. The
-  cache only moves forward: it patches its copy or leaves a tombstone.
+  cache only moves forward: it patches its copy or leaves a tombstone; a read
+  takes the copy only at the row's version or later.
 
 Redis failures never fail a read or a write here: the cache is skipped and the
 database answers.
@@ -260,9 +261,16 @@ class ChatStore:
     # -- reads through the cache ---------------------------------------------
 
     async def load(self, *, cid: str) -> CachedConversation | None:
-        """The conversation with all its messages: from the cache, else the database."""
+        """The conversation with all its messages: the cached copy if current, else SQL.
+
+        Current: at least the row's version, read first by primary key (store/cache.py).
+        """
+        async with self.sessions() as db:
+            version = await db.scalar(select(Conversation.version).where(Conversation.id == cid))
+        if version is None:
+            return None
         cached = await self.cache.get(cid=cid)
-        if cached is not None:
+        if cached is not None and cached.version >= version:
             return cached
         cached = await self._load_from_db(cid)
         if cached is not None:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
@@ -108,18 +109,23 @@ async def _ui_stream(rt: Runtime, k: RunKeys, message_id: str) -> EventSourceRes
     resync = await expired(rt.redis, k, "0-0")
     if resync is not None:
         raise CursorExpired(session_id=k.sid, resync_cursor=resync)
+    drain = anyio.Event()  # set when the server shuts down (api/sse.py)
     return EventSourceResponse(
-        _chunks(rt, k, UIMessageStream(message_id)),
+        _chunks(rt, k, UIMessageStream(message_id), drain),
         ping=rt.settings.ping_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping"),
         headers={"X-Session-Id": k.sid, "X-Accel-Buffering": "no", HEADER: VERSION},
+        shutdown_event=drain,
+        shutdown_grace_period=rt.settings.drain_seconds,
     )
 
 
-async def _chunks(rt: Runtime, k: RunKeys, ui: UIMessageStream) -> AsyncIterator[bytes]:
+async def _chunks(
+    rt: Runtime, k: RunKeys, ui: UIMessageStream, drain: anyio.Event
+) -> AsyncIterator[bytes]:
     yield b"".join(frame(chunk) for chunk in ui.start())
     try:
-        async for batch in rt.hub.follow(k, "0-0"):
+        async for batch in rt.hub.follow(k, "0-0", stop=drain):
             chunks = [chunk for entry in batch for chunk in ui.feed(entry.type, entry.data)]
             if chunks:  # all that is ready goes out in one write
                 yield b"".join(frame(chunk) for chunk in chunks)
@@ -127,6 +133,9 @@ async def _chunks(rt: Runtime, k: RunKeys, ui: UIMessageStream) -> AsyncIterator
         # Mid-stream there is no status left to change: say so; the client reconnects.
         logger.warning("UI stream of %s interrupted: %s", k.sid, exc)
         yield b"".join(frame(chunk) for chunk in ui.cut("Redis unavailable; resume later."))
+        return
+    if not ui.ended and drain.is_set():
+        yield b"".join(frame(chunk) for chunk in ui.cut("Server shutting down; reconnect."))
         return
     if not ui.ended:  # the run's events expired before its end was read
         yield b"".join(frame(chunk) for chunk in ui.cut("The run's events are no longer kept."))

@@ -12,24 +12,22 @@ from turnstream import keys
 from turnstream.api import stream_tokens
 from turnstream.api.body import read_content
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
+from turnstream.api.resume import MAX_SESSION_ID as _MAX_SESSION_ID
+from turnstream.api.resume import resume_stream
 from turnstream.api.schemas import CursorExpired as CursorExpiredBody
 from turnstream.api.schemas import ErrorBody, MessageBody, RunView, StopResult, StreamToken
 from turnstream.api.sse import event_stream
 from turnstream.errors import (
-    CursorExpired,
-    InvalidCursor,
     NoActiveRun,
     NothingToRegenerate,
     ReplyReplaced,
     RunEndedFirst,
     SessionNotFound,
 )
-from turnstream.events import cursor_key, parse_cursor
 from turnstream.keys import RunKeys
 from turnstream.live.client import maybe_text
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
-from turnstream.live.stream import expired
 from turnstream.runs.service import Multitask, Started, start_run, stop_run
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
@@ -42,7 +40,6 @@ _MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "Another run is active (multitask=reject)"},
     413: {"description": "The message is too long"},
 }
-_MAX_SESSION_ID = 160
 # post_message reads its body itself (api/body.py), in any of these three forms.
 _MESSAGE_FORM = {
     "type": "object",
@@ -129,7 +126,7 @@ async def regenerate(
         200: {"content": _SSE, "description": "The run's events after the cursor"},
         400: {"description": "Malformed cursor"},
         404: {"model": ErrorBody, "description": "Session not found or expired"},
-        409: {"model": CursorExpiredBody, "description": "The cursor is older than Redis holds"},
+        409: {"model": CursorExpiredBody, "description": "A running run's cursor, trimmed away"},
     },
 )
 @router.post("/resume/{session_id}", include_in_schema=False)
@@ -142,26 +139,13 @@ async def resume(
 ) -> Response:
     """The run's events after `cursor` (or `Last-Event-ID`), live until its end.
 
-    Browsers' `EventSource` cannot send a bearer token: they pass `?token=` from
-    `POST …/stream-token` instead.
+    An ended run's events come from its archive once Redis has let them go
+    (api/resume.py). Browsers' `EventSource` cannot send a bearer token: they pass
+    `?token=` from `POST …/stream-token` instead.
     """
     k = RunKeys(follower.cid, session_id)
-    record = await _run_of(rt, k, follower.user_id)
-    position = parse_cursor(cursor if cursor is not None else last_event_id)
-    if position is None:
-        raise InvalidCursor("A cursor is a stream entry id such as 1704123456789-0.")
-    if cursor_key(position) > cursor_key(record.last_id):
-        # No entry of this run can be newer than its newest: the cursor is not one this
-        # run sent (another run's, or made up). Waiting after it would silently skip
-        # every event still to come, `end` included.
-        raise InvalidCursor(
-            f"The cursor is past this run's newest event ({record.last_id}), so this run "
-            "did not send it. Resume from an id this run sent, or without a cursor."
-        )
-    resync = await expired(rt.redis, k, position)
-    if resync is not None:
-        raise CursorExpired(session_id=session_id, resync_cursor=resync)
-    return event_stream(rt, k, position)
+    position = cursor if cursor is not None else last_event_id
+    return await resume_stream(rt, k, user_id=follower.user_id, cursor=position)
 
 
 @router.post("/stream-token", response_model=StreamToken)
@@ -287,12 +271,3 @@ async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> R
             session_id=newer, replaced_session_id=started.session_id, conversation_id=cid
         )
     return JSONResponse(reply.model_dump(mode="json"), headers={"X-Session-Id": started.session_id})
-
-
-async def _run_of(rt: Runtime, k: RunKeys, user_id: str) -> RunRecord:
-    if len(k.sid) > _MAX_SESSION_ID:
-        raise SessionNotFound(k.cid)
-    record = await rt.runs.get(k)
-    if record is None or record.user_id != user_id:
-        raise SessionNotFound(k.cid)
-    return record

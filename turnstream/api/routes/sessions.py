@@ -1,7 +1,9 @@
 """The two questions a frontend asks after a reload (SPEC §7), each answered in O(1).
 
 Both start from `chat:active:{cid}` and read only the newest run's own keys:
-no KEYS, no SCAN, whatever else Redis holds.
+no KEYS, no SCAN, whatever else Redis holds. Once those have expired, the
+newest run in SQL answers if it is archived within the retention
+(runs/archiver.py: by the `(conversation_id, created_at)` index).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from turnstream.api.schemas import ActiveSession, ErrorBody, TaskStatus
 from turnstream.clock import now_ms
 from turnstream.errors import NoActiveSession, NoBackgroundTask
 from turnstream.live.status import RunStatus
+from turnstream.runs import archiver
 from turnstream.runtime import Runtime
 
 router = APIRouter(prefix="/conversations/{cid}", tags=["sessions"])
@@ -36,7 +39,7 @@ _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     responses={404: {"model": ErrorBody, "description": "No active session found"}},
 )
 async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> ActiveSession:
-    record = await rt.runs.newest(conversation.id)
+    record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
     if record is None:
         raise NoActiveSession(conversation.id)
     return ActiveSession(
@@ -55,7 +58,7 @@ async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Activ
     responses={404: {"model": ErrorBody, "description": "No background task found"}},
 )
 async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStatus:
-    record = await rt.runs.newest(conversation.id)
+    record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
     if record is None:
         raise NoBackgroundTask(conversation.id)
     if record.status.active:

@@ -121,7 +121,7 @@ class Run {
   }
 
   frame(frame) {
-    // Without an id: the notice of a server that lost Redis. The run goes on; resume.
+    // Without an id: a server's notice (it lost Redis, or it is shutting down). The run goes on; resume.
     if (!frame.id) return null;
     const event = JSON.parse(frame.data);
     if (event.seq <= this.seq) return null;
