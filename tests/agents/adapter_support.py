@@ -11,21 +11,15 @@ from turnstream.agents.base import Agent, RunContext
 from turnstream.config import Settings
 from turnstream.events import Event, EventType
 
+from . import support
+from .support import of_type
+
 SETTINGS = Settings()
 
 
 def make_ctx(history: list[dict[str, Any]]) -> RunContext:
     """A run answering the last (user) message of `history`."""
-    return RunContext(
-        conversation_id="conv_1",
-        user_id="user_1",
-        session_id="sess_1",
-        message_id="msg_0123456789abcdef",
-        message=history[-1]["content"],
-        history=history,
-        settings=SETTINGS,
-        cancelled=lambda: False,
-    )
+    return support.make_ctx(SETTINGS, history)
 
 
 def user(text: str) -> dict[str, Any]:
@@ -38,10 +32,6 @@ async def run(agent: Agent, history: list[dict[str, Any]]) -> list[Event]:
     async for item in agent(make_ctx(history)):
         out.append(Event(EventType.DELTA, {"text": item}) if isinstance(item, str) else item)
     return out
-
-
-def of_type(events: list[Event], kind: EventType) -> list[Event]:
-    return [e for e in events if e.type == kind]
 
 
 def text_of(events: list[Event]) -> str:
