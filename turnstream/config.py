@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     claim_seconds: float = Field(15.0, gt=0)
     not_started_seconds: float = Field(300.0, ge=0)
     cancel_poll_seconds: float = 0.25
-    delta_flush_ms: int = 20
+    delta_flush_ms: int = 25
     stop_wait_seconds: float = 10.0
     default_run_seconds: float = 30.0
     ping_seconds: float = 15.0

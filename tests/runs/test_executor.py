@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from helpers import eventually
 
-from turnstream import keys
+from turnstream import events, keys
 from turnstream.clock import now_ms
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
@@ -72,7 +73,6 @@ async def test_reaper_ends_a_run_whose_lease_lapsed_and_keeps_the_partial_reply(
     rt = app.state.runtime
     k, started = await _queued_run(rt)
     assert await rt.runs.claim(k, worker="dead-worker", lease_seconds=0.05)
-    from turnstream import events
 
     await rt.runs.append(k, [events.delta("half a "), events.delta("reply")])
     await asyncio.sleep(0.1)  # the 50 ms lease lapsing is what this test is about
@@ -87,8 +87,6 @@ async def test_reaper_ends_a_run_whose_lease_lapsed_and_keeps_the_partial_reply(
 
 
 async def test_a_batch_sent_again_after_a_lost_reply_is_written_once(app):
-    from turnstream import events
-
     rt = app.state.runtime
     k, _started = await _queued_run(rt)
     assert await rt.runs.claim(k, worker="w", lease_seconds=60)
@@ -137,3 +135,72 @@ async def test_shutdown_ends_in_flight_runs_instead_of_leaving_them_running(sett
         assert '"code":"worker_stopped"' in fields[1][1]["data"]
     finally:
         await check.aclose()
+
+
+async def _entries(rt, k):
+    return [(f["type"], json.loads(f["data"])) for _id, f in await rt.redis.xrange(k.stream)]
+
+
+async def test_a_fast_agents_deltas_become_few_entries_with_the_whole_text_in_order(app):
+    rt = app.state.runtime
+
+    async def fast(ctx):  # a model far faster than the flush window: no await between deltas
+        for i in range(3000):
+            yield f"w{i} "
+
+    rt.agent = fast
+    k, started = await _queued_run(rt)
+    await execute(rt, k.cid, k.sid, worker="w")
+    entries = await _entries(rt, k)
+    texts = [data["text"] for type_, data in entries if type_ == "delta"]
+    wanted = "".join(f"w{i} " for i in range(3000))
+    assert "".join(texts) == wanted and len(texts) <= 3
+    reply = next(m for m in (await rt.store.load(cid=k.cid)).messages if m.id == started.message_id)
+    assert reply.content == wanted
+
+
+async def test_adjacent_texts_of_one_kind_merge_and_other_events_keep_their_place(app):
+    rt = app.state.runtime
+
+    async def mixed(ctx):
+        yield events.reasoning("think ")
+        yield events.reasoning("hard")
+        yield "Hel"
+        yield events.delta("lo")
+        yield events.Event(events.EventType.DELTA, {"text": "!", "lang": "en"})  # not plain
+        yield events.usage(3, 4)
+        yield " Bye"
+
+    rt.agent = mixed
+    k, started = await _queued_run(rt)
+    await execute(rt, k.cid, k.sid, worker="w")
+    assert (await _entries(rt, k))[2:] == [
+        ("reasoning", {"text": "think hard"}),
+        ("delta", {"text": "Hello"}),
+        ("delta", {"text": "!", "lang": "en"}),
+        ("usage", {"prompt_tokens": 3, "completion_tokens": 4}),
+        ("delta", {"text": " Bye"}),
+        ("end", {"status": "completed", "messageId": started.message_id}),
+    ]
+
+
+async def test_the_first_event_reaches_the_stream_while_the_agent_still_runs(app):
+    rt = app.state.runtime
+    seen = asyncio.Event()
+
+    async def waits_to_be_seen(ctx):
+        yield "first"
+        await seen.wait()  # goes on only once a client could have read "first"
+        yield " second"
+
+    rt.agent = waits_to_be_seen
+    k, _started = await _queued_run(rt)
+    run = asyncio.create_task(execute(rt, k.cid, k.sid, worker="w"))
+
+    async def first_streamed() -> bool:
+        return ("delta", {"text": "first"}) in await _entries(rt, k)
+
+    await eventually(first_streamed, timeout=10, what="the first delta, before the agent ends")
+    seen.set()
+    await run
+    assert [d["text"] for t, d in await _entries(rt, k) if t == "delta"] == ["first", " second"]

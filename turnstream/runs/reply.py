@@ -82,12 +82,12 @@ class Reply:
 
     def add(self, type: str, data: dict[str, Any]) -> None:
         """Take one event; events of other types (queued, start, error, end) change nothing."""
-        if type in _STEP_STARTS and self._after_result:
-            self.steps.append(_Step())
-            self._after_result = False
         if type == EventType.DELTA:
-            self.steps[-1].parts.append(data["text"])
-        elif type == EventType.TOOL_CALL:
+            self.add_text(data["text"])
+            return
+        if type in _STEP_STARTS and self._after_result:
+            self._next_step()
+        if type == EventType.TOOL_CALL:
             self._call(data)
         elif type == EventType.TOOL_RESULT:
             self._after_result = self._after_result or str(data.get("id", "")) in self._called
@@ -95,6 +95,16 @@ class Reply:
         elif type == EventType.USAGE:
             self.prompt_tokens += int(data.get("prompt_tokens", 0))
             self.completion_tokens += int(data.get("completion_tokens", 0))
+
+    def add_text(self, text: str) -> None:
+        """Take a `delta`'s text: the executor's path for plain text, with no event made."""
+        if self._after_result:
+            self._next_step()
+        self.steps[-1].parts.append(text)
+
+    def _next_step(self) -> None:
+        self.steps.append(_Step())
+        self._after_result = False
 
     def _call(self, data: dict[str, Any]) -> None:
         call_id, name, arguments = data.get("id"), data.get("name"), data.get("arguments")
