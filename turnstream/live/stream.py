@@ -9,14 +9,20 @@ all followed streams costs O(runs) per round trip: measured at 200 runs it
 topped out near 2,000 events/s.)
 
     follower: subscribe, wait for the confirmation, XRANGE after its cursor
-    hub: notices -> each follower's queue; every `idle_seconds`, a tick
-    follower: skip what it has seen; on a seq gap, or a tick after a quiet spell, XRANGE
+    hub: notices -> each follower's queue; every `idle_seconds`, a sweep
+    follower: skip what it has seen; on a seq gap, or a nudge from the sweep, XRANGE
 
 Catching up only after the subscription is confirmed leaves no gap; skipping
 ids already seen leaves no duplicate. A notice lost in a reconnect shows as a
-gap in `seq` and is read back from the stream; the tick's XRANGE also notices
-an ended or expired run. A follower given a `stop` (the API's drain, when its
-server shuts down) is ended by a last item in its queue once `stop` is set.
+gap in `seq` and is read back from the stream. The sweep catches what no later
+notice would show: a lost last notice, and a run that ended or expired unheard.
+It reads the newest `seq` and the status of every run that was quiet since the
+last sweep, in one script call per slice (lua/heads.lua), and nudges only the
+followers that are behind or whose run is no longer live. (Before, each quiet follower read its
+stream and its status itself every 2 s: at 10,000 idle streams that was 10,000
+round trips a second, a whole core, for nothing.) A follower given a `stop`
+(the API's drain, when its server shuts down) is ended by a last item in its
+queue once `stop` is set.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from turnstream import lua
 from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
 from turnstream.keys import RunField, RunKeys
@@ -40,12 +47,14 @@ from turnstream.live.status import is_live
 
 logger = logging.getLogger("turnstream.stream")
 
+_HEADS = lua.load("heads")
+
 IDLE_SECONDS = 2.0
 _CONFIRM_SECONDS = 10.0
-# Ticks go out in this many slices per idle period, so quiet followers do not all
-# check Redis at the same moment.
-_TICK_SLICES = 10
-_TICK: list[StreamEntry] = []  # an empty batch: "nothing came for a while, look yourself"
+# The sweep goes in this many slices per idle period, so that no one call is long
+# enough to hold up the event loop (or Redis).
+_SWEEP_SLICES = 10
+_NUDGE: list[StreamEntry] = []  # an empty batch: "the run moved unheard, look yourself"
 _STOP: list[StreamEntry] = []  # another: "stop following", once the follower's `stop` is set
 
 
@@ -56,21 +65,44 @@ class Stop(Protocol):
 
 
 class _Follower:
-    __slots__ = ("last_id", "last_seq", "queue", "slice")
+    """One client's place in a run, and its queue of batches.
 
-    def __init__(self, last_id: str, slice: int) -> None:
+    The queue is a list and a future, not an `asyncio.Queue` (three deques, an
+    event: about 2 KB): an API process holds one per open stream.
+    """
+
+    __slots__ = ("last_id", "last_seq", "pending", "waiter")
+
+    def __init__(self, last_id: str) -> None:
         self.last_id = last_id
         self.last_seq: int | None = None
-        self.slice = slice
-        self.queue: asyncio.Queue[list[StreamEntry]] = asyncio.Queue()
+        self.pending: list[list[StreamEntry]] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, batch: list[StreamEntry]) -> None:
+        self.pending.append(batch)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self) -> list[StreamEntry]:
+        while not self.pending:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.pending.pop(0)
 
 
 class _Channel:
-    __slots__ = ("confirmed", "followers")
+    __slots__ = ("confirmed", "followers", "heard", "run", "slice")
 
-    def __init__(self) -> None:
+    def __init__(self, run: str, slice: int) -> None:
+        self.run = run  # the run hash: its newest `seq` and its status, for the sweep
+        self.slice = slice
         self.followers: set[_Follower] = set()
         self.confirmed = asyncio.Event()
+        self.heard = False  # a notice came since the last sweep: nothing to check
 
 
 class StreamHub:
@@ -80,17 +112,19 @@ class StreamHub:
         self.redis = redis
         self.idle_seconds = idle_seconds
         self._pubsub: PubSub = redis.pubsub()
+        self._heads = redis.register_script(_HEADS)
         self._channels: dict[str, _Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._joined = 0
         self._commands = asyncio.Lock()  # one (un)subscribe at a time on the connection
+        self._subscribed = asyncio.Event()  # wakes the listener once it has something to read
 
     async def start(self) -> None:
         # Connect once, up front: redis-py's PubSub opens a connection per concurrent
         # first subscribe and keeps only one, so the others' confirmations never come.
         await self._pubsub.connect()
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._tick())]
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._sweep())]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -106,41 +140,37 @@ class StreamHub:
         left, so a cursor at or past the end gets a finished stream, not a hang;
         and, without `end`, soon after `stop` is set.
         """
-        self._joined += 1
-        follower = _Follower(cursor, self._joined % _TICK_SLICES)
+        follower = _Follower(cursor)
         stopper = None if stop is None else asyncio.create_task(_stop_when(stop, follower))
         try:
-            channel = await self._join(k.channel, follower)
+            channel = await self._join(k, follower)
             try:
                 await asyncio.wait_for(channel.confirmed.wait(), _CONFIRM_SECONDS)
             except TimeoutError as exc:
                 raise RedisTimeoutError(f"no subscription to {k.channel} confirmed") from exc
             # Catch up only now that nothing can slip by; notices queued meanwhile repeat it.
-            catch_up: list[StreamEntry] | None = await self._range(k.stream, cursor)
-            heard = False  # a notice came since the last tick
+            # From the cursor's own entry on: its `seq` is where gaps are counted from.
+            batch: list[StreamEntry] | None = await self._range(k.stream, cursor, inclusive=True)
             while True:
-                if catch_up is not None:
-                    batch, catch_up = catch_up, None
-                else:
-                    batch = await follower.queue.get()
+                read = batch is not None  # from the stream, not a notice
+                if batch is None:
+                    batch = await follower.get()
                     if batch is _STOP:
                         return
-                    if batch is not _TICK:
-                        heard = True
-                        if follower.last_seq is not None and batch[0].seq > follower.last_seq + 1:
-                            # A notice went missing (a reconnect): read the gap from the stream.
-                            batch = await self._range(k.stream, follower.last_id)
-                    elif heard:
-                        heard = False
-                        continue
-                    else:
-                        batch = await self._range(k.stream, follower.last_id)
-                if not batch and not await self._live(k):
-                    return
+                    if batch is _NUDGE or (
+                        follower.last_seq is not None and batch[0].seq > follower.last_seq + 1
+                    ):
+                        # A notice went missing (a reconnect): read the gap from the stream.
+                        batch, read = await self._range(k.stream, follower.last_id), True
                 fresh = [e for e in batch if cursor_key(e.id) > cursor_key(follower.last_id)]
+                if batch:
+                    follower.last_seq = max(follower.last_seq or 0, batch[-1].seq)
+                batch = None
                 if not fresh:
+                    if read and not await self._live(k):
+                        return
                     continue
-                follower.last_id, follower.last_seq = fresh[-1].id, fresh[-1].seq
+                follower.last_id = fresh[-1].id
                 ended = next((i for i, e in enumerate(fresh) if e.is_end), None)
                 if ended is not None:
                     yield fresh[: ended + 1]
@@ -151,16 +181,19 @@ class StreamHub:
                 stopper.cancel()
             await self._leave(k.channel, follower)
 
-    async def _join(self, name: str, follower: _Follower) -> _Channel:
+    async def _join(self, k: RunKeys, follower: _Follower) -> _Channel:
+        name = k.channel
         channel = self._channels.get(name)
         if channel is not None:
             channel.followers.add(follower)
             return channel
-        channel = self._channels[name] = _Channel()
+        self._joined += 1
+        channel = self._channels[name] = _Channel(k.run, self._joined % _SWEEP_SLICES)
         channel.followers.add(follower)
         # Shielded: if this follower's client goes away now, the others that join the
         # channel meanwhile still need the subscription.
         await asyncio.shield(self._command(self._pubsub.subscribe, name))
+        self._subscribed.set()
         return channel
 
     async def _leave(self, name: str, follower: _Follower) -> None:
@@ -181,7 +214,11 @@ class StreamHub:
     async def _listen(self) -> None:
         while not self._stopping.is_set():
             if not self._pubsub.subscribed:
-                await asyncio.sleep(0.05)
+                # Woken by the next subscribe: its confirmation (which the follower awaits)
+                # is read at once, not after a poll interval.
+                self._subscribed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._subscribed.wait(), 0.05)
                 continue
             try:
                 message = await self._pubsub.get_message(timeout=self.idle_seconds)
@@ -197,23 +234,43 @@ class StreamHub:
             if message["type"] == "subscribe":
                 channel.confirmed.set()
             elif message["type"] == "message":
+                channel.heard = True
                 batch = [StreamEntry.from_notice(text(message["data"]))]
                 for follower in channel.followers:
-                    follower.queue.put_nowait(batch)
+                    follower.put(batch)
 
-    async def _tick(self) -> None:
+    async def _sweep(self) -> None:
         current = 0
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.idle_seconds / _TICK_SLICES)
-            current = (current + 1) % _TICK_SLICES
-            for channel in self._channels.values():
-                for follower in channel.followers:
-                    if follower.slice == current:
-                        follower.queue.put_nowait(_TICK)
+                await asyncio.wait_for(self._stopping.wait(), self.idle_seconds / _SWEEP_SLICES)
+            current = (current + 1) % _SWEEP_SLICES
+            try:
+                await self._check(current)
+            except RedisError as exc:
+                logger.warning("stream sweep failed: %s", exc)
 
-    async def _range(self, stream: str, after: str) -> list[StreamEntry]:
-        return entries(await self.redis.xrange(stream, f"({after}", "+"))
+    async def _check(self, current: int) -> None:
+        """Nudge the followers of this slice's quiet runs that are behind or no longer live."""
+        quiet = []
+        for channel in list(self._channels.values()):
+            if channel.slice == current:
+                if not channel.heard:
+                    quiet.append(channel)
+                channel.heard = False
+        if not quiet:
+            return
+        heads = await self._heads(keys=[channel.run for channel in quiet])
+        for i, channel in enumerate(quiet):
+            seq, status = heads[2 * i], heads[2 * i + 1]
+            newest = int(seq or 0)
+            live = is_live(maybe_text(status))
+            for follower in channel.followers:
+                if not live or newest > (follower.last_seq or 0):
+                    follower.put(_NUDGE)
+
+    async def _range(self, stream: str, after: str, inclusive: bool = False) -> list[StreamEntry]:
+        return entries(await self.redis.xrange(stream, after if inclusive else f"({after}", "+"))
 
     async def _live(self, k: RunKeys) -> bool:
         return is_live(maybe_text(await self.redis.get(k.status)))
@@ -221,7 +278,7 @@ class StreamHub:
 
 async def _stop_when(stop: Stop, follower: _Follower) -> None:
     await stop.wait()
-    follower.queue.put_nowait(_STOP)
+    follower.put(_STOP)
 
 
 async def expired(redis: Redis, k: RunKeys, cursor: str) -> str | None:

@@ -120,6 +120,21 @@ async def drop_waiting(broker: AsyncBroker, runtime: Runtime) -> None:
     await asyncio.gather(*waiting, return_exceptions=True)
 
 
+def stream_broker(
+    redis_url: str, queue_name: str, *, group: str = "turnstream-workers"
+) -> StreamBroker:
+    """The Redis Streams broker with turnstream's settings (bench/start_latency.py uses it too)."""
+    return StreamBroker(
+        redis_url,
+        queue_name=queue_name,
+        consumer_group_name=group,
+        consumer_id="0",  # a group created late still sees messages sent before it
+        # One message per read: a worker never holds messages it has not handed to
+        # taskiq, which a SIGTERM would leave pending (see `_left_behind`).
+        xread_count=1,
+    )
+
+
 def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
     broker: AsyncBroker
     if in_process:
@@ -127,15 +142,7 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
     else:
         if settings.redis_url is None:
             raise Misconfigured("A Redis Streams broker needs TURNSTREAM_REDIS_URL.")
-        broker = StreamBroker(
-            settings.redis_url,
-            queue_name=settings.queue_name,
-            consumer_group_name="turnstream-workers",
-            consumer_id="0",  # a group created late still sees messages sent before it
-            # One message per read: a worker never holds messages it has not handed to
-            # taskiq, which a SIGTERM would leave pending (see `_left_behind`).
-            xread_count=1,
-        )
+        broker = stream_broker(settings.redis_url, settings.queue_name)
     broker.register_task(run_task, task_name=TASK_NAME)
     broker.state.worker_name = f"{socket.gethostname()}:{os.getpid()}"
     # Every run task of this process, claimed or still waiting (Runtime.running: claimed),
