@@ -85,7 +85,9 @@ def create_app(
     add_middleware(app, settings)
     errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
     app.include_router(root.router)  # /health, /metrics and the chat page
-    for r in (conversations.router, runs.router, sessions.router, chat.router, fallback.router):
+    # Routing tries each router's routes in turn: the polled session endpoints go first.
+    # The fallback's catch-all goes last.
+    for r in (sessions.router, conversations.router, runs.router, chat.router, fallback.router):
         app.include_router(r, prefix=API_PREFIX)
     return app
 

@@ -87,6 +87,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # Above info, no access line is written: skip building one for every request.
+        access_log=level in ("DEBUG", "INFO"),
         # After SIGTERM event streams end at once with a notice (api/sse.py); other
         # requests get this long. Then the lifespan's shutdown.
         timeout_graceful_shutdown=math.ceil(settings.drain_seconds),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import statistics
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, RuntimeDep
@@ -38,11 +39,11 @@ _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     response_model=ActiveSession,
     responses={404: {"model": ErrorBody, "description": "No active session found"}},
 )
-async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> ActiveSession:
+async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
     if record is None:
         raise NoActiveSession(conversation.id)
-    return ActiveSession(
+    body = ActiveSession(
         sessionId=record.session_id,
         status=_SESSION_STATUS[record.status],
         cursor=record.last_id,
@@ -50,6 +51,7 @@ async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Activ
         startedAt=record.created_at,
         lastActivity=record.last_activity or record.created_at,
     )
+    return _json(body)
 
 
 @router.get(
@@ -57,7 +59,7 @@ async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Activ
     response_model=TaskStatus,
     responses={404: {"model": ErrorBody, "description": "No background task found"}},
 )
-async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStatus:
+async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
     if record is None:
         raise NoBackgroundTask(conversation.id)
@@ -66,12 +68,19 @@ async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> TaskStat
         estimate = max((record.started_at or record.created_at) + expected, now_ms())
     else:
         estimate = record.ended_at or record.last_activity or record.created_at
-    return TaskStatus(
+    body = TaskStatus(
         isActive=record.status.active,
         sessionId=record.session_id,
         estimatedCompletion=estimate,
         conversationId=conversation.id,
     )
+    return _json(body)
+
+
+def _json(body: BaseModel) -> Response:
+    """The body as the response, serialised once: FastAPI would validate the model again
+    against `response_model` (kept for the OpenAPI document) before writing it."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 async def _typical_duration_ms(rt: Runtime) -> int:
