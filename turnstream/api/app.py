@@ -84,12 +84,15 @@ def create_app(
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     add_middleware(app, settings)
     errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
+    include_routers(app)
+    return app
+
+
+def include_routers(app: FastAPI) -> None:
+    """Routing tries routes in turn: the polled session endpoints first, the catch-all last."""
     app.include_router(root.router)  # /health, /metrics and the chat page
-    # Routing tries each router's routes in turn: the polled session endpoints go first.
-    # The fallback's catch-all goes last.
     for r in (sessions.router, conversations.router, runs.router, chat.router, fallback.router):
         app.include_router(r, prefix=API_PREFIX)
-    return app
 
 
 def add_middleware(app: FastAPI, settings: Settings) -> None:
