@@ -95,3 +95,20 @@ def pg_admin(base_url: str, sql: str) -> None:
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, run()).result()
+
+
+class NoBroker:
+    """A broker that records kicks instead of running them: the run stays queued,
+    for a test that executes it by hand, reaps it, or plays the worker that dies."""
+
+    def __init__(self) -> None:
+        self.kicked: list[tuple[str, str]] = []
+
+    def find_task(self, _name: str) -> object:
+        broker = self
+
+        class _Task:
+            async def kiq(self, cid: str, sid: str) -> None:
+                broker.kicked.append((cid, sid))
+
+        return _Task()

@@ -14,7 +14,7 @@ import re
 import httpx
 import pytest
 from api_support import client_for, running_app, token_for
-from helpers import eventually
+from helpers import NoBroker, eventually
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
@@ -167,22 +167,11 @@ async def _equals(value, expected: float) -> bool:
     return await value == expected
 
 
-class _NoBroker:
-    """Records kicks instead of running them: the run stays queued."""
-
-    def find_task(self, _name):
-        class _Task:
-            async def kiq(self, cid, sid):
-                pass
-
-        return _Task()
-
-
 async def _queued_run(app, client, headers) -> RunKeys:
     cid = await _conversation(client, headers)
     rt = app.state.runtime
     started = await start_run(
-        rt, _NoBroker(), cid=cid, user_id="alice", content="hi", multitask=Multitask.REJECT
+        rt, NoBroker(), cid=cid, user_id="alice", content="hi", multitask=Multitask.REJECT
     )
     return RunKeys(cid, started.session_id)
 

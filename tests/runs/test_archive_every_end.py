@@ -11,7 +11,7 @@ import functools
 from datetime import UTC, datetime
 
 import pytest
-from helpers import eventually
+from helpers import NoBroker, eventually
 from sse import parse_sse
 
 from turnstream import events
@@ -100,23 +100,12 @@ async def test_a_failed_run_is_archived_with_its_error_and_end(open_app):
     assert archived[-2].data["code"] == "agent_error"
 
 
-class _NoBroker:
-    """Takes the kick and drops it: the test plays the worker that dies."""
-
-    def find_task(self, _name):
-        class _Task:
-            async def kiq(self, cid, sid):
-                pass
-
-        return _Task()
-
-
 async def test_a_reaped_run_is_archived_with_the_reapers_error_and_end(open_app):
     async with open_app() as (http, headers, app):
         rt = app.state.runtime
         cid = await _conversation(http, headers)
         started = await start_run(
-            rt, _NoBroker(), cid=cid, user_id="alice", content="hi", multitask=Multitask.REJECT
+            rt, NoBroker(), cid=cid, user_id="alice", content="hi", multitask=Multitask.REJECT
         )
         k = RunKeys(cid, started.session_id)
         assert await rt.runs.claim(k, worker="dead-worker", lease_seconds=0.05)

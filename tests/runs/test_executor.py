@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from helpers import eventually
+from helpers import NoBroker, eventually
 
 from turnstream import events, keys
 from turnstream.clock import now_ms
@@ -17,28 +17,12 @@ from turnstream.runs.service import Multitask, start_run
 from turnstream.store.users import ensure_user
 
 
-class _NoBroker:
-    """Records kicks instead of running them, so a test can execute by hand."""
-
-    def __init__(self) -> None:
-        self.kicked: list[tuple[str, str]] = []
-
-    def find_task(self, _name):
-        broker = self
-
-        class _Task:
-            async def kiq(self, cid, sid):
-                broker.kicked.append((cid, sid))
-
-        return _Task()
-
-
 async def _queued_run(rt, content="hello"):
     async with rt.sessions() as db:
         await ensure_user(db, user_id="alice")
         await db.commit()
     conversation = await rt.store.create(user_id="alice")
-    broker = _NoBroker()
+    broker = NoBroker()
     started = await start_run(
         rt,
         broker,

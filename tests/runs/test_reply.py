@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from helpers import NoBroker
 from openai_rules import assert_valid
 
 from turnstream import events
@@ -257,15 +258,6 @@ def test_usage_adds_up_over_the_steps() -> None:
 # -- the executor and the reaper store the same messages --------------------------
 
 
-class _NoBroker:
-    def find_task(self, _name: str) -> Any:
-        class _Task:
-            async def kiq(self, cid: str, sid: str) -> None:
-                pass
-
-        return _Task()
-
-
 async def _queued_run(rt: Any, content: str) -> tuple[RunKeys, str]:
     async with rt.sessions() as db:
         await ensure_user(db, user_id="alice")
@@ -273,7 +265,7 @@ async def _queued_run(rt: Any, content: str) -> tuple[RunKeys, str]:
     conversation = await rt.store.create(user_id="alice")
     started = await start_run(
         rt,
-        _NoBroker(),
+        NoBroker(),
         cid=conversation.id,
         user_id="alice",
         content=content,
