@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
 import typing
 
 import turnstream.client
-from turnstream.client import AsyncClient, Client
+from turnstream.client import AsyncClient, Client, errors
 
 
 def test_all_is_every_public_name_and_nothing_else():
@@ -32,6 +33,27 @@ def test_every_type_a_client_method_takes_or_returns_is_exported():
                 for part in _flatten(hint):
                     if getattr(part, "__module__", "").startswith("turnstream.client"):
                         assert part in exported, f"{cls.__name__}.{name} uses {part}"
+
+
+def test_every_type_an_exported_answer_holds_and_every_exception_is_exported():
+    """`Event.file` is a `FileChange`, `FileList.items` `FileEntry`s, …: whatever an answer
+    leads to can be named; and each exception errors.py raises can be caught by name."""
+    exported = {getattr(turnstream.client, name) for name in turnstream.client.__all__}
+    for answer in filter(dataclasses.is_dataclass, exported):
+        hints = list(typing.get_type_hints(answer).values())
+        for value in vars(answer).values():
+            if isinstance(value, property) and value.fget is not None:
+                hints.append(typing.get_type_hints(value.fget)["return"])
+        for part in (part for hint in hints for part in _flatten(hint)):
+            if getattr(part, "__module__", "").startswith("turnstream.client"):
+                assert part in exported, f"{answer.__name__} holds {part}"
+    raised = {
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, errors.ClientError)
+    }
+    assert {"FileNotFound", "InvalidPath", "WorkspaceFull"} <= {e.__name__ for e in raised}
+    assert raised <= exported
 
 
 def test_the_async_client_mirrors_the_sync_one():

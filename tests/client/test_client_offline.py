@@ -3,7 +3,8 @@
 What a real server rarely does on cue: a 503 with Retry-After, a refused
 connection, a stream that closes cleanly before `end`, Redis's out-of-band
 `error` notice, an expired cursor (409 with `resync`), a body that is not
-JSON, and a server that never comes back.
+JSON, and a server that never comes back. And the file routes behind a
+reverse proxy's path prefix.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from turnstream.client import (
     Client,
     ConnectionFailed,
     CursorExpired,
+    FileNotFound,
     Retry,
     StreamBroken,
 )
@@ -186,3 +188,43 @@ def test_the_sse_decoder_reads_turnstreams_framing():
     assert frames == [Frame("1-0", "delta", '{"a":\n1}'), Frame("", "", "x")]
     # Retry delays double from `first` up to `longest`.
     assert [Retry(first=0.25, longest=1).delay(n) for n in (1, 2, 3, 4)] == [0.25, 0.5, 1, 1]
+
+
+def test_file_paths_and_signed_links_under_a_base_url_with_a_path():
+    """Behind a proxy at /chat/, the server's links (`/api/v1/…?token=`) are joined under the
+    base URL, as the client's own paths are; a file path keeps its `/`, and `..` is sent
+    encoded, so that no URL normalisation turns a file into another route."""
+    link = "/api/v1/conversations/c1/files/out/a%20b.md?token=t1"
+    entry = {
+        "path": "out/a b.md", "size": 1, "mediaType": "text/markdown", "sha256": "0" * 64,
+        "modifiedAt": "2026-01-02T03:04:05+00:00", "version": 1, "url": link,
+    }  # fmt: skip
+    answers = iter(
+        [
+            httpx.Response(200, json={"items": [entry], "total": 1, "bytes": 1}),
+            stream(
+                frame(1, "file", **{k: v for k, v in entry.items() if k != "modifiedAt"}),
+                frame(2, "end", status="completed", messageId="m1"),
+            ),
+            httpx.Response(404, json={"error": "File not found", "path": "../x"}),
+        ]
+    )
+    requests: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return next(answers)
+
+    transport = httpx.MockTransport(handle)
+    with Client("http://ts.test/chat/", "ts_x", retry=FAST, transport=transport) as client:
+        (listed,) = client.files("c1", prefix="out/").items
+        event, _ = client.resume("c1", SID)
+        with pytest.raises(FileNotFound) as missing:
+            client.download("c1", "../x")
+
+    full = f"http://ts.test/chat{link}"
+    assert listed.url == full and listed.modified_at.year == 2026
+    assert event.file is not None and event.file.url == full == event.data["url"]
+    assert requests[0].url.raw_path == b"/chat/api/v1/conversations/c1/files?prefix=out%2F"
+    assert requests[2].url.raw_path == b"/chat/api/v1/conversations/c1/files/%2E%2E/x"
+    assert (missing.value.status, missing.value.path) == (404, "../x")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+from pathlib import Path
 
 import httpx
 import pytest
-from client_support import WORDS, Served
+from client_support import FILE_LIMIT, WORDS, Served
 from tcp_proxy import Proxy
 
 from turnstream.client import (
@@ -15,8 +18,12 @@ from turnstream.client import (
     Client,
     Conversation,
     Event,
+    FileList,
+    FileNotFound,
+    InvalidPath,
     Retry,
     StopResult,
+    WorkspaceFull,
 )
 
 
@@ -161,3 +168,39 @@ def test_errors_are_exceptions_that_carry_the_servers_json(served: Served, alice
         stranger.list_conversations()
     assert refused.value.status == 401
     assert "detail" in refused.value.body
+
+
+def test_the_workspace_from_the_blocking_client(served: Served, alice, tmp_path: Path):
+    on_disk = tmp_path / "plan.txt"
+    on_disk.write_text("day 1: Lisbon\n")
+    with Client(served.url, alice) as client:
+        cid = client.create_conversation().id
+        stored = client.upload(cid, on_disk, ("photo.png", io.BytesIO(b"\x89PNG..."), "image/png"))
+        assert [(f.path, f.media_type, f.version) for f in stored] == [
+            ("plan.txt", "text/plain", 1),
+            ("photo.png", "image/png", 1),
+        ]
+        assert all(
+            f.url.startswith(f"{served.url}/api/v1/conversations/{cid}/files/") for f in stored
+        )
+        assert httpx.get(stored[1].url).content == b"\x89PNG..."  # the signed link, no token
+        listing = client.files(cid)
+        assert isinstance(listing, FileList)
+        assert [f.path for f in listing.items] == ["photo.png", "plan.txt"]
+        assert client.download(cid, "plan.txt") == b"day 1: Lisbon\n"
+
+        write = json.dumps({"path": "plan.txt", "content": "day 1: Porto\n"})
+        (event,) = [e for e in client.send(cid, f"/tool write_file {write}") if e.type == "file"]
+        assert event.file is not None and (event.file.path, event.file.version) == ("plan.txt", 2)
+        assert event.file.url and httpx.get(event.file.url).content == b"day 1: Porto\n"
+
+        client.delete_file(cid, "photo.png")
+        assert [f.path for f in client.files(cid).items] == ["plan.txt"]
+        with pytest.raises(FileNotFound):
+            client.download(cid, "photo.png")
+        with pytest.raises(WorkspaceFull) as full:
+            client.upload(cid, ("big.bin", b"x" * (FILE_LIMIT + 1)), path="out/big.bin")
+        assert full.value.limit == FILE_LIMIT
+        with pytest.raises(InvalidPath):
+            client.upload(cid, ("x.txt", b"x"), path="/etc/passwd")
+        assert client.files(cid).total == 1

@@ -12,7 +12,7 @@ It speaks the HTTP protocol of docs/protocol.md and imports nothing from the
 server side of turnstream (an import-linter contract in pyproject.toml keeps
 it so): it can be used against any turnstream server.
 
-    models.py        the typed answers: Event, Conversation, Message, …
+    models.py        the typed answers: Event, Conversation, Message, FileEntry, …
     errors.py        the exceptions (their tree is drawn there)
     sse.py           Server-Sent Events, line by line
     calls.py         the plain requests, without I/O: paths, parameters, answers
@@ -27,7 +27,10 @@ from turnstream.client.errors import (
     ClientError,
     ConnectionFailed,
     CursorExpired,
+    FileNotFound,
+    InvalidPath,
     StreamBroken,
+    WorkspaceFull,
 )
 from turnstream.client.follow import Retry
 from turnstream.client.models import (
@@ -35,6 +38,9 @@ from turnstream.client.models import (
     Conversation,
     ConversationPage,
     Event,
+    FileChange,
+    FileEntry,
+    FileList,
     Message,
     StopResult,
     TaskStatus,
@@ -52,9 +58,15 @@ __all__ = [
     "ConversationPage",
     "CursorExpired",
     "Event",
+    "FileChange",
+    "FileEntry",
+    "FileList",
+    "FileNotFound",
+    "InvalidPath",
     "Message",
     "Retry",
     "StopResult",
     "StreamBroken",
     "TaskStatus",
+    "WorkspaceFull",
 ]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from turnstream.client import calls
+from turnstream.client.calls import Upload
 from turnstream.client.errors import ConnectionFailed
 from turnstream.client.follow import Follow, Retry
 from turnstream.client.models import (
@@ -23,6 +24,8 @@ from turnstream.client.models import (
     Conversation,
     ConversationPage,
     Event,
+    FileEntry,
+    FileList,
     Message,
     StopResult,
     TaskStatus,
@@ -122,18 +125,20 @@ class AsyncClient:
         """
         key = idempotency_key or str(uuid.uuid4())
         opening = calls.message_opening(cid, content, multitask, key)
-        return self._follow(Follow(self.retry, cid=cid, opening=opening))
+        return self._follow(Follow(self.retry, self._base_url, cid=cid, opening=opening))
 
     def regenerate(
         self, cid: str, *, multitask: str = "reject", idempotency_key: str | None = None
     ) -> AsyncGenerator[Event, None]:
         """Answer the last user message again; the events as `send` yields them."""
         opening = calls.regenerate_opening(cid, multitask, idempotency_key or str(uuid.uuid4()))
-        return self._follow(Follow(self.retry, cid=cid, opening=opening))
+        return self._follow(Follow(self.retry, self._base_url, cid=cid, opening=opening))
 
     def resume(self, cid: str, session_id: str, cursor: str = "0-0") -> AsyncGenerator[Event, None]:
         """The run's events after `cursor` (the last id you received; "0-0": all), until `end`."""
-        return self._follow(Follow(self.retry, cid=cid, session_id=session_id, cursor=cursor))
+        return self._follow(
+            Follow(self.retry, self._base_url, cid=cid, session_id=session_id, cursor=cursor)
+        )
 
     async def active_session(self, cid: str) -> ActiveSession | None:
         """The conversation's newest run, or None when none is kept (load the messages)."""
@@ -148,12 +153,42 @@ class AsyncClient:
         server's stop wait. Nothing running: `ApiError` 404; it ended otherwise first: 409."""
         return await self._call(calls.stop(cid, session_id))
 
+    # -- the workspace ----------------------------------------------------------------
+
+    async def upload(self, cid: str, *files: Upload, path: str | None = None) -> list[FileEntry]:
+        """Store files in the conversation's workspace: all of them, or (`WorkspaceFull`,
+        `InvalidPath`) none. A file is a path on disk, or `(name, bytes or a binary file
+        object[, media type])`. Each goes under its name, or under `path` (one file), or
+        in the folder `path` (several). An existing file is replaced (its version + 1)."""
+        return await self._call(calls.upload(self._base_url, cid, files, path))
+
+    async def files(self, cid: str, prefix: str = "") -> FileList:
+        """The workspace's files, sorted by path; those under `prefix` (`out/`) if given."""
+        return await self._call(calls.files(self._base_url, cid, prefix))
+
+    async def download(self, cid: str, path: str) -> bytes:
+        """The file's bytes (`FileNotFound` if there is none)."""
+        return await self._call(calls.download(cid, path))
+
+    async def delete_file(self, cid: str, path: str) -> None:
+        """Delete the file (`FileNotFound` if there is none)."""
+        await self._call(calls.delete_file(cid, path))
+
     # -- I/O ----------------------------------------------------------------------------
+
+    @property
+    def _base_url(self) -> str:
+        return str(self._http.base_url)
 
     async def _call(self, call: calls.Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                files=call.files,
+                data=call.data,
             )
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{call.method} {call.path}: {exc!r}") from exc

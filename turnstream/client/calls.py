@@ -9,9 +9,11 @@ docs/protocol.md, "Endpoints".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -21,12 +23,18 @@ from turnstream.client.models import (
     ActiveSession,
     Conversation,
     ConversationPage,
+    FileEntry,
+    FileList,
     Message,
     StopResult,
     TaskStatus,
 )
 
 T = TypeVar("T")
+
+# A file to upload: a file on disk (its name is the part's filename), or
+# (name, bytes or a binary file object[, media type]).
+Upload = str | os.PathLike[str] | tuple[str, bytes | IO[bytes]] | tuple[str, bytes | IO[bytes], str]
 
 CONVERSATIONS = "/api/v1/conversations"
 
@@ -46,6 +54,9 @@ class Call(Generic[T]):
     parse: Callable[[httpx.Response], T]
     params: dict[str, str | int] | None = None
     json: Any = None
+    # A multipart form: its file parts and its text fields.
+    files: list[tuple[str, Any]] | None = None
+    data: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,18 @@ class Opening:
 def conversation_path(cid: str, *rest: str) -> str:
     """`/api/v1/conversations/{cid}/…`, each part percent-encoded (session ids contain `:`)."""
     return "/".join([CONVERSATIONS, *(quote(part, safe="") for part in (cid, *rest))])
+
+
+def file_path(cid: str, path: str) -> str:
+    """`…/{cid}/files/{path}`: the path's `/` kept, as in the server's links; each segment
+    percent-encoded, `.` and `..` too, so that no URL normalisation resolves them (the
+    server refuses them as invalid paths)."""
+    segments = [quote(part, safe="") for part in path.split("/")]
+    return "/".join([conversation_path(cid, "files"), *map(_no_dots, segments)])
+
+
+def _no_dots(segment: str) -> str:
+    return "%2E" * len(segment) if segment in (".", "..") else segment
 
 
 def checked(response: httpx.Response) -> httpx.Response:
@@ -148,3 +171,40 @@ def message_opening(cid: str, content: str, multitask: str, key: str) -> Opening
 def regenerate_opening(cid: str, multitask: str, key: str) -> Opening:
     params = {"stream": "true", "multitask": multitask}
     return Opening(conversation_path(cid, "regenerate"), params, None, key)
+
+
+# -- the workspace --------------------------------------------------------------------
+
+
+def upload(
+    base_url: str, cid: str, files: Sequence[Upload], path: str | None
+) -> Call[list[FileEntry]]:
+    """POST …/files, one `file` part each. A file on disk is read now, whole (the server
+    takes at most TURNSTREAM_WORKSPACE_FILE_BYTES a file); a file object is read by httpx."""
+    if not files:
+        raise ValueError("upload() needs at least one file")
+    parts = [("file", _part(file)) for file in files]
+    data = {"path": path} if path is not None else None
+    parse = _json(lambda body: [FileEntry.from_json(item, base_url) for item in body])
+    return Call("POST", conversation_path(cid, "files"), parse, files=parts, data=data)
+
+
+def _part(file: Upload) -> tuple[str, Any] | tuple[str, Any, str]:
+    if isinstance(file, tuple):
+        return file
+    on_disk = Path(file)
+    return on_disk.name, on_disk.read_bytes()
+
+
+def files(base_url: str, cid: str, prefix: str) -> Call[FileList]:
+    params: dict[str, str | int] | None = {"prefix": prefix} if prefix else None
+    parse = _json(lambda body: FileList.from_json(body, base_url))
+    return Call("GET", conversation_path(cid, "files"), parse, params=params)
+
+
+def download(cid: str, path: str) -> Call[bytes]:
+    return Call("GET", file_path(cid, path), lambda response: checked(response).content)
+
+
+def delete_file(cid: str, path: str) -> Call[None]:
+    return Call("DELETE", file_path(cid, path), _nothing)

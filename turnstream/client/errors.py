@@ -2,7 +2,10 @@
 
     ClientError                 anything this package raises
      ├── ApiError               the server refused a request: .status and .body, its JSON
-     │    └── CursorExpired     409: the events after the cursor were trimmed; .resync_cursor
+     │    ├── CursorExpired     409: the events after the cursor were trimmed; .resync_cursor
+     │    ├── InvalidPath       400: not a path the workspace accepts (`..`, absolute, …)
+     │    ├── FileNotFound      404: no such file in the workspace; .path
+     │    └── WorkspaceFull     413: over a workspace limit, nothing stored; .limit, .setting
      └── ConnectionFailed       the server could not be reached, or the connection broke
           └── StreamBroken      following a run failed, and so did every resume since;
                                 .session_id and .cursor say where to resume by hand
@@ -68,6 +71,44 @@ class CursorExpired(ApiError):
         return str(resync["cursor"]) if isinstance(resync, dict) else "0-0"
 
 
+class InvalidPath(ApiError):
+    """400: a workspace path the server does not accept (absolute, with `..`, too long, …);
+    `detail` says which rule it breaks. Nothing was stored."""
+
+
+class FileNotFound(ApiError):
+    """404: the conversation's workspace has no file of that path."""
+
+    @property
+    def path(self) -> str | None:
+        return self._field("path")
+
+
+class WorkspaceFull(ApiError):
+    """413: a file, or the workspace, would be over a limit; nothing was stored.
+
+    `limit` is that limit (bytes, or a number of files) and `setting` the
+    server's setting that sets it (`TURNSTREAM_WORKSPACE_FILE_BYTES`, …).
+    """
+
+    @property
+    def limit(self) -> int | None:
+        value = self.body.get("limit") if isinstance(self.body, dict) else None
+        return value if isinstance(value, int) else None
+
+    @property
+    def setting(self) -> str | None:
+        return self._field("setting")
+
+
+# The subclass of ApiError for an answer's status and its `error` text.
+_BY_ERROR: dict[tuple[int, str], type[ApiError]] = {
+    (400, "Invalid path"): InvalidPath,
+    (404, "File not found"): FileNotFound,
+    (413, "Workspace limit reached"): WorkspaceFull,
+}
+
+
 class ConnectionFailed(ClientError):
     """The request did not get an answer: no connection, a timeout, or a broken response."""
 
@@ -94,6 +135,8 @@ def api_error(response: httpx.Response) -> ApiError:
     except ValueError:
         body = response.text
     kind = ApiError
+    if isinstance(body, dict):
+        kind = _BY_ERROR.get((response.status_code, str(body.get("error"))), ApiError)
     if response.status_code == 409 and isinstance(body, dict) and "resync" in body:
         kind = CursorExpired
     request = response.request

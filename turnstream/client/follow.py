@@ -64,6 +64,7 @@ class Follow:
     def __init__(
         self,
         retry: Retry,
+        base_url: str,
         *,
         cid: str,
         opening: Opening | None = None,
@@ -72,6 +73,7 @@ class Follow:
     ) -> None:
         assert opening is not None or session_id is not None, "open a run, or name one"
         self.retry = retry
+        self.base_url = base_url  # a `file` event's link is joined to it
         self.cid = cid
         self.opening = opening
         self.session_id = session_id
@@ -118,7 +120,7 @@ class Follow:
         if frame is None or not frame.id:
             return None
         try:
-            event = Event.from_json(frame.id, json.loads(frame.data))
+            event = Event.from_json(frame.id, json.loads(frame.data), self.base_url)
         except (ValueError, KeyError, TypeError) as exc:
             raise ClientError(f"A malformed event from the server: {frame.data[:200]!r}") from exc
         if event.seq <= self._seq:

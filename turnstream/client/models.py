@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 # The fields every run event has; the others are the event's own (`Event.data`).
 _EVENT_FIELDS = ("seq", "type", "ts")
+FILE = "file"  # the event of a workspace file a run wrote or deleted
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,11 @@ class Event:
     """One event of a run, as one SSE frame carried it.
 
     `type` is one of queued, start, delta, reasoning, tool_call, tool_result,
-    usage, error and end (docs/protocol.md, "Event types"); `data` holds the
-    event's own fields, e.g. `{"text": …}` for a delta or `{"status": …,
+    usage, file, error and end (docs/protocol.md, "Event types"); `data` holds
+    the event's own fields, e.g. `{"text": …}` for a delta or `{"status": …,
     "messageId": …}` for the end. `id` is the cursor: resuming from it yields
-    the events after this one.
+    the events after this one. A `file` event's `url` is made a full URL under
+    the client's base URL (`Event.file` reads the event as a `FileChange`).
     """
 
     id: str
@@ -40,11 +43,45 @@ class Event:
         text = self.data.get("text")
         return text if isinstance(text, str) else ""
 
+    @property
+    def file(self) -> FileChange | None:
+        """The workspace file a `file` event names; None for the other events."""
+        return FileChange.from_json(self.data) if self.type == FILE else None
+
     @classmethod
-    def from_json(cls, id: str, body: dict[str, Any]) -> Event:
+    def from_json(cls, id: str, body: dict[str, Any], base_url: str = "") -> Event:
+        """`base_url`: what a `file` event's relative `url` is joined to (see `join_link`)."""
         own = {key: value for key, value in body.items() if key not in _EVENT_FIELDS}
         seq, type, ts = int(body["seq"]), str(body["type"]), int(body["ts"])
+        if type == FILE and isinstance(own.get("url"), str):
+            own["url"] = join_link(base_url, own["url"])
         return cls(id=id, seq=seq, type=type, ts=ts, data=own)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A workspace file a run wrote (`url` its signed download link, a full URL that opens
+    it without the bearer token for an hour), or deleted (`deleted`, `url` None)."""
+
+    path: str
+    size: int
+    media_type: str
+    sha256: str
+    version: int
+    url: str | None
+    deleted: bool = False
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> FileChange:
+        return cls(
+            path=body["path"],
+            size=int(body["size"]),
+            media_type=body["mediaType"],
+            sha256=body["sha256"],
+            version=int(body["version"]),
+            url=body.get("url"),
+            deleted=bool(body.get("deleted", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +98,10 @@ class Message:
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    # Workspace files, as the server stores them (path, size, mediaType, sha256,
+    # modifiedAt, version; `deleted` for a deletion; no links): on a user message those
+    # uploaded with it, on a run's last assistant message those the run wrote or deleted.
+    files: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Message:
@@ -75,6 +116,7 @@ class Message:
             tool_calls=body.get("tool_calls"),
             name=body.get("name"),
             tool_call_id=body.get("tool_call_id"),
+            files=body.get("files"),
         )
 
 
@@ -181,6 +223,56 @@ class StopResult:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> StopResult:
         return cls(status=body["status"], session_id=body["sessionId"])
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of a conversation's workspace. `url` is its signed download link, a full URL
+    that opens it without the bearer token (for an hour: list the files again for a new one);
+    `version` counts its writes, from 1."""
+
+    path: str
+    size: int
+    media_type: str
+    sha256: str
+    modified_at: datetime
+    version: int
+    url: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any], base_url: str = "") -> FileEntry:
+        return cls(
+            path=body["path"],
+            size=int(body["size"]),
+            media_type=body["mediaType"],
+            sha256=body["sha256"],
+            modified_at=_time(body["modifiedAt"]),
+            version=int(body["version"]),
+            url=join_link(base_url, body["url"]),
+        )
+
+
+@dataclass(frozen=True)
+class FileList:
+    """A workspace's files, sorted by path; `total` files and `bytes` in all."""
+
+    items: list[FileEntry]
+    total: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any], base_url: str = "") -> FileList:
+        items = [FileEntry.from_json(item, base_url) for item in body["items"]]
+        return cls(items=items, total=int(body["total"]), bytes=int(body["bytes"]))
+
+
+def join_link(base_url: str, link: str) -> str:
+    """A link of the server's (a path from its root, `/api/v1/…?token=…`) as a full URL,
+    under `base_url` as the client's own paths are (a base URL with a path keeps it).
+    A full URL, or no `base_url`, leaves the link as it is."""
+    if not base_url or urlsplit(link).scheme:
+        return link
+    return base_url.rstrip("/") + "/" + link.lstrip("/")
 
 
 def _time(value: str) -> datetime:
