@@ -59,14 +59,23 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_model: str = "gpt-4o-mini"
-    # The tool loop (agents/toolloop.py). `tools`: the functions the openai agent offers
-    # the model, as `package.module:attr` (a function or a list of them), comma-separated.
+    # The tool loop (agents/toolloop.py). `tools`: the functions the agent offers the
+    # model, comma-separated: short names (`basic`: clock, calculator, echo; `workspace`:
+    # the file tools) and `package.module:attr` (a function or a list of them).
     tools: str | None = None
     tool_timeout_seconds: float = Field(30.0, gt=0)  # per call; on expiry an error result
     tool_output_chars: int = Field(16_000, ge=100)  # a longer result is cut, with a note
     # Model calls per run; a run whose last one still asks for tools ends with `error`
     # (code `step_limit`).
     max_steps: int = Field(10, ge=1, le=1000)
+
+    # The conversation's workspace (store/workspace.py): a write past a limit gets 413
+    # (or an error result for a tool) and stores nothing.
+    workspace_file_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    workspace_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    workspace_files: int = Field(1000, ge=1)
+    # How long the signed download link of a `file` event (or a listing) opens its file.
+    file_link_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
 
     # Caches and retention.
     session_ttl: int = 12 * 3600

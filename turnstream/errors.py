@@ -9,17 +9,22 @@
     │   │   ├── SessionNotFound       no such run here for the caller, or its events expired
     │   │   ├── NoActiveSession       active-session: the conversation keeps no run
     │   │   ├── NoBackgroundTask      task-status: the conversation keeps no run
-    │   │   └── NoActiveRun           stop: nothing of the caller's is running
+    │   │   ├── NoActiveRun           stop: nothing of the caller's is running
+    │   │   └── FileNotFound          no such file in the conversation's workspace
     │   ├── Conflict                  the request clashes with a conversation's or run's state
     │   │   ├── RunConflict           another run is active (`active_session_id`)
     │   │   ├── CursorExpired         the events after the cursor were trimmed (`resync_cursor`)
     │   │   ├── RunEndedFirst         stop: the run ended otherwise (`status`) before it saw it
-    │   │   └── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
+    │   │   ├── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
+    │   │   └── PathConflict          a file where a folder is, or a folder where a file is
     │   ├── InvalidInput
     │   │   ├── NothingToRegenerate   the conversation has no user message
     │   │   ├── InvalidMessage        a message body that cannot be used
     │   │   ├── MessageTooLong        more than `max_chars` characters
-    │   │   └── InvalidCursor         malformed, or past the run's newest event
+    │   │   ├── InvalidCursor         malformed, or past the run's newest event
+    │   │   ├── InvalidPath           not a valid workspace path (store/paths.py)
+    │   │   └── InvalidUpload         an upload body that cannot be read as files
+    │   ├── WorkspaceFull             a file or a workspace over its limit (`limit`, `setting`)
     │   ├── RateLimited               too many runs started in a minute (`retry_after` seconds)
     │   └── ActiveRunLimit            as many runs going at once as allowed (`limit`)
     ├── Unavailable                   a backing service cannot be reached or used: retry later
@@ -111,6 +116,14 @@ class NoActiveRun(NotFound):
         self.conversation_id = conversation_id
 
 
+class FileNotFound(NotFound):
+    """No file of that path in the conversation's workspace."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"No file {path!r} in this conversation's workspace.")
+        self.path = path
+
+
 class Conflict(Refused):
     """The request clashes with the current state of a conversation or a run."""
 
@@ -159,6 +172,17 @@ class ReplyReplaced(Conflict):
         self.conversation_id = conversation_id
 
 
+class PathConflict(Conflict):
+    """A file would stand where a folder is (or under a file): `a` and `a/b` cannot both be."""
+
+    def __init__(self, path: str, other: str) -> None:
+        super().__init__(
+            f"{path!r} clashes with {other!r}: a path cannot be both a file and a folder."
+        )
+        self.path = path
+        self.other = other
+
+
 class InvalidInput(Refused):
     """Input that cannot be used as it is; the message says what is wrong with it."""
 
@@ -185,6 +209,27 @@ class MessageTooLong(InvalidInput):
 
 class InvalidCursor(InvalidInput):
     """A cursor that is not a stream entry id, or one this run cannot have sent."""
+
+
+class InvalidPath(InvalidInput):
+    """A workspace path that breaks a rule of store/paths.py; never stored."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"Invalid path {path[:200]!r}: {why}.")
+        self.path = path
+
+
+class InvalidUpload(InvalidInput):
+    """An upload that is not a multipart form of named `file` parts."""
+
+
+class WorkspaceFull(Refused):
+    """A write past a workspace limit: `limit` of what `setting` bounds; nothing was stored."""
+
+    def __init__(self, what: str, *, limit: int, setting: str) -> None:
+        super().__init__(f"{what} (at most {limit:,}, {setting}); nothing was stored.")
+        self.limit = limit
+        self.setting = setting
 
 
 class RateLimited(Refused):

@@ -24,6 +24,7 @@ class EventType(enum.StrEnum):
     TOOL_CALL = "tool_call"  # {"id", "name", "arguments"}
     TOOL_RESULT = "tool_result"  # {"id", "content", "isError"}
     USAGE = "usage"  # {"prompt_tokens", "completion_tokens"}
+    FILE = "file"  # {"path", "size", "mediaType", "sha256", "version", "url", "deleted"?}
     ERROR = "error"  # {"message", "code"}
     END = "end"  # {"status", "messageId"}: always the last event, exactly once
 
@@ -64,6 +65,14 @@ def usage(prompt_tokens: int, completion_tokens: int) -> Event:
         EventType.USAGE,
         {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
     )
+
+
+def file(entry: dict[str, Any], url: str | None, *, deleted: bool = False) -> Event:
+    """A workspace file the run wrote, `url` its signed download link; or one it deleted
+    (`deleted`, no link)."""
+    fields = ("path", "size", "mediaType", "sha256", "version")
+    data = {name: entry[name] for name in fields} | {"url": url}
+    return Event(EventType.FILE, data | {"deleted": True} if deleted else data)
 
 
 def error(message: str, code: str) -> Event:

@@ -19,6 +19,8 @@ from turnstream.live.state import RunState
 from turnstream.live.stream import StreamHub
 from turnstream.store.chats import ChatStore
 from turnstream.store.db import create_engine, session_factory
+from turnstream.store.workspace import FileStore
+from turnstream.store.workspace_sql import SqlFileStore
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: ChatStore
+    files: FileStore  # the conversations' workspaces
     runs: RunState
     agent: Agent
     hub: StreamHub
@@ -44,6 +47,7 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             store=ChatStore(sessions, redis, cache_ttl=settings.session_ttl),
+            files=SqlFileStore(sessions),
             runs=RunState(
                 redis,
                 maxlen=settings.stream_maxlen,

@@ -274,7 +274,7 @@ async def test_several_specs_and_list_attributes_are_loaded() -> None:
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [
-        ("no_colon_here", "is not of the form package.module:attr"),
+        ("no_colon_here", "is neither a short name (basic, workspace) nor of the form"),
         ("turnstream.no_such_module:x", "cannot load"),
         (f"{toolbox.__name__}:nothing", "cannot load"),
         (f"{toolbox.__name__}:state", "not a function"),

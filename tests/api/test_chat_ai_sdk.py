@@ -36,6 +36,7 @@ def test_the_ai_sdk_transport_sends_aborts_reconnects_and_reads_tools(redis_url,
         "TURNSTREAM_REDIS_URL": redis_url,
         "TURNSTREAM_DATABASE_URL": database_url,
         "TURNSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "TURNSTREAM_TOOLS": "basic,workspace",
         **SLOW_DEMO,
     }
     with Server(env, tmp_path / "serve.log") as server:

@@ -177,11 +177,28 @@ class Chat extends AbstractChat {
   }
 }
 
+test("a run that writes a workspace file yields a file part whose url downloads it", async () => {
+  const cid = await newConversation();
+  const written = '/tool write_file {"path": "out/report.md", "content": "# hi"}';
+  const message = await assemble(await send(cid, written));
+  const files = message.parts.filter((p) => p.type === "file");
+  assert.equal(files.length, 1, JSON.stringify(message.parts));
+  assert.equal(files[0].mediaType, "text/markdown");
+  // A signed link: it opens the file without the Authorization header, as <a href> would.
+  const download = await fetch(new URL(files[0].url, BASE));
+  assert.equal(download.status, 200);
+  assert.equal(await download.text(), "# hi");
+  assert.match(download.headers.get("content-disposition"), /^attachment;/);
+});
+
 test("useChat's core: stop mid-reply, resumeStream(), then the stored reply", async () => {
   const cid = await newConversation();
   const chat = new Chat({ id: cid, transport: transport() });
   const sending = chat.sendMessage({ text: "hello from useChat" });
-  await until(() => textOf(chat.messages.at(-1) ?? { parts: [] }).length > 0, "some reply text");
+  // The user's own message is the last one until the reply's first chunk arrives: wait for
+  // the reply's text, not any text.
+  const replying = () => chat.messages.at(-1)?.role === "assistant";
+  await until(() => replying() && textOf(chat.messages.at(-1)).length > 0, "some reply text");
   await chat.stop(); // as a page reload would: the client stops reading, the run goes on
   await sending;
   const partial = textOf(chat.messages.at(-1));
@@ -195,7 +212,10 @@ test("useChat's core: stop mid-reply, resumeStream(), then the stored reply", as
   const reply = chat.messages[1];
   const stored = await storedMessage(cid, reply.id);
   assert.equal(textOf(reply), stored.content);
-  assert.ok(stored.content.startsWith(partial) && stored.content.length > partial.length);
+  assert.ok(
+    stored.content.startsWith(partial) && stored.content.length > partial.length,
+    `partial ${JSON.stringify(partial)}, stored ${JSON.stringify(stored.content)}`,
+  );
 });
 
 test("a message while a run is going is refused (409) as on the native route", async () => {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sse import parse_sse
 
-from turnstream.api import stream_tokens
+from turnstream.live import tokens as stream_tokens
 
 
 async def _conversation_with_a_run(client, headers):

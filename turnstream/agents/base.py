@@ -23,6 +23,7 @@ from typing import Any
 
 from turnstream.config import Settings
 from turnstream.events import Event
+from turnstream.store.workspace import Workspace
 
 AgentEvent = Event | str
 
@@ -37,6 +38,8 @@ class RunContext:
     history: list[dict[str, Any]]  # OpenAI chat messages, the user message last
     settings: Settings
     cancelled: Callable[[], bool]
+    # The conversation's files, for tools (agents/workspace_tools.py); None outside a run.
+    workspace: Workspace | None = None
 
 
 Agent = Callable[[RunContext], AsyncIterator[AgentEvent]]

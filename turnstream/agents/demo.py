@@ -3,10 +3,14 @@
 It runs the same tool loop as the `openai` agent (agents/toolloop.py), with a
 scripted "model" in place of a real one:
 
-- a message that starts with `/tool` makes the first step ask for built-in
-  tools (agents/builtin_tools.py): the clock when the message speaks of time
-  or dates, the calculator for the arithmetic in it (both at once when it has
-  both), the echo otherwise. `/tool what time is it?`, `/tool (3 + 4) * 5`;
+- `/tool NAME {JSON object}` calls the tool NAME (a built-in one, or any tool of
+  `TURNSTREAM_TOOLS`) once, with that object as its arguments:
+  `/tool write_file {"path": "notes.md", "content": "# hi"}`. This is how a person,
+  or a test, tries any tool without a model;
+- any other message that starts with `/tool` makes the first step ask for
+  built-in tools (agents/builtin_tools.py): the clock when the message speaks of
+  time or dates, the calculator for the arithmetic in it (both at once when it
+  has both), the echo otherwise. `/tool what time is it?`, `/tool (3 + 4) * 5`;
 - the step after the tools' results answers with them;
 - any other message gets `TURNSTREAM_DEMO_WORDS` words, the same for the same message.
 
@@ -28,7 +32,7 @@ from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.agents.builtin_tools import TOOLS
 from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
-from turnstream.agents.tools import tools_by_name
+from turnstream.agents.tools import Tool, load_tools, tools_by_name
 
 _WORDS = (
     "turnstream keeps every reply safe while the agent writes it so a client may leave "
@@ -40,6 +44,8 @@ _ZONE = re.compile(r"\b[A-Z][A-Za-z_]+/[A-Za-z_]+(?:/[A-Za-z_]+)?\b")
 _ARITHMETIC = re.compile(r"[-+*/%^().\d\s]*\d[-+*/%^().\d\s]*")
 _OPERATOR = re.compile(r"\d\s*\)*\s*(\*\*|[-+*/%^])")
 _FAILED = ("Unknown tool", "Invalid arguments", "The arguments", "Not run")
+_NAMED_CALL = re.compile(r"^([A-Za-z0-9_-]{1,64})\s+(\{.*\})\s*$", re.S)
+_QUOTED_RESULT_CHARS = 200
 
 
 def demo_reply(message: str, words: int) -> list[str]:
@@ -49,7 +55,8 @@ def demo_reply(message: str, words: int) -> list[str]:
 
 
 async def demo_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
-    async with aclosing(tool_loop(ctx, DEMO_TOOLS, partial(_scripted_model, ctx))) as loop:
+    tools: dict[str, Tool] = {**DEMO_TOOLS, **load_tools(ctx.settings.tools)}
+    async with aclosing(tool_loop(ctx, tools, partial(_scripted_model, ctx))) as loop:
         async for event in loop:
             yield event
 
@@ -77,21 +84,38 @@ async def _scripted_model(
 
 
 def plan(query: str, message_id: str) -> list[ToolCall]:
-    """The tool calls for a `/tool` message: clock and/or calculator, else echo."""
-    wanted: list[tuple[str, dict[str, str]]] = []
-    if _TIME.search(query):
-        zone = _ZONE.search(query)
-        wanted.append(("clock", {"timezone": zone[0]} if zone else {}))
-    expressions = [m.strip() for m in _ARITHMETIC.findall(query) if _OPERATOR.search(m)]
-    if expressions:
-        expression = max(expressions, key=len).replace("^", "**")
-        wanted.append(("calculator", {"expression": expression}))
+    """The tool calls for a `/tool` message: the one it names, or clock and/or calculator,
+    else echo."""
+    wanted: list[tuple[str, dict[str, Any]]] = []
+    named = _named_call(query)
+    if named is not None:
+        wanted.append(named)
+    else:
+        if _TIME.search(query):
+            zone = _ZONE.search(query)
+            wanted.append(("clock", {"timezone": zone[0]} if zone else {}))
+        expressions = [m.strip() for m in _ARITHMETIC.findall(query) if _OPERATOR.search(m)]
+        if expressions:
+            expression = max(expressions, key=len).replace("^", "**")
+            wanted.append(("calculator", {"expression": expression}))
     if not wanted:
         wanted.append(("echo", {"text": query}))
     return [
         ToolCall(f"call_{message_id[-12:]}_{i}", name, json.dumps(arguments))
         for i, (name, arguments) in enumerate(wanted)
     ]
+
+
+def _named_call(query: str) -> tuple[str, dict[str, Any]] | None:
+    """`NAME {JSON object}`: the tool's name and its arguments; None for anything else."""
+    named = _NAMED_CALL.match(query)
+    if named is None:
+        return None
+    try:
+        arguments = json.loads(named[2])
+    except json.JSONDecodeError:
+        return None
+    return (named[1], arguments) if isinstance(arguments, dict) else None
 
 
 def _answer(messages: list[dict[str, Any]]) -> str:
@@ -116,7 +140,11 @@ def _sentence(name: str, arguments: dict[str, Any], result: str) -> str:
         return f"It is {result}."
     if name == "calculator":
         return f"{arguments.get('expression')} = {result}."
-    return f"You said: {result}"
+    if name == "echo":
+        return f"You said: {result}"
+    if len(result) > _QUOTED_RESULT_CHARS:
+        result = result[:_QUOTED_RESULT_CHARS] + "…"
+    return f"The {name} tool answered: {result}"
 
 
 def _is_text(message: dict[str, Any]) -> bool:

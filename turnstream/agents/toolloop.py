@@ -182,6 +182,7 @@ async def _invoke(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) ->
             conversation_id=ctx.conversation_id,
             session_id=ctx.session_id,
             tool_call_id=call.id,
+            workspace=ctx.workspace,
         )
     timeout = ctx.settings.tool_timeout_seconds
     deadline = asyncio.timeout(timeout)

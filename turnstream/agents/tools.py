@@ -11,8 +11,9 @@
         '''
         ...
 
-Registered with `TURNSTREAM_TOOLS=package.module:attr` (a function, a `Tool` or a
-list of them; several specs comma-separated). A tool's name is the function's
+Registered with `TURNSTREAM_TOOLS`, comma-separated: a short name for a set of
+built-in tools (`SHORT_NAMES`: `basic`, `workspace`) or `package.module:attr` (a
+function, a `Tool` or a list of them). A tool's name is the function's
 name, its description the docstring's first paragraph; each parameter becomes a
 property of the schema, typed by its annotation (anything pydantic validates)
 and described by the docstring's `Args:` entry (Google style) or `:param x:`
@@ -45,6 +46,7 @@ from pydantic import (
 )
 
 from turnstream.errors import Misconfigured
+from turnstream.store.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ToolContext:
     conversation_id: str
     session_id: str
     tool_call_id: str
+    # This conversation's files and no other's (None where the run has no workspace).
+    workspace: Workspace | None = None
 
 
 class ToolArgumentsError(ValueError):
@@ -147,15 +151,22 @@ def _arguments_model(
     return model, context_parameter
 
 
+# The short names of `TURNSTREAM_TOOLS`, and the lists of built-in tools they stand for.
+SHORT_NAMES = {
+    "basic": "turnstream.agents.builtin_tools:TOOLS",  # clock, calculator, echo
+    "workspace": "turnstream.agents.workspace_tools:TOOLS",  # the conversation's files
+}
+
+
 @cache
 def load_tools(spec: str | None) -> Mapping[str, Tool]:
-    """The tools `TURNSTREAM_TOOLS` names: `package.module:attr`, comma-separated."""
+    """The tools `TURNSTREAM_TOOLS` names (short names, `package.module:attr`), in order."""
     tools: dict[str, Tool] = {}
     for item in (spec or "").split(","):
         item = item.strip()
         if not item:
             continue
-        for tool in _resolve(item):
+        for tool in _resolve(SHORT_NAMES.get(item, item)):
             if tool.name in tools:
                 raise Misconfigured(f"TURNSTREAM_TOOLS: two tools are named {tool.name!r}")
             tools[tool.name] = tool
@@ -171,7 +182,10 @@ def tools_by_name(functions: Iterable[Callable[..., Any] | Tool]) -> dict[str, T
 def _resolve(item: str) -> list[Tool]:
     module_name, sep, attr = item.partition(":")
     if not sep or not module_name or not attr:
-        raise Misconfigured(f"TURNSTREAM_TOOLS: {item!r} is not of the form package.module:attr")
+        raise Misconfigured(
+            f"TURNSTREAM_TOOLS: {item!r} is neither a short name ({', '.join(SHORT_NAMES)}) "
+            "nor of the form package.module:attr"
+        )
     try:
         value = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

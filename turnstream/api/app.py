@@ -13,7 +13,7 @@ from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
 from turnstream.api.request_context import RequestContext
-from turnstream.api.routes import chat, conversations, fallback, root, runs, sessions
+from turnstream.api.routes import chat, conversations, fallback, files, root, runs, sessions
 from turnstream.background import stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
@@ -91,8 +91,9 @@ def create_app(
 def include_routers(app: FastAPI) -> None:
     """Routing tries routes in turn: the polled session endpoints first, the catch-all last."""
     app.include_router(root.router)  # /health, /metrics and the chat page
-    for r in (sessions.router, conversations.router, runs.router, chat.router, fallback.router):
-        app.include_router(r, prefix=API_PREFIX)
+    routers = (sessions, conversations, runs, files, chat, fallback)
+    for module in routers:
+        app.include_router(module.router, prefix=API_PREFIX)
 
 
 def add_middleware(app: FastAPI, settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""Reading a new message's content from a form or JSON body, with bounds checked first."""
+"""Reading request bodies with their bounds checked first: a new message's content (from a
+form or JSON), and the raw or multipart bodies of workspace uploads."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ async def read_content(request: Request, *, max_chars: int) -> str:
     """The `content` of a message; MessageTooLong past `max_chars`, InvalidMessage if unusable."""
     # UTF-8 needs at most 4 bytes a character; the rest is room for the envelope.
     max_bytes = max_chars * 4 + 16 * 1024
-    body = await _read_capped(request, max_bytes, max_chars)
+    body = await read_capped(request, max_bytes, too_large=MessageTooLong(max_chars))
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         content = _from_json(body)
@@ -41,17 +42,24 @@ async def read_content(request: Request, *, max_chars: int) -> str:
     return content
 
 
-async def _read_capped(request: Request, max_bytes: int, max_chars: int) -> bytes:
+async def read_capped(request: Request, max_bytes: int, *, too_large: Exception) -> bytes:
+    """The whole body; `too_large` as soon as it is known to exceed `max_bytes`."""
+    return b"".join([chunk async for chunk in capped_stream(request, max_bytes, too_large)])
+
+
+async def capped_stream(
+    request: Request, max_bytes: int, too_large: Exception
+) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as they arrive; `too_large` past `max_bytes`, declared or sent."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise MessageTooLong(max_chars)
-    chunks, size = [], 0
+        raise too_large
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise MessageTooLong(max_chars)
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise too_large
+        yield chunk
 
 
 def _from_json(body: bytes) -> str:

@@ -12,9 +12,9 @@ from fastapi import Depends, Path, Query, Request, Security
 from taskiq import AsyncBroker
 
 from turnstream import logs
-from turnstream.api import stream_tokens
 from turnstream.api.auth import TokenCache, authenticate, bearer
 from turnstream.errors import AccessDenied, Refused, Unauthorized
+from turnstream.live import tokens
 from turnstream.runtime import Runtime
 from turnstream.store.models import User
 
@@ -49,6 +49,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 @dataclass(frozen=True)
 class OwnedConversation:
     id: str
+    user_id: str
 
 
 async def get_conversation(
@@ -58,7 +59,7 @@ async def get_conversation(
     if not await rt.store.is_owner(cid=cid, user_id=user.id):
         raise AccessDenied()
     logs.bind(conversation_id=cid)
-    return OwnedConversation(cid)
+    return OwnedConversation(cid, user.id)
 
 
 ConversationDep = Annotated[OwnedConversation, Depends(get_conversation)]
@@ -97,19 +98,27 @@ FollowerDep = Annotated[Follower, Depends(get_follower)]
 
 
 async def authorize_follower(
-    rt: Runtime, cache: TokenCache, *, cid: str, authorization: str | None, token: str | None
+    rt: Runtime,
+    cache: TokenCache,
+    *,
+    cid: str,
+    authorization: str | None,
+    token: str | None,
+    path: str | None = None,
 ) -> Follower:
-    """The caller, if they may follow the runs of conversation `cid`.
+    """The caller, if they may follow the runs of conversation `cid` (or read its file `path`).
 
-    The owner may, by bearer token; so may the holder of a stream token of `cid`,
-    which counts only when no `Authorization` header is sent. Raises Unauthorized
-    for a credential that is not valid, AccessDenied for another's conversation.
+    The owner may, by bearer token; so may the holder of a stream token of `cid`
+    (a file link's token of `cid` and `path`, for a file), which counts only when
+    no `Authorization` header is sent. Raises Unauthorized for a credential that
+    is not valid, AccessDenied for another's conversation.
     """
     if authorization is None and token is not None:
-        key = await stream_tokens.signing_key(rt.redis, rt.settings.secret_key)
-        user_id = stream_tokens.verify(key, token, cid=cid)
+        key = await tokens.signing_key(rt.redis, rt.settings.secret_key)
+        user_id = tokens.verify(key, token, cid=cid, path=path)
         if user_id is None:
-            raise Unauthorized("Invalid or expired stream token: ask for a new one.")
+            what = "stream token: ask for a new one" if path is None else "file link"
+            raise Unauthorized(f"Invalid or expired {what}.")
         return Follower(cid, user_id)
     user = await authenticate(rt, cache, authorization=authorization)
     if not await rt.store.is_owner(cid=cid, user_id=user.id):
@@ -135,7 +144,10 @@ async def refusal(request: Request) -> Refused | None:
             # A bearer token of the owner, or (as on resume) a stream token of this
             # conversation: either already proves the caller may see it.
             token = request.query_params.get("token")
-            await authorize_follower(rt, cache, cid=cid, authorization=authorization, token=token)
+            path = request.path_params.get("path")
+            await authorize_follower(
+                rt, cache, cid=cid, authorization=authorization, token=token, path=path
+            )
     except (Unauthorized, AccessDenied) as refused:
         return refused
     return None

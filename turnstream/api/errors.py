@@ -14,6 +14,9 @@ anything else                500 {"error": "Internal server error", ...}: a bug,
 
 The database's errors arrive as DatabaseUnavailable already (turnstream.store.db).
 This module imports nothing else of turnstream.api, so that any of it may use it.
+
+Length: a little over 300 lines, on one topic: every error's status and body in
+one table, so that an answer is changed in one place and read in one place.
 """
 
 from __future__ import annotations
@@ -42,15 +45,19 @@ from turnstream.errors import (
     Conflict,
     CursorExpired,
     DatabaseUnavailable,
+    FileNotFound,
     IdentityProviderUnavailable,
     InvalidCursor,
     InvalidMessage,
+    InvalidPath,
+    InvalidUpload,
     MessageTooLong,
     NoActiveRun,
     NoActiveSession,
     NoBackgroundTask,
     NotFound,
     NothingToRegenerate,
+    PathConflict,
     RateLimited,
     RedisUnavailable,
     Refused,
@@ -62,6 +69,7 @@ from turnstream.errors import (
     Unauthorized,
     Unavailable,
     UnknownPath,
+    WorkspaceFull,
 )
 
 try:  # FastAPI >= 0.120 keeps included routers nested; this walks them
@@ -130,6 +138,18 @@ def _answer(exc: TurnstreamError) -> _Answer:
         case MessageTooLong():
             body = {"error": "Message too long", "detail": str(exc), "maxChars": exc.max_chars}
             return 413, body, None
+        case InvalidPath():
+            return 400, {"error": "Invalid path", "detail": str(exc)}, None
+        case InvalidUpload():
+            return 400, {"error": "Invalid upload", "detail": str(exc)}, None
+        case WorkspaceFull():
+            body = {
+                "error": "Workspace limit reached",
+                "detail": str(exc),
+                "limit": exc.limit,
+                "setting": exc.setting,
+            }
+            return 413, body, None
         case RateLimited():
             body = {"error": "Too many runs started", "detail": str(exc)}
             return 429, body, {"Retry-After": str(exc.retry_after)}
@@ -157,6 +177,8 @@ def _not_found(exc: NotFound) -> _Answer:
             return _about(404, "No background task found", exc.conversation_id)
         case NoActiveRun():
             return _about(404, "No active run", exc.conversation_id)
+        case FileNotFound():
+            return 404, {"error": "File not found", "path": exc.path}, None
     raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
 
@@ -191,6 +213,9 @@ def _conflict(exc: Conflict) -> _Answer:
                 "detail": str(exc),
             }
             return 409, body, {"X-Session-Id": exc.replaced_session_id}
+        case PathConflict():
+            body = {"error": "Path conflict", "path": exc.path, "detail": str(exc)}
+            return 409, body, None
     raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
 

@@ -115,3 +115,21 @@ class CursorExpired(BaseModel):
 class StreamToken(BaseModel):
     token: str
     expiresAt: int
+
+
+class FileEntry(BaseModel):
+    """A workspace file, with a signed link that opens it without the bearer token."""
+
+    path: str
+    size: int
+    mediaType: str
+    sha256: str
+    modifiedAt: str
+    version: int
+    url: str
+
+
+class FileList(BaseModel):
+    items: list[FileEntry]
+    total: int
+    bytes: int

@@ -10,6 +10,7 @@ The `/chat` routes (routes/chat.py) feed each native event (SPEC §5) to a
     reasoning                 [start-step] [text-end] [reasoning-start] reasoning-delta
     tool_call                 [start-step] [text-end | reasoning-end] tool-input-available
     tool_result               tool-output-available, or tool-output-error when isError
+    file                      file {url, mediaType}: the signed link; nothing for a deletion
     error                     [text-end | reasoning-end] error {errorText}
     end                       [text-end | reasoning-end] [finish-step] [abort] finish; [DONE]
     (Redis lost mid-stream)   error {errorText}, and no [DONE]: the run goes on; reconnect
@@ -79,6 +80,10 @@ class UIMessageStream:
                 return self._tool_call(data)
             case EventType.TOOL_RESULT:
                 return self._tool_result(data)
+            case EventType.FILE:
+                if data.get("deleted") or not data.get("url"):
+                    return []
+                return [{"type": "file", "url": data["url"], "mediaType": data.get("mediaType")}]
             case EventType.ERROR:
                 return [*self._close_parts(), {"type": "error", "errorText": _error_text(data)}]
             case EventType.END:

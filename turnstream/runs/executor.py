@@ -18,17 +18,19 @@ from collections.abc import AsyncGenerator
 
 from redis.exceptions import RedisError
 
-from turnstream import metrics
+from turnstream import events, metrics
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.events import EventType
 from turnstream.keys import RunKeys
+from turnstream.live import tokens
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
+from turnstream.runs.ending import end_run
 from turnstream.runs.outbox import Outbox
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
-from turnstream.store.views import NewMessage
+from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
 
 logger = logging.getLogger("turnstream.runs")
 
@@ -52,52 +54,6 @@ async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
         await _Execution(rt, k, record, worker).run()
     finally:
         rt.running.discard(task)
-
-
-async def end_run(
-    rt: Runtime,
-    k: RunKeys,
-    record: RunRecord,
-    status: RunStatus,
-    reply: Reply,
-    *,
-    error: tuple[str, str] | None = None,
-    require: RunStatus | None = None,
-    lapsed_before: int = 0,
-) -> bool:
-    """Store the run's messages, usage and events, then end it: whoever sees `end` has them.
-
-    Returns False when the run had ended already (another actor won). A
-    conditional end (`require`: the reaper, or a stop before any worker) never
-    replaces messages already stored: the worker that wrote them knew more.
-    """
-    await rt.store.save_run(
-        cid=k.cid,
-        session_id=k.sid,
-        messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
-        keep_existing=require is not None,
-    )
-    if reply.prompt_tokens or reply.completion_tokens:
-        await rt.store.record_usage(
-            cid=k.cid,
-            session_id=k.sid,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
-    await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
-    ended_at = await rt.runs.finish(
-        k,
-        status=status,
-        message_id=record.message_id,
-        error=error,
-        require=require,
-        lapsed_before=lapsed_before,
-    )
-    if ended_at is None:
-        return False
-    metrics.run_ended(status.value, created_at_ms=record.created_at, ended_at_ms=ended_at)
-    await archiver.save_end(rt, k, status, error, ended_at)  # `error`/`end`, and the run log
-    return True
 
 
 class _Execution:
@@ -159,11 +115,13 @@ class _Execution:
     async def _context(self) -> RunContext:
         message, enqueued = await self.rt.runs.question(self.k)
         if enqueued and self.record.user_message_id:
-            # An enqueued message joins the conversation only once its turn comes.
-            await self.rt.store.save(
-                cid=self.k.cid,
-                message=NewMessage(id=self.record.user_message_id, role="user", content=message),
+            # An enqueued message joins the conversation only once its turn comes, with
+            # the files uploaded until then.
+            question = await user_message(
+                self.rt.files, self.k.cid, message_id=self.record.user_message_id, content=message
             )
+            await self.rt.store.save(cid=self.k.cid, message=question)
+        limits = Limits.of(self.rt.settings)
         return RunContext(
             conversation_id=self.k.cid,
             user_id=self.record.user_id,
@@ -173,7 +131,21 @@ class _Execution:
             history=await self.rt.store.history(cid=self.k.cid),
             settings=self.rt.settings,
             cancelled=lambda: self.stop_asked,
+            workspace=Workspace(self.rt.files, self.k.cid, limits, on_change=self._file_changed),
         )
+
+    async def _file_changed(self, change: FileChange) -> None:
+        """A tool wrote or deleted a workspace file: a `file` event, with a signed link."""
+        url = None
+        if not change.deleted:
+            url = await tokens.file_link(
+                self.rt.redis,
+                self.rt.settings,
+                user_id=self.record.user_id,
+                cid=self.k.cid,
+                path=change.info.path,
+            )
+        self._add(events.file(change.info.entry(), url, deleted=change.deleted))
 
     async def _consume(self, ctx: RunContext) -> None:
         """Pull the agent's events in a task; write the first after a quiet spell at once and

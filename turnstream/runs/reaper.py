@@ -25,7 +25,7 @@ from turnstream.errors import DatabaseUnavailable
 from turnstream.live.client import entries
 from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
-from turnstream.runs.executor import end_run
+from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 

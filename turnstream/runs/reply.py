@@ -20,7 +20,10 @@ message under it. Every other message gets a new UUIDv7 and is `complete`,
 except a tool message whose tool failed (`isError`) or that stands in for a
 missing result: `error`, or `cancelled` when the run was stopped.
 
-Reasoning is not stored. A tool call without an id or a name, a second call
+The workspace files the run wrote or deleted (`file` events) are stored on its
+last assistant message (`files`: path, size, mediaType, sha256, version, and
+`deleted` for a deletion; not the links, which expire), the newest event of
+each path winning. Reasoning is not stored. A tool call without an id or a name, a second call
 with an id already used in the run, a result for no known call and a second
 result for one call are left out: none of them can be part of a valid
 transcript. The executor feeds the builder the agent's events as they come;
@@ -79,6 +82,7 @@ class Reply:
         self._called: set[str] = set()  # every call id the run sent, stored or not
         self._answered: set[str] = set()
         self._after_result = False
+        self._files: dict[str, dict[str, Any]] = {}  # by path: the newest `file` event's data
 
     def add(self, type: str, data: dict[str, Any]) -> None:
         """Take one event; events of other types (queued, start, error, end) change nothing."""
@@ -95,6 +99,9 @@ class Reply:
         elif type == EventType.USAGE:
             self.prompt_tokens += int(data.get("prompt_tokens", 0))
             self.completion_tokens += int(data.get("completion_tokens", 0))
+        elif type == EventType.FILE and isinstance(data.get("path"), str):
+            self._files.pop(data["path"], None)  # re-inserted last: in the order last changed
+            self._files[data["path"]] = {k: v for k, v in data.items() if k != "url"}
 
     def add_text(self, text: str) -> None:
         """Take a `delta`'s text: the executor's path for plain text, with no event made."""
@@ -153,7 +160,11 @@ class Reply:
             last = len(out)
             out.append(NewMessage(role="assistant", content="", session_id=session_id))
         out[last] = out[last].model_copy(
-            update={"id": message_id, "status": _MESSAGE_STATUS[status]}
+            update={
+                "id": message_id,
+                "status": _MESSAGE_STATUS[status],
+                "files": list(self._files.values()) or None,
+            }
         )
         return out
 

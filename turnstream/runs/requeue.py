@@ -45,7 +45,7 @@ from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
 from turnstream.keys import RunKeys
 from turnstream.live.status import Requeue, RunStatus
-from turnstream.runs.executor import end_run
+from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store.views import NewMessage

@@ -20,11 +20,11 @@ from turnstream.live.client import maybe_text
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus, is_live
 from turnstream.runs.broker import kick
-from turnstream.runs.executor import end_run
+from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
-from turnstream.store.views import NewMessage
+from turnstream.store.workspace import user_message
 
 # How long a request waits for a concurrent one with the same Idempotency-Key to record its run.
 _CLAIM_WAIT_SECONDS = 5.0
@@ -161,10 +161,12 @@ async def _record_and_kick(
         if regenerate:
             await rt.store.delete_replies_after_last_user(cid=k.cid)
         elif not waits:
-            # A message that waits for another run joins the conversation when its turn comes.
-            await rt.store.append(
-                cid=k.cid, message=NewMessage(id=user_message_id, role="user", content=content)
+            # A message that waits for another run joins the conversation when its turn
+            # comes. It names the files uploaded since the message before it.
+            message = await user_message(
+                rt.files, k.cid, message_id=user_message_id, content=content
             )
+            await rt.store.append(cid=k.cid, message=message)
         await _prepared(rt, k)
         await kick(broker, k.cid, k.sid)
     except BaseException:

@@ -26,6 +26,10 @@ them, and the property test in `tests/store/` holds this module to them):
    stores an answer for each of its calls, a stand-in when the run ended
    first; calls without one come from rows written before tool results were
    stored, whose results are lost.)
+
+A user message stored with the files uploaded before it (`files`) tells the
+agent about them in a note after its text, so that a model knows to read
+`data.csv` without guessing.
 """
 
 from __future__ import annotations
@@ -124,6 +128,8 @@ def _convert(message: dict[str, Any]) -> dict[str, Any] | None:
             converted[field] = value
     if role != "assistant":
         converted["content"] = content or ""
+        if role == "user" and message.get("files"):
+            converted["content"] += uploads_note(message["files"])
         if role == "function" and "name" not in converted:
             return None
         return converted
@@ -131,6 +137,22 @@ def _convert(message: dict[str, Any]) -> dict[str, Any] | None:
     if not content and converted.get("refusal"):
         converted["content"] = converted["refusal"]
     return converted if _has_substance(converted) else None
+
+
+def uploads_note(files: Any) -> str:
+    """The note on the files uploaded with a user message, as the agent reads it."""
+    named = [
+        f"{f['path']} ({f.get('mediaType', 'unknown type')}, {f.get('size', '?')} bytes)"
+        for f in files
+        if isinstance(f, dict) and isinstance(f.get("path"), str)
+    ]
+    if not named:
+        return ""
+    return (
+        "\n\n[The user uploaded these files to the conversation's workspace: "
+        + ", ".join(named)
+        + ". Read them with the workspace tools.]"
+    )
 
 
 def _tool_call(call: Any) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -79,6 +80,10 @@ class Conversation(Base):
     next_sequence: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped by every write; the Redis cache only ever moves forward in it.
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # The workspace's totals, moved in every write of its files: the limits are checked
+    # against them, and the update that moves them serialises the workspace's writers.
+    workspace_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    workspace_files: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -99,6 +104,9 @@ class Message(Base):
     function_call: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="complete")
     session_id: Mapped[str | None] = mapped_column(String(160))
+    # Workspace files: on a user message, those uploaded since the one before; on a run's
+    # last assistant message, those the run wrote or deleted (no links: they expire).
+    files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -137,3 +145,25 @@ class RunEvents(Base):
     last_ts: Mapped[int] = mapped_column(BigInteger)  # and its time, ms
     events: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WorkspaceFile(Base):
+    """One file of a conversation's workspace (store/workspace.py): its bytes and what they are.
+
+    `version` counts the writes of the path (1 for the first); `uploaded` marks a file
+    the user uploaded that no user message has announced to the agent yet.
+    """
+
+    __tablename__ = "workspace_files"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,6 +23,9 @@ class _MessageFields(BaseModel):
     function_call: dict[str, Any] | None = None
     status: MessageStatus = "complete"
     session_id: str | None = None
+    # Workspace files (`FileInfo.entry`): on a user message those uploaded with it, on a
+    # run's last assistant message those the run wrote or deleted.
+    files: list[dict[str, Any]] | None = None
 
 
 class MessageView(_MessageFields):

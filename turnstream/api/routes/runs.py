@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from turnstream import keys
-from turnstream.api import stream_tokens
 from turnstream.api.body import read_content
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
 from turnstream.api.resume import MAX_SESSION_ID as _MAX_SESSION_ID
@@ -25,6 +24,7 @@ from turnstream.errors import (
     SessionNotFound,
 )
 from turnstream.keys import RunKeys
+from turnstream.live import tokens as stream_tokens
 from turnstream.live.client import maybe_text
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus

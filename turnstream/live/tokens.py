@@ -1,10 +1,15 @@
-"""Short-lived signed tokens for resuming one conversation's streams.
+"""Short-lived signed tokens: stream tokens, and the links of workspace files.
 
 A browser's `EventSource` cannot send an `Authorization` header. A client that
 holds a bearer token asks for a stream token, then opens
 `…/resume/{session_id}?token=…`. The token names the user and the
 conversation and expires in minutes. It opens that conversation's resume
 route and nothing else, and it is worthless without the server's key.
+
+A file link (`…/files/{path}?token=…`, in `file` events and listings) is the
+same kind of token with the file's path in it, so that `<a href>` and
+`<img src>` work: it opens that one file of that conversation, and a stream
+token opens no file (nor a file link a stream).
 
 The key is `TURNSTREAM_SECRET_KEY`. If that is unset, it is a random key
 kept in Redis (`chat:secret`), shared by every API process.
@@ -17,11 +22,13 @@ import hashlib
 import hmac
 import json
 import secrets
+from urllib.parse import quote
 
 from redis.asyncio import Redis
 
 from turnstream import keys
 from turnstream.clock import now_ms
+from turnstream.config import Settings
 from turnstream.live.client import maybe_text
 
 TTL_SECONDS = 300
@@ -39,15 +46,27 @@ async def signing_key(redis: Redis, configured: str | None) -> bytes:
             return stored.encode()
 
 
-def issue(key: bytes, *, user_id: str, cid: str, ttl_seconds: int = TTL_SECONDS) -> tuple[str, int]:
-    """A token for `user_id` to resume runs of `cid`, and when it expires (ms)."""
+def issue(
+    key: bytes,
+    *,
+    user_id: str,
+    cid: str,
+    path: str | None = None,
+    ttl_seconds: int = TTL_SECONDS,
+) -> tuple[str, int]:
+    """A token for `user_id` to resume runs of `cid` (or to read its file `path`), and when it
+    expires (ms)."""
     expires = now_ms() + ttl_seconds * 1000
-    body = _b64(json.dumps({"u": user_id, "c": cid, "e": expires}, separators=(",", ":")).encode())
+    claims: dict[str, str | int] = {"u": user_id, "c": cid, "e": expires}
+    if path is not None:
+        claims["p"] = path
+    body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
     return f"{body}.{_sign(key, body)}", expires
 
 
-def verify(key: bytes, token: str, *, cid: str) -> str | None:
-    """The user the token speaks for, if it is genuine, unexpired and for `cid`; else None."""
+def verify(key: bytes, token: str, *, cid: str, path: str | None = None) -> str | None:
+    """The user the token speaks for, if it is genuine, unexpired and for `cid` (and exactly
+    for file `path`, or for no file when `path` is None); else None."""
     if not token.isascii():
         return None  # ours are base64url; and compare_digest raises on non-ASCII text
     body, _, signature = token.partition(".")
@@ -57,7 +76,9 @@ def verify(key: bytes, token: str, *, cid: str) -> str | None:
         claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except ValueError:
         return None
-    if claims.get("c") != cid or not isinstance(claims.get("e"), int) or claims["e"] < now_ms():
+    if not isinstance(claims, dict) or claims.get("c") != cid or claims.get("p") != path:
+        return None
+    if not isinstance(claims.get("e"), int) or claims["e"] < now_ms():
         return None
     user_id = claims.get("u")
     return user_id if isinstance(user_id, str) else None
@@ -69,3 +90,16 @@ def _sign(key: bytes, body: str) -> str:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def file_link(redis: Redis, settings: Settings, *, user_id: str, cid: str, path: str) -> str:
+    """The signed download link of a workspace file: the API's file route with a file token,
+    valid for `file_link_seconds`.
+
+    Relative to the server, as the page and the AI SDK use it (the Python client joins
+    it to its base URL).
+    """
+    key = await signing_key(redis, settings.secret_key)
+    ttl = settings.file_link_seconds
+    token, _ = issue(key, user_id=user_id, cid=cid, path=path, ttl_seconds=ttl)
+    return f"/api/v1/conversations/{cid}/files/{quote(path)}?token={token}"

@@ -1,0 +1,62 @@
+"""Ending a run, whoever ends it: the worker, a stop before any worker, the reaper.
+
+The order is the protocol's promise (docs/protocol.md, "Runs"): the run's
+messages, usage and events are stored in SQL before its status turns terminal,
+so whoever sees `end` can load them.
+"""
+
+from __future__ import annotations
+
+from turnstream import metrics
+from turnstream.keys import RunKeys
+from turnstream.live.record import RunRecord
+from turnstream.live.status import RunStatus
+from turnstream.runs import archiver
+from turnstream.runs.reply import Reply
+from turnstream.runtime import Runtime
+
+
+async def end_run(
+    rt: Runtime,
+    k: RunKeys,
+    record: RunRecord,
+    status: RunStatus,
+    reply: Reply,
+    *,
+    error: tuple[str, str] | None = None,
+    require: RunStatus | None = None,
+    lapsed_before: int = 0,
+) -> bool:
+    """Store the run's messages, usage and events, then end it: whoever sees `end` has them.
+
+    Returns False when the run had ended already (another actor won). A
+    conditional end (`require`: the reaper, or a stop before any worker) never
+    replaces messages already stored: the worker that wrote them knew more.
+    """
+    await rt.store.save_run(
+        cid=k.cid,
+        session_id=k.sid,
+        messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
+        keep_existing=require is not None,
+    )
+    if reply.prompt_tokens or reply.completion_tokens:
+        await rt.store.record_usage(
+            cid=k.cid,
+            session_id=k.sid,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
+    await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
+    ended_at = await rt.runs.finish(
+        k,
+        status=status,
+        message_id=record.message_id,
+        error=error,
+        require=require,
+        lapsed_before=lapsed_before,
+    )
+    if ended_at is None:
+        return False
+    metrics.run_ended(status.value, created_at_ms=record.created_at, ended_at_ms=ended_at)
+    await archiver.save_end(rt, k, status, error, ended_at)  # `error`/`end`, and the run log
+    return True

@@ -1,0 +1,165 @@
+"""A conversation's workspace: files the user uploads and the agent reads, writes and hands back.
+
+    FileStore        the interface every caller uses (the API's routes, the agent's tools)
+    SqlFileStore     (store/workspace_sql.py) files as rows in the database, so that every
+                     API process and every worker sees the same ones; an object store can
+                     take its place behind the same interface
+    Workspace        one conversation's files as a run's tools see them: bound to that
+                     conversation, within the limits, each change reported (`file` events)
+
+A write of several files (one upload) stores all of them or, past a limit or on
+a clash between a file and a folder, none.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from turnstream.config import Settings
+from turnstream.store.models import WorkspaceFile
+from turnstream.store.views import NewMessage
+
+OCTET_STREAM = "application/octet-stream"
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    media_type: str
+    sha256: str
+    version: int
+    modified_at: datetime
+
+    def entry(self) -> dict[str, Any]:
+        """The file as the API lists it, and as a `file` event and a message name it."""
+        return {
+            "path": self.path,
+            "size": self.size,
+            "mediaType": self.media_type,
+            "sha256": self.sha256,
+            "modifiedAt": self.modified_at.isoformat(),
+            "version": self.version,
+        }
+
+    @classmethod
+    def of(cls, row: WorkspaceFile) -> FileInfo:
+        return cls(row.path, row.size, row.media_type, row.sha256, row.version, row.modified_at)
+
+
+@dataclass(frozen=True)
+class Listing:
+    items: list[FileInfo]
+    total: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class NewFile:
+    path: str
+    data: bytes
+    media_type: str | None = None  # None or unusable: guessed from the name
+
+
+@dataclass(frozen=True)
+class Limits:
+    file_bytes: int
+    total_bytes: int
+    files: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.workspace_file_bytes, settings.workspace_bytes, settings.workspace_files
+        )
+
+
+class FileStore(Protocol):
+    """Where workspaces live. Paths are checked (store/paths.py) before anything is touched."""
+
+    async def listing(self, cid: str, *, prefix: str = "") -> Listing: ...
+
+    async def read(self, cid: str, path: str) -> tuple[FileInfo, bytes]: ...
+
+    async def write(
+        self, cid: str, files: Sequence[NewFile], *, limits: Limits, uploaded: bool
+    ) -> list[FileInfo]: ...
+
+    async def delete(self, cid: str, path: str) -> FileInfo: ...
+
+    async def take_uploads(self, cid: str) -> list[FileInfo]:
+        """The uploads no user message has announced yet, marked announced now."""
+        ...
+
+
+def media_type(path: str, given: str | None) -> str:
+    """`given` when it is a plain `type/subtype`, else a guess from the name."""
+    given = (given or "").split(";")[0].strip().lower()
+    if _MEDIA_TYPE.match(given) and given != OCTET_STREAM:
+        return given
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    return guessed or OCTET_STREAM
+
+
+async def user_message(files: FileStore, cid: str, *, message_id: str, content: str) -> NewMessage:
+    """A user message to store now, naming the uploads no message has announced yet (these
+    are marked announced: the agent hears of each upload once)."""
+    uploads = await files.take_uploads(cid)
+    entries = [u.entry() for u in uploads] or None
+    return NewMessage(id=message_id, role="user", content=content, files=entries)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    info: FileInfo
+    deleted: bool = False
+
+
+class Workspace:
+    """One conversation's files, as a run's tools see them.
+
+    Bound to the run's conversation when the run starts: a tool holding it can
+    reach no other workspace. Each write or deletion is stored when the call
+    returns, within the limits, and reported to `on_change` (the run turns it
+    into a `file` event).
+    """
+
+    def __init__(
+        self,
+        files: FileStore,
+        cid: str,
+        limits: Limits,
+        on_change: Callable[[FileChange], Awaitable[None]] | None = None,
+    ) -> None:
+        self._files = files
+        self._cid = cid
+        self._limits = limits
+        self._on_change = on_change
+
+    async def listing(self, prefix: str = "") -> Listing:
+        return await self._files.listing(self._cid, prefix=prefix)
+
+    async def read(self, path: str) -> tuple[FileInfo, bytes]:
+        return await self._files.read(self._cid, path)
+
+    async def write(self, path: str, data: bytes, media_type: str | None = None) -> FileInfo:
+        (info,) = await self._files.write(
+            self._cid, [NewFile(path, data, media_type)], limits=self._limits, uploaded=False
+        )
+        await self._changed(FileChange(info))
+        return info
+
+    async def delete(self, path: str) -> FileInfo:
+        info = await self._files.delete(self._cid, path)
+        await self._changed(FileChange(info, deleted=True))
+        return info
+
+    async def _changed(self, change: FileChange) -> None:
+        if self._on_change is not None:
+            await self._on_change(change)
