@@ -8,6 +8,7 @@ side reads back, the terminal's echo of the keys included.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from helpers import wait_until
 from servers import Server, create_token
@@ -23,6 +26,7 @@ from servers import Server, create_token
 from turnstream.client import Client
 
 WORDS = 150  # 150 words, 40 ms apart: a 6 s reply, long enough to leave and come back
+FILE_LIMIT = 4096  # TURNSTREAM_WORKSPACE_FILE_BYTES
 # Makes the pseudo-terminal on stdin the controlling terminal of the new session
 # (Popen's start_new_session), so that Ctrl-C reaches the chat, then runs it.
 CONTROLLING_TTY = (
@@ -55,6 +59,14 @@ class Terminal:
 
     def screen(self) -> str:
         return bytes(self._output).decode(errors="replace").replace("\r\n", "\n")
+
+    def expect_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """Wait until a whole line of the screen matches `pattern`; the match."""
+        return wait_until(
+            lambda: re.search(f"^{pattern}\n", self.screen(), re.M),
+            timeout=timeout,
+            what=f"a line {pattern!r} on the screen:\n{self.screen()}",
+        )
 
     def expect(self, text: str, timeout: float = 30) -> str:
         """Wait until `text` is on the screen; the screen."""
@@ -96,6 +108,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "TURNSTREAM_DATABASE_URL": database_url,
         "TURNSTREAM_DEMO_WORDS": str(WORDS),
         "TURNSTREAM_DEMO_DELAY_MS": "40",
+        "TURNSTREAM_TOOLS": "basic,workspace",  # `/tool write_file {…}`
+        "TURNSTREAM_WORKSPACE_FILE_BYTES": str(FILE_LIMIT),
     }
     with Server(server_env, tmp / "serve.log") as server:
         token = create_token(database_url, "tess")
@@ -231,3 +245,51 @@ def test_messages_from_a_file_or_a_pipe_are_answered_one_after_the_other(env, tm
     assert questions == ["/tool 2+2", "hello"]
     assert "you> /tool 2+2\n[tool call] " in result.stdout
     assert f"you> hello\n{messages[-1].content}\nyou> " in result.stdout
+
+
+def test_upload_and_files_and_the_files_the_agent_writes_with_their_links(
+    env, terminals, tmp_path: Path
+):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("pack the charger\n")
+    (tmp_path / "big.bin").write_bytes(b"x" * (FILE_LIMIT + 1))
+    terminal, cid = _chat(env, terminals)
+    terminal.expect("you> ")
+
+    terminal.type(f"/upload {notes}\r")
+    uploaded = terminal.expect_line(r"\[uploaded\] notes\.txt \(17 bytes\) (http\S+)")
+    assert httpx.get(uploaded[1]).content == b"pack the charger\n"  # the link needs no token
+    terminal.type(f"/upload {tmp_path / 'big.bin'} {notes}\r")  # all or nothing: nothing
+    refused = terminal.expect_line(r"\[upload failed: Workspace limit reached: .*\]")
+    assert "TURNSTREAM_WORKSPACE_FILE_BYTES" in refused[0]
+    terminal.type("/upload nowhere.txt\r")
+    terminal.expect("[upload failed: No such file or directory: nowhere.txt]\nyou> ")
+
+    write = json.dumps({"path": "out/list.md", "content": "- charger\n"})
+    terminal.type(f"/tool write_file {write}\r")
+    written = terminal.expect_line(r"\[file\] out/list\.md \(10 bytes\) (http\S+)")
+    assert written[1].startswith(f"{env['TURNSTREAM_URL']}/api/v1/conversations/{cid}/files/")
+    assert httpx.get(written[1]).content == b"- charger\n"
+    with _client(env) as client:
+        _wait_for_the_end(client, cid)
+        terminal.expect(f"{client.messages(cid)[-1].content}\nyou> ")
+        terminal.type("/files\r")
+        terminal.expect_line(r"\[2 files, 27 bytes\]")
+        terminal.expect_line(r"  notes\.txt \(17 bytes\) http\S+")
+        terminal.expect_line(r"  out/list\.md \(10 bytes\) http\S+")
+
+        terminal.type('/tool delete_file {"path": "notes.txt"}\r')
+        terminal.expect_line(r"\[file\] deleted notes\.txt")
+        _wait_for_the_end(client, cid)
+        assert [f.path for f in client.files(cid).items] == ["out/list.md"]
+        terminal.expect(f"{client.messages(cid)[-1].content}\nyou> ")
+    assert "Traceback" not in terminal.screen()
+    terminal.type("/quit\r")
+    assert terminal.wait() == 0
+
+    # --resume draws the last exchange from the stored messages: the deletion included.
+    again, _ = _chat(env, terminals, "--resume", cid)
+    again.expect_line(r"\[file\] deleted notes\.txt")
+    again.expect("you> ")
+    again.type("/quit\r")
+    assert again.wait() == 0

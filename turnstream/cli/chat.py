@@ -1,17 +1,21 @@
 """`turnstream chat`: a chat in the terminal, on top of turnstream.client's AsyncClient.
 
-Type a message and the reply streams in as the agent writes it; tool calls
-and their results show on lines of their own. While a reply streams the
-keyboard stays live:
+Type a message and the reply streams in as the agent writes it; tool calls,
+their results and the files the agent writes show on lines of their own.
+While a reply streams the keyboard stays live:
 
     /stop    stop the reply (what was written is stored, as cancelled)
     Ctrl-C   detach: the chat ends, the reply goes on on the server, and
              `turnstream chat --resume CID` picks it up where it is
 
 At the prompt, `/stop` stops a reply still running, `/quit` (or Ctrl-D)
-ends the chat. `--resume CID` goes on in an existing conversation: it first
-follows the reply running there, from its start, or shows the last exchange.
-Everything goes to stdout; only a failure to start goes to stderr.
+ends the chat. `/upload PATH [PATH…]` stores files in the conversation's
+workspace (the agent's workspace tools see them) and `/files` lists it; a
+file the agent writes shows on a line of its own, with its size and a link
+that downloads it without the token (for an hour). `--resume CID` goes on
+in an existing conversation: it first follows the reply running there, from
+its start, or shows the last exchange. Everything goes to stdout; only a
+failure to start goes to stderr.
 
     chat.py           the command: its options, and how it fails to start
     chat_session.py   ChatSession: the conversation, the keyboard, the screen
@@ -59,7 +63,8 @@ def chat(
     """Chat in the terminal: replies stream in as the agent writes them.
 
     /stop stops a reply; Ctrl-C detaches and the reply goes on, for
-    `turnstream chat --resume CID` to pick up.
+    `turnstream chat --resume CID` to pick up. /upload PATH… stores files in
+    the conversation's workspace, /files lists them.
     """
     if not token:
         raise fail(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import sys
 from collections.abc import AsyncGenerator
 from typing import TextIO
@@ -15,7 +17,11 @@ from typing import TextIO
 from turnstream.cli.chat_terminal import Lines, Screen
 from turnstream.client import ApiError, AsyncClient, ClientError, ConnectionFailed, Event
 
-HELP = "[/stop stops a reply, Ctrl-C detaches (the reply goes on), /quit or Ctrl-D ends]"
+HELP = (
+    "[/upload PATH… stores files in the conversation, /files lists them, /stop stops a reply, "
+    "Ctrl-C detaches (the reply goes on), /quit or Ctrl-D ends]"
+)
+UPLOAD = "/upload"
 NOT_NOW = "[a reply is streaming: wait for its end, or /stop it]"
 QUIT = ("/quit", "/exit")
 LAST_MESSAGES = 50  # --resume shows the last exchange: the newest question and what followed
@@ -68,8 +74,39 @@ class ChatSession:
             await self.stop()
         elif text == "/help":
             self.screen.note(HELP)
+        elif text == "/files":
+            await self.list_files()
+        elif text.split(maxsplit=1)[0] == UPLOAD:
+            await self.upload(text[len(UPLOAD) :])
         else:
             await self.follow(self.client.send(self._cid, text))
+
+    async def upload(self, args: str) -> None:
+        """`/upload PATH [PATH…]`: store the files (all, or none) and say where they are."""
+        try:
+            paths = _paths(args)
+        except ValueError as exc:  # an unclosed quote
+            self.screen.note(f"[upload failed: {exc}]")
+            return
+        if not paths:
+            self.screen.note("[upload what? /upload PATH [PATH…]]")
+            return
+        try:
+            stored = await self.client.upload(self._cid, *paths)
+        except OSError as exc:  # a file here that cannot be read
+            self.screen.note(f"[upload failed: {exc.strerror or exc}: {exc.filename}]")
+        except ClientError as exc:
+            self.screen.note(f"[upload failed: {_one_line(exc)}]")
+        else:
+            self.screen.uploaded(stored)
+
+    async def list_files(self) -> None:
+        try:
+            listing = await self.client.files(self._cid)
+        except ClientError as exc:
+            self.screen.note(f"[files: {_one_line(exc)}]")
+        else:
+            self.screen.files(listing)
 
     async def pick_up(self) -> None:
         """Follow the conversation's running reply from its start, or show the last exchange."""
@@ -154,3 +191,17 @@ class ChatSession:
     def _cid(self) -> str:
         assert self.cid is not None, "the conversation is set before the first message"
         return self.cid
+
+
+def _paths(args: str) -> list[str]:
+    """The paths of `/upload`'s arguments: split as a shell would, `~` expanded."""
+    return [os.path.expanduser(path) for path in shlex.split(args)]
+
+
+def _one_line(exc: ClientError) -> str:
+    """A refusal as the server put it (`error: detail`), on one line."""
+    if isinstance(exc, ApiError) and (exc.error or exc.detail):
+        text = ": ".join(part for part in (exc.error, exc.detail) if part)
+    else:
+        text = str(exc)
+    return " ".join(text.split())

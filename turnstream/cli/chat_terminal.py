@@ -3,18 +3,19 @@
 `Lines` reads stdin from the event loop (`add_reader`), so that the chat can
 watch the keyboard for `/stop` while a reply streams. stdin is a terminal in
 its usual line mode, where each read returns a whole line, or a pipe.
-`Screen` writes a reply's text as it comes, and notes and tool steps on lines
-of their own.
+`Screen` writes a reply's text as it comes, and notes, tool steps and workspace
+files on lines of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
-from turnstream.client import Event, Message
+from turnstream.client import Event, FileChange, FileEntry, FileList, Message
 
 # How a reply that did not complete ends on screen, by its `end` status.
 _ENDINGS = {"cancelled": "[reply stopped]", "error": "[reply failed]"}
@@ -119,6 +120,8 @@ class Screen:
         elif event.type == "tool_result":
             label = "tool error" if event.data.get("isError") else "tool result"
             self.note(f"[{label}] {event.data.get('content')}")
+        elif event.type == "file":
+            self.file(event.file)
         elif event.type == "error":
             self.note(f"[error] {event.data.get('message')}")
         elif event.type == "end":
@@ -128,10 +131,34 @@ class Screen:
             else:
                 self.end_line()
 
+    def file(self, change: FileChange | None) -> None:
+        """A workspace file the run wrote (its path, size and signed link), or deleted."""
+        if change is None:
+            return
+        if change.deleted:
+            self.note(f"[file] deleted {change.path}")
+        else:
+            self.note(f"[file] {described(change.path, change.size, change.url)}")
+
+    def uploaded(self, entries: Iterable[FileEntry]) -> None:
+        for entry in entries:
+            self.note(f"[uploaded] {described(entry.path, entry.size, entry.url)}")
+
+    def files(self, listing: FileList) -> None:
+        """The workspace: how many files and bytes, then one line a file."""
+        if not listing.items:
+            self.note("[no files]")
+            return
+        count = f"{listing.total} file" + ("" if listing.total == 1 else "s")
+        self.note(f"[{count}, {size(listing.bytes)}]")
+        for entry in listing.items:
+            self.note(f"  {described(entry.path, entry.size, entry.url)}")
+
     def message(self, message: Message) -> None:
-        """A stored message, drawn as its run's events were."""
+        """A stored message, drawn as its run's events were (a stored file has no link)."""
         if message.role == "user":
             self.note(f"you> {message.content or ''}")
+            self._stored_files(message.files, "uploaded")
             return
         if message.role == "tool":
             label = "tool result" if message.status == "complete" else "tool error"
@@ -141,12 +168,37 @@ class Screen:
         for call in message.tool_calls or ():
             function = call.get("function") or {}
             self.note(f"[tool call] {function.get('name')}({function.get('arguments')})")
+        self._stored_files(message.files, "file")
         ending = _ENDINGS.get(message.status)
         if ending is not None:
             self.note(ending)
         else:
             self.end_line()
 
+    def _stored_files(self, files: list[dict[str, Any]] | None, label: str) -> None:
+        for entry in files or ():
+            if entry.get("deleted"):
+                self.note(f"[{label}] deleted {entry.get('path')}")
+            else:
+                self.note(f"[{label}] {described(str(entry.get('path')), entry.get('size'))}")
+
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+def described(path: str, nbytes: object, url: str | None = None) -> str:
+    """`out/report.md (1.2 KiB) http://…`: a file's path, size and link (if it has one)."""
+    text = f"{path} ({size(nbytes)})" if isinstance(nbytes, int) else path
+    return f"{text} {url}" if url else text
+
+
+def size(n: int) -> str:
+    if n < 1024:
+        return f"{n} byte" + ("" if n == 1 else "s")
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
