@@ -13,27 +13,10 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from helpers import wait_until
-from playwright.sync_api import Locator, Page, Response, expect
-from web_support import WORDS, Served, User, serve
+from playwright.sync_api import Page, Response, expect
+from web_support import REPLY, WORDS, User, open_chat, send, serve
 
-REPLY = ".msg.assistant"
 TEXT = ".msg.assistant .text"
-
-
-def open_chat(page: Page, served: Served, user: User, cid: str | None = None) -> None:
-    page.goto(served.page_url(user, cid))
-    expect(page.get_by_role("button", name="New conversation")).to_be_visible()
-    if cid:
-        expect(page.get_by_role("button", name="Send")).to_be_enabled()
-
-
-def send(page: Page, text: str) -> Locator:
-    """Type `text` and press Enter; the reply's <article>."""
-    box = page.get_by_label("Your message")
-    box.fill(text)
-    box.press("Enter")
-    expect(page.locator(".msg.user").last).to_have_text(text)
-    return page.locator(REPLY).last
 
 
 def wait_for_words(page: Page, count: int) -> str:

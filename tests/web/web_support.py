@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import Locator, Page, expect
 from servers import Server, create_token
 
 CHROMIUM = os.environ.get("TURNSTREAM_TEST_CHROMIUM") or "/usr/bin/chromium"
@@ -30,6 +31,7 @@ FLAGS = [
 WORDS = 80
 SLOW_DEMO = {"TURNSTREAM_DEMO_WORDS": str(WORDS), "TURNSTREAM_DEMO_DELAY_MS": "40"}
 LINK = re.compile(r"Chat page, signed in as demo: (http://\S+/#token=(ts_\S+))")
+REPLY = ".msg.assistant"
 
 
 @dataclass
@@ -95,3 +97,19 @@ def serve(tmp: Path, **env: str) -> Iterator[Served]:
         assert printed, f"serve printed no sign-in link:\n{server.output()}"
         yield Served(server.url, database_url, printed[1], printed[2], server)
     assert "Traceback" not in server.output(), server.output()
+
+
+def open_chat(page: Page, served: Served, user: User, cid: str | None = None) -> None:
+    page.goto(served.page_url(user, cid))
+    expect(page.get_by_role("button", name="New conversation")).to_be_visible()
+    if cid:
+        expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+
+def send(page: Page, text: str) -> Locator:
+    """Type `text` and press Enter; the reply's <article>."""
+    box = page.get_by_label("Your message")
+    box.fill(text)
+    box.press("Enter")
+    expect(page.locator(".msg.user .bubble").last).to_have_text(text)
+    return page.locator(REPLY).last
