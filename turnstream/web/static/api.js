@@ -34,8 +34,9 @@ export function conversationPath(cid, ...rest) {
 }
 
 // A request with the token. Resolves to the Response (any status); rejects on a network error.
-export function request(path, { method = "GET", json, params, headers = {}, signal } = {}) {
-  const init = { method, signal, headers: { Authorization: `Bearer ${storedToken()}`, ...headers } };
+// `json` is sent as JSON; `body` (a FormData, say) as it is, with the type fetch gives it.
+export function request(path, { method = "GET", json, body, params, headers = {}, signal } = {}) {
+  const init = { method, signal, body, headers: { Authorization: `Bearer ${storedToken()}`, ...headers } };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers["Content-Type"] = "application/json";
@@ -73,6 +74,15 @@ export const api = {
   // 404 means "no run kept": null.
   activeSession: (cid) => orNull(call(conversationPath(cid, "active-session"))),
   taskStatus: (cid) => orNull(call(conversationPath(cid, "task-status"))),
+  // The workspace: {items, total, bytes}, each entry with a fresh signed `url`.
+  files: (cid) => call(conversationPath(cid, "files")),
+  // Files (File objects) in one multipart POST, each under its own name (in NFC, as the
+  // workspace wants it: a Mac gives names decomposed): their entries.
+  upload: (cid, files) => {
+    const form = new FormData();
+    for (const file of files) form.append("file", file, file.name.normalize("NFC"));
+    return call(conversationPath(cid, "files"), { method: "POST", body: form });
+  },
 };
 
 async function orNull(promise) {

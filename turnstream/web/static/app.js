@@ -1,5 +1,6 @@
-// The chat page: signing in, the list of conversations, rename and delete, the composer.
-// The open conversation itself is chat.js; the API is api.js.
+// The chat page: signing in, the list of conversations, rename and delete, the composer
+// and the files attached to the next message (chips above the message box; files dropped
+// on the page join them). The open conversation itself is chat.js; the API is api.js.
 //
 // Signing in: a token in the URL's fragment (`/#token=ts_…`, the link `turnstream serve`
 // prints on its first start) is kept in localStorage and removed from the address bar;
@@ -7,13 +8,17 @@
 // (`#c=<id>`), so that a reload or a second tab opens it again.
 
 import { api, ApiError, storedToken, storeToken } from "./api.js";
-import { ConversationView } from "./chat.js";
+import { ConversationView, FilesPanel } from "./chat.js";
+import { el, humanSize } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("turnstream") : { postMessage() {} };
 const narrow = window.matchMedia("(max-width: 760px)");
+const roomy = window.matchMedia("(min-width: 1001px)"); // room for the Files panel beside
 let conversations = [];
 let view = null;
+let attachments = null;
+let sending = false;
 
 // Whether the address had a token (now kept, and gone from the address bar).
 function takeTokenFromUrl() {
@@ -123,6 +128,7 @@ async function openCurrent() {
   setTitle(cid ? title || "Conversation" : "");
   if (!cid) $("conversation-title").textContent = "Choose or start a conversation";
   if (narrow.matches) toggleMenu(false);
+  if (!cid) attachments.clear();
   await view.open(cid, title);
 }
 
@@ -207,9 +213,15 @@ async function submitMessage(event) {
   event.preventDefault();
   const input = $("composer-input");
   const content = input.value;
-  if (!content.trim() || view.following) return;
+  if (!content.trim() || view.following || sending) return;
   input.value = "";
-  const sent = await view.send(content);
+  sending = true; // until the upload and the reply are done: one message at a time
+  let sent;
+  try {
+    sent = await view.send(content, { attachments: attachments.items, uploaded: () => attachments.clear() });
+  } finally {
+    sending = false;
+  }
   if (!sent && !input.value) input.value = content;
   await loadConversations();
 }
@@ -227,9 +239,16 @@ function toggleMenu(open) {
   $("sidebar").classList.toggle("open", show);
 }
 
+function toggleFiles(open) {
+  const show = open ?? $("files-toggle").getAttribute("aria-expanded") !== "true";
+  $("files-toggle").setAttribute("aria-expanded", String(show));
+  $("files-panel").classList.toggle("open", show);
+}
+
 function layout() {
   $("menu-toggle").hidden = !narrow.matches || $("chat-view").hidden;
   if (!narrow.matches) toggleMenu(false);
+  toggleFiles(roomy.matches); // beside the conversation when there is room, else on demand
 }
 
 function onChannel({ data }) {
@@ -239,7 +258,100 @@ function onChannel({ data }) {
   if (data.type === "list" || data.type === "deleted") loadConversations();
 }
 
+// The files attached to the next message: chips above the message box, each removable.
+class Attachments {
+  constructor({ list, input, button }) {
+    Object.assign(this, { list, input, button });
+    this.files = new Map(); // name -> File: a file of the same name replaces the one before
+    button.addEventListener("click", () => input.click());
+    input.addEventListener("change", () => {
+      this.add(input.files);
+      input.value = ""; // the same file may be chosen again
+    });
+    this.render();
+  }
+
+  add(files) {
+    for (const file of files) this.files.set(file.name, file);
+    this.render();
+  }
+
+  remove(name) {
+    this.files.delete(name);
+    this.render();
+    (this.list.querySelector("button") || this.button).focus();
+  }
+
+  clear() {
+    this.files.clear();
+    this.render();
+  }
+
+  get items() {
+    return [...this.files.values()];
+  }
+
+  render() {
+    this.list.replaceChildren(
+      ...this.items.map((file) => {
+        const remove = el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${file.name}`, text: "×" });
+        remove.addEventListener("click", () => this.remove(file.name));
+        const chip = el("li", { class: "chip" }, el("span", { class: "chip-name", text: file.name }), " ",
+          el("span", { class: "chip-size", text: humanSize(file.size) }), remove);
+        chip.dataset.name = file.name;
+        return chip;
+      }),
+    );
+    this.list.hidden = this.files.size === 0;
+  }
+}
+
+// Files dropped anywhere on the page go to `attachments` while `accepting()`; the page
+// shows where to drop them (body[data-dropping]). Other drops do nothing (the browser
+// would open the file in place of the page).
+function acceptDrops(attachments, accepting) {
+  let depth = 0;
+  const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+  const show = (on) => {
+    if (on) document.body.dataset.dropping = "true";
+    else delete document.body.dataset.dropping;
+  };
+  document.addEventListener("dragenter", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    depth += 1;
+    show(accepting());
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!hasFiles(event)) return;
+    depth = Math.max(0, depth - 1);
+    if (!depth) show(false);
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = accepting() ? "copy" : "none";
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    depth = 0;
+    show(false);
+    if (accepting() && event.dataTransfer.files.length) attachments.add(event.dataTransfer.files);
+  });
+}
+
 function boot() {
+  const files = new FilesPanel({
+    panel: $("files-panel"),
+    list: $("file-list"),
+    summary: $("files-summary"),
+    empty: $("no-files"),
+    toggle: $("files-toggle"),
+    log: $("messages"),
+  });
+  attachments = new Attachments({ list: $("attachments"), input: $("attach-input"), button: $("attach") });
+  acceptDrops(attachments, () => !$("composer").hidden);
   view = new ConversationView({
     log: $("messages"),
     status: $("status"),
@@ -247,6 +359,7 @@ function boot() {
     stopButton: $("stop"),
     sendButton: $("send"),
     notice: $("notice"),
+    files,
     onAuthFailed: authFailed,
     onGone: gone,
     onChanged: () => {
@@ -268,11 +381,22 @@ function boot() {
   $("composer-input").addEventListener("keydown", composerKey);
   $("stop").addEventListener("click", () => view.stop());
   $("menu-toggle").addEventListener("click", () => toggleMenu());
+  $("files-toggle").addEventListener("click", () => toggleFiles());
+  $("files-close").addEventListener("click", () => {
+    toggleFiles(false);
+    $("files-toggle").focus();
+  });
   narrow.addEventListener("change", layout);
+  roomy.addEventListener("change", layout);
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape" || !$("sidebar").classList.contains("open")) return;
-    toggleMenu(false);
-    $("menu-toggle").focus();
+    if (event.key !== "Escape") return;
+    if ($("sidebar").classList.contains("open")) {
+      toggleMenu(false);
+      $("menu-toggle").focus();
+    } else if (!roomy.matches && $("files-panel").classList.contains("open")) {
+      toggleFiles(false); // over the conversation: Escape closes it, as the menu
+      $("files-toggle").focus();
+    }
   });
   if ("onmessage" in channel) channel.onmessage = onChannel;
   window.addEventListener("hashchange", () => {

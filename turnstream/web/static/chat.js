@@ -1,5 +1,5 @@
-// One open conversation: its history, the reply being written, sending, stopping, and the
-// status line. The rules for coming back are docs/protocol.md, "How a client resumes":
+// One open conversation: its history, the reply being written, sending, stopping, the
+// status line, and its files (FilesPanel). The rules for coming back are docs/protocol.md, "How a client resumes":
 //
 // - on opening (a reload included), ask active-session; load the messages; if a run is
 //   active, show the messages without that run's own and replay the run from its start
@@ -7,17 +7,25 @@
 // - a run that ended meanwhile is in the messages;
 // - every few seconds (and when another tab of this browser starts a run) task-status
 //   says whether a run we do not show yet started here, from another tab or device.
+//
+// Files attached to a message are uploaded first (one multipart POST), then the message is
+// posted; the Files panel asks for the workspace's listing again after that, on each `file` event, and
+// with each look at the history.
 
 import { api, ApiError } from "./api.js";
 import { follow, Detached } from "./follow.js";
-import { renderHistory, TurnView, userMessage } from "./render.js";
+import { fileRef, humanSize, linkRef, renderHistory, TurnView, userMessage } from "./render.js";
 
 const POLL_MS = 3000;
 const DEFAULT_TITLE = "New conversation";
+// A listing's links are reused while they are younger than this (an <img> keeps its cached
+// bytes), and the listing is asked again every REFRESH_MS: a link shown is never stale.
+const REUSE_MS = 40 * 60 * 1000;
+const REFRESH_MS = 15 * 60 * 1000;
 
 export class ConversationView {
-  constructor({ log, status, statusText, stopButton, sendButton, notice, onAuthFailed, onGone, onChanged, channel }) {
-    Object.assign(this, { log, status, statusText, stopButton, sendButton, notice });
+  constructor({ log, status, statusText, stopButton, sendButton, notice, files, onAuthFailed, onGone, onChanged, channel }) {
+    Object.assign(this, { log, status, statusText, stopButton, sendButton, notice, files });
     Object.assign(this, { onAuthFailed, onGone, onChanged, channel });
     this.cid = null;
     this.title = "";
@@ -29,6 +37,7 @@ export class ConversationView {
     this.reachable = true; // the last poll got an answer
     this.syncing = null;
     this.synced = false; // the history of this conversation is on the page
+    this.uploading = false; // files attached to a message are being uploaded
     setInterval(() => this.poll(), POLL_MS);
     document.addEventListener("visibilitychange", () => this.poll());
     for (const change of ["online", "offline"]) window.addEventListener(change, () => this.showStatus());
@@ -45,6 +54,7 @@ export class ConversationView {
     this.log.replaceChildren();
     this.showNotice("");
     this.showStatus();
+    this.files.open(cid);
     if (cid) await this.sync();
   }
 
@@ -79,6 +89,8 @@ export class ConversationView {
 
   showHistory(messages) {
     this.log.replaceChildren(...renderHistory(messages));
+    this.files.linkAll(this.log); // from the listing at hand, then from a new one
+    this.files.refresh();
     this.scrollToEnd(true);
   }
 
@@ -89,12 +101,36 @@ export class ConversationView {
     return turn;
   }
 
-  async send(content) {
+  // Send a message, after uploading `attachments` (File objects; `uploaded()` is called once
+  // they are stored). False when nothing was sent: an upload refused sends no message.
+  async send(content, { attachments = [], uploaded = () => {} } = {}) {
     if (!this.cid) return false;
     if (this.syncing) await this.syncing; // the history first, and any active run with it
     if (this.following) return false;
+    const generation = this.generation;
+    let files = null;
+    if (attachments.length) {
+      this.uploading = true;
+      this.showStatus();
+      try {
+        files = await api.upload(this.cid, attachments);
+      } catch (error) {
+        if (generation !== this.generation) return false;
+        if (error instanceof ApiError && [400, 409, 413].includes(error.status)) {
+          this.showNotice(`Not sent: ${error.body.detail || error.message}`);
+        } else this.failed(error);
+        return false;
+      } finally {
+        this.uploading = false;
+        this.showStatus();
+      }
+      uploaded(files);
+      for (const file of files) this.files.remember(file);
+      this.files.refresh();
+      if (generation !== this.generation || this.following) return false;
+    }
     const firstMessage = !this.log.querySelector(".msg") && this.title === DEFAULT_TITLE;
-    const question = userMessage(content, { pending: true });
+    const question = userMessage(content, { pending: true, files });
     this.log.append(question);
     const turn = this.addTurn(null);
     const post = { content, key: uuid() };
@@ -176,6 +212,10 @@ export class ConversationView {
     }
     const stick = this.nearEnd();
     turn.apply(event, id);
+    if (event.type === "file") {
+      this.files.remember(event);
+      this.files.refresh();
+    }
     if (stick) this.scrollToEnd();
   }
 
@@ -265,6 +305,9 @@ export class ConversationView {
     } else if (!this.reachable && !this.following) {
       state = "reconnecting";
       text = "Server unreachable";
+    } else if (this.uploading && !active) {
+      state = "active";
+      text = "Uploading…";
     } else if (active && this.task && this.task.isActive) {
       const left = Math.round((this.task.estimatedCompletion - Date.now()) / 1000);
       if (left > 0) text = `Writing… about ${left} s left`;
@@ -286,6 +329,116 @@ export class ConversationView {
 
   scrollToEnd(force = false) {
     if (force || this.nearEnd()) this.log.scrollTop = this.log.scrollHeight;
+  }
+}
+
+// The Files panel: the open conversation's workspace (docs/files.md), sorted by path, with
+// sizes, download links and thumbnails. Its newest listing also links the file references
+// in the messages (`log`; render.js).
+export class FilesPanel {
+  constructor({ panel, list, summary, empty, log, toggle }) {
+    Object.assign(this, { panel, list, summary, empty, log, toggle });
+    this.cid = null;
+    this.entries = null; // path -> entry of the newest listing of this.cid; null until then
+    this.links = new Map(); // path -> {sha256, url, at}: links reused, see REUSE_MS
+    this.asking = null; // a listing being asked for
+    this.again = false; // ask once more when it comes (something changed meanwhile)
+    this.generation = 0;
+    setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  // Show `cid`'s files: none until the view's first look at its history asks (refresh).
+  open(cid) {
+    this.generation += 1;
+    this.cid = cid;
+    this.entries = null;
+    this.links.clear();
+    this.asking = null; // an older conversation's, whose answer is dropped
+    this.again = false;
+    this.list.replaceChildren();
+    this.summary.textContent = "";
+    this.empty.hidden = true;
+    this.panel.hidden = !cid;
+    this.toggle.textContent = "Files";
+  }
+
+  // Ask for the listing (at most one request at a time; a call meanwhile asks again after).
+  refresh() {
+    if (!this.cid) return Promise.resolve();
+    if (this.asking) {
+      this.again = true;
+      return this.asking;
+    }
+    const generation = this.generation;
+    const asking = (async () => {
+      do {
+        this.again = false;
+        let listing;
+        try {
+          listing = await api.files(this.cid);
+        } catch (error) {
+          if (generation === this.generation) this.failed(error);
+          return;
+        }
+        if (generation !== this.generation) return;
+        this.show(listing);
+      } while (this.again && generation === this.generation);
+    })().finally(() => {
+      if (this.asking === asking) this.asking = null;
+    });
+    this.asking = asking;
+    return asking;
+  }
+
+  show({ items, total, bytes }) {
+    const now = Date.now();
+    const entries = new Map();
+    for (const item of items) {
+      const kept = this.links.get(item.path);
+      const reuse = kept && kept.sha256 === item.sha256 && now - kept.at < REUSE_MS;
+      const entry = reuse ? { ...item, url: kept.url } : item;
+      if (!reuse) this.links.set(item.path, { sha256: item.sha256, url: item.url, at: now });
+      entries.set(item.path, entry);
+    }
+    for (const path of this.links.keys()) if (!entries.has(path)) this.links.delete(path);
+    this.entries = entries;
+    const count = `${total} ${total === 1 ? "file" : "files"}`;
+    this.summary.textContent = total ? `${count}, ${humanSize(bytes)}` : "";
+    this.empty.hidden = items.length > 0;
+    const old = new Map([...this.list.children].map((li) => [li.dataset.path, li]));
+    this.list.replaceChildren(
+      ...[...entries.values()].map((entry) => {
+        const node = old.get(entry.path) || fileRef(entry);
+        node.dataset.size = String(entry.size);
+        node.dataset.mediaType = entry.mediaType;
+        node.dataset.sha256 = entry.sha256;
+        linkRef(node, entry);
+        return node;
+      }),
+    );
+    this.toggle.textContent = total ? `Files (${total})` : "Files";
+    this.linkAll(this.log);
+  }
+
+  // A link just given (an upload's, a `file` event's: as old as the event, which may be
+  // replayed long after): the next listing keeps it while it is young enough, so that a
+  // thumbnail shown is not loaded again under another link.
+  remember(entry) {
+    if (!entry.url || entry.deleted) return;
+    this.links.set(entry.path, { sha256: entry.sha256, url: entry.url, at: entry.ts || Date.now() });
+  }
+
+  // Link the references under `root` from the newest listing (nothing before the first one).
+  linkAll(root) {
+    if (!this.entries) return;
+    for (const node of root.querySelectorAll(".file-ref:not([data-deleted])")) {
+      linkRef(node, this.entries.get(node.dataset.path) ?? null);
+    }
+  }
+
+  failed(error) {
+    if (error instanceof ApiError && [401, 403].includes(error.status)) return; // the view says so
+    this.summary.textContent = "Could not load the files.";
   }
 }
 

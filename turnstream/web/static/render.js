@@ -1,10 +1,12 @@
-// Messages on the page. A user message is plain text. An assistant turn (one run) is an
-// <article> of steps (docs/protocol.md, "Steps"): each step's reasoning (apart, folded),
-// its text (Markdown), and its tool calls as <details>, each with its arguments and result.
+// Messages on the page. A user message is plain text, with the files uploaded with it. An
+// assistant turn (one run) is an <article> of steps (docs/protocol.md, "Steps"): each
+// step's reasoning (apart, folded), its text (Markdown), and its tool calls as <details>,
+// each with its arguments and result.
 // A turn is built from a run's live events (TurnView.apply) or from its stored messages
 // (renderHistory): assistant{tool_calls} → tool messages (tool_call_id) → … → the final
 // assistant message. Model text goes to the page through textContent or renderMarkdown,
-// which escapes it: never as HTML of its own.
+// which escapes it: never as HTML of its own. The files a run wrote or deleted (its `file`
+// events, or its last stored message's `files`) are listed at the end of its turn.
 
 import { renderMarkdown } from "./markdown.js";
 
@@ -13,7 +15,8 @@ const STATUS_TEXT = {
   error: "Failed",
 };
 
-function el(tag, attrs = {}, ...children) {
+// A node: el("p", {class: "x", text: "…"}, ...children). `text` is textContent, never HTML.
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
@@ -24,9 +27,93 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-export function userMessage(content, { pending = false } = {}) {
+// File references (docs/files.md): a user message's uploads, or a file a run wrote or
+// deleted, named by path. A reference links its file through a signed `url` (valid for an
+// hour): a `file` event carries one, a listing gives them afresh, stored messages carry
+// none. So the Files panel (chat.js) links every reference from its newest listing, matched
+// by path: a file no longer in the workspace shows as plain text. An image (not SVG) shows
+// a thumbnail too. File names go to the page as text only, never as HTML.
+
+const SIZE_UNITS = ["KB", "MB", "GB"];
+
+export function humanSize(bytes) {
+  let size = Number(bytes) || 0;
+  if (size < 1024) return `${size} B`;
+  let unit = -1;
+  while (size >= 1024 && unit < SIZE_UNITS.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return `${size >= 10 ? Math.round(size) : Math.round(size * 10) / 10} ${SIZE_UNITS[unit]}`;
+}
+
+// Whether the page shows the file as an image: image/*, but never SVG (a script could be in it).
+export function isImage(mediaType) {
+  const type = String(mediaType || "").split(";")[0].trim().toLowerCase();
+  return type.startsWith("image/") && type !== "image/svg+xml";
+}
+
+// A signed link, as the server gives it (`/api/v1/…`), relative to the page instead, so that
+// it also works behind a proxy under a sub-path (as api.js does).
+export function fileHref(link) {
+  const relative = link.startsWith("/api/v1/") ? link.slice(1) : link;
+  return new URL(relative, document.baseURI).href;
+}
+
+// A reference to a file in a message: its path as text until linkRef links it.
+export function fileRef(file) {
+  const node = el("li", { class: "file-ref" });
+  node.dataset.path = file.path;
+  if (file.sha256) node.dataset.sha256 = file.sha256;
+  if (file.deleted) {
+    node.dataset.deleted = "true";
+    node.append(el("span", { class: "file-deleted", text: "deleted " }), el("span", { class: "file-path", text: file.path }));
+    return node;
+  }
+  node.dataset.mediaType = file.mediaType || "";
+  node.dataset.size = String(file.size ?? "");
+  linkRef(node, file.url ? file : undefined);
+  return node;
+}
+
+// Show `entry` (a file with a `url`) in the reference; null: the file is not in the
+// workspace (plain text); undefined: not known yet (plain text, until a listing comes).
+export function linkRef(node, entry) {
+  const path = node.dataset.path;
+  const size = entry ? entry.size : node.dataset.size;
+  const media = entry ? entry.mediaType : node.dataset.mediaType;
+  const parts = [];
+  if (entry) {
+    const href = fileHref(entry.url);
+    if (href === node.dataset.href) return; // unchanged: leave a loaded thumbnail be
+    node.dataset.href = href;
+    parts.push(el("a", { class: "file-link", href, download: "", text: path }));
+    if (isImage(media)) {
+      const img = el("img", { src: href, alt: path, loading: "lazy", decoding: "async" });
+      parts.push(el("a", { class: "file-thumb", href, download: "", tabindex: "-1", "aria-hidden": "true" }, img));
+    }
+  } else {
+    delete node.dataset.href;
+    parts.push(el("span", { class: "file-path", text: path }));
+  }
+  if (size !== "" && size !== undefined) parts.splice(1, 0, " ", el("span", { class: "file-size", text: humanSize(size) }));
+  node.dataset.state = entry ? "linked" : entry === null ? "missing" : "unknown";
+  node.title = entry === null ? "No longer in the workspace" : "";
+  if (entry && node.dataset.sha256 && entry.sha256 !== node.dataset.sha256) {
+    node.title = "Changed since: the link opens its current version";
+  }
+  node.replaceChildren(...parts);
+}
+
+// A list of references (a message's files).
+export function fileList(files, className) {
+  return el("ul", { class: `file-list ${className}`, "aria-label": "Files" }, ...files.map(fileRef));
+}
+
+export function userMessage(content, { pending = false, files = null } = {}) {
   const node = el("article", { class: "msg user", "aria-label": "You" });
   node.append(el("div", { class: "bubble", text: content ?? "" }));
+  if (files && files.length) node.append(fileList(files, "user-files"));
   if (pending) node.dataset.pending = "true";
   return node;
 }
@@ -43,6 +130,8 @@ export class TurnView {
     this.sawResult = false; // the current step has a tool result: what follows starts a step
     this.pendingRender = new Set();
     this.statusLine = null;
+    this.fileList = null; // the files the run wrote or deleted, by path
+    this.files = new Map();
   }
 
   get step() {
@@ -54,7 +143,7 @@ export class TurnView {
     const step = { node: el("div", { class: "step" }), text: "", reasoning: "", textNode: null, reasoningNode: null };
     step.tools = el("div", { class: "tools" });
     step.node.append(step.tools);
-    this.node.insertBefore(step.node, this.statusLine);
+    this.node.insertBefore(step.node, this.fileList || this.statusLine);
     this.steps.push(step);
     this.stepOpen = true;
     this.sawResult = false;
@@ -78,6 +167,9 @@ export class TurnView {
         break;
       case "tool_result":
         if (this.setResult(event.id, event.content, event.isError)) this.sawResult = true;
+        break;
+      case "file":
+        this.addFile(event);
         break;
       case "error":
         this.setError(event.message);
@@ -124,6 +216,20 @@ export class TurnView {
     if (id) this.calls.set(id, { node, state, result });
   }
 
+  // A file the run wrote (or deleted): one line per path, the newest write or deletion.
+  addFile(file) {
+    if (!file || !file.path) return;
+    if (!this.fileList) {
+      this.fileList = el("ul", { class: "file-list turn-files", "aria-label": "Files" });
+      this.node.insertBefore(this.fileList, this.statusLine);
+    }
+    const node = fileRef(file);
+    const before = this.files.get(file.path);
+    if (before) before.replaceWith(node);
+    else this.fileList.append(node);
+    this.files.set(file.path, node);
+  }
+
   setResult(id, content, isError, label) {
     const call = this.calls.get(id);
     if (!call) return false;
@@ -147,6 +253,7 @@ export class TurnView {
       const fn = call.function || {};
       this.addCall(call.id, fn.name, fn.arguments);
     }
+    for (const file of m.files || []) this.addFile(file);
     this.storedStatus = m.status;
     this.node.dataset.messageId = m.id;
   }
@@ -238,7 +345,7 @@ export function renderHistory(messages) {
   for (const m of messages) {
     if (m.role === "user") {
       turn = null;
-      nodes.push(userMessage(m.content));
+      nodes.push(userMessage(m.content, { files: m.files }));
     } else if (m.role === "assistant" || m.role === "tool") {
       if (!turn || (m.session_id && turn.node.dataset.sessionId !== m.session_id)) {
         turn = new TurnView(m.session_id);
