@@ -14,7 +14,7 @@ from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
 from turnstream.api.request_context import RequestContext
 from turnstream.api.routes import chat, conversations, fallback, files, root, runs, sessions
-from turnstream.background import stop_task
+from turnstream.background import PASS_SECONDS, stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
 from turnstream.errors import Misconfigured
@@ -67,8 +67,8 @@ def create_app(
         try:
             yield
         finally:
-            await stop_task(reaper, reaper_stopping)
-            await stop_task(requeuing, reaper_stopping)
+            await stop_task(reaper, reaper_stopping, finish=PASS_SECONDS)
+            await stop_task(requeuing, reaper_stopping, finish=PASS_SECONDS)
             await drop_waiting(broker, runtime)  # they stay queued, for the next start
             await runtime.close()
             await broker.shutdown()

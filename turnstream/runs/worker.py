@@ -13,7 +13,7 @@ import logging
 
 from taskiq import TaskiqEvents, TaskiqState
 
-from turnstream.background import stop_task
+from turnstream.background import PASS_SECONDS, stop_task
 from turnstream.config import Settings
 from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
@@ -53,7 +53,7 @@ async def _shutdown(state: TaskiqState) -> None:
     (A claim already on its way to Redis when the cancel lands leaves its run
     `running` with no one renewing its lease: the reaper ends it.)
     """
-    await stop_task(state.reaper, state.reaper_stopping)
-    await stop_task(state.requeuer, state.reaper_stopping)
+    await stop_task(state.reaper, state.reaper_stopping, finish=PASS_SECONDS)
+    await stop_task(state.requeuer, state.reaper_stopping, finish=PASS_SECONDS)
     await drop_waiting(broker, state.runtime)
     await state.runtime.close()
