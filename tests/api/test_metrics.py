@@ -77,6 +77,12 @@ async def test_runs_are_counted_by_status_with_their_durations(settings):
         assert (await _send(client, headers, cid)).status_code == 200  # waits: completed
         cancelled = asyncio.create_task(_send(client, headers, cid))
         await _running_session(client, headers, cid)
+
+        async def first_event_written() -> bool:  # else a stop could come before it
+            name = "turnstream_time_to_first_event_seconds_count"
+            return (await scrape(client))(name) - before(name) == 2
+
+        await eventually(first_event_written, timeout=10, what="the second run's first event")
         stop = await client.post(f"{API}/conversations/{cid}/stop", headers=headers)
         assert stop.json()["status"] == "cancelled"
         await cancelled
