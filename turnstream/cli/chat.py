@@ -77,7 +77,10 @@ def chat(
     session = ChatSession(url, token, sys.stdout)
     try:
         asyncio.run(session.run(resume))
-    except (KeyboardInterrupt, Detached):
+    # Ctrl-C cancels the chat's main task; asyncio.run then raises KeyboardInterrupt, or the
+    # CancelledError itself if the task was cancelled more than once on its way out. Both
+    # are a Ctrl-C here: nothing else cancels this task.
+    except (KeyboardInterrupt, asyncio.CancelledError, Detached):
         session.detach()
     except ClientError as exc:  # only the first requests: later ones are reported inline
         raise fail(_why_not(exc, url, resume)) from None
