@@ -31,13 +31,23 @@ async def end_run(
 
     Returns False when the run had ended already (another actor won). A
     conditional end (`require`: the reaper, or a stop before any worker) never
-    replaces messages already stored: the worker that wrote them knew more.
+    replaces messages already stored: the worker that wrote them knew more. Nor
+    does it store anything once the run has left the `require`d state: its `record`
+    may be stale by then, and the run may have ended and its reply been replaced by
+    a newer run's regenerate. That is checked while the conversation's row is held,
+    which the regenerate's deletion takes too, so no stale reply lands after it.
     """
+
+    async def still_required() -> bool:
+        current = await rt.runs.get(k)
+        return current is not None and current.status is require
+
     await rt.store.save_run(
         cid=k.cid,
         session_id=k.sid,
         messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
         keep_existing=require is not None,
+        only_if=still_required if require is not None else None,
     )
     if reply.prompt_tokens or reply.completion_tokens:
         await rt.store.record_usage(

@@ -24,7 +24,7 @@ following the two rules above; `store/writes.py` holds those rules' SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -182,16 +182,18 @@ class ChatStore:
         session_id: str,
         messages: Sequence[NewMessage],
         keep_existing: bool = False,
+        only_if: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[MessageView]:
         """Store a run's messages (all with `session_id`) in order, in one transaction.
 
         Messages the run stored already are replaced, keeping their place; with
         `keep_existing`, or once anything follows them, they are kept and returned.
+        `only_if`, asked while the conversation's row is held, can veto the write.
         """
         now = utcnow()
         async with self.sessions() as db, db.begin():
             views, version, changed = await writes.save_run(
-                db, cid, session_id, messages, now, keep_existing=keep_existing
+                db, cid, session_id, messages, now, keep_existing=keep_existing, only_if=only_if
             )
         change = replace_run(session_id, views) if changed else None
         await self.cache.patch(cid=cid, version=version, now=now, change=change)

@@ -9,7 +9,7 @@ update.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +58,7 @@ async def save_run(
     now: datetime,
     *,
     keep_existing: bool,
+    only_if: Callable[[], Awaitable[bool]] | None = None,
 ) -> tuple[list[MessageView], int, bool]:
     """Store a run's messages with consecutive sequences; return them, the version, and
     whether anything changed.
@@ -65,7 +66,8 @@ async def save_run(
     Messages already stored for `session_id` are replaced when they are the
     conversation's newest (their sequences are reused); they are kept, and
     returned, with `keep_existing` or when anything came after them, since a
-    reply must never move behind a later question.
+    reply must never move behind a later question. `only_if` is asked once the
+    conversation's row is held: when it says no, nothing is stored.
     """
     result = await db.execute(
         update(Conversation)
@@ -81,6 +83,8 @@ async def save_run(
             .order_by(Message.sequence)
         )
     )
+    if only_if is not None and not await only_if():
+        return [MessageView.model_validate(m) for m in existing], version, False
     start = next_sequence
     if existing:
         first, last = existing[0].sequence, existing[-1].sequence
