@@ -67,18 +67,21 @@ async def test_an_upload_of_several_files_stores_each_under_its_name_or_the_give
     response = await upload(client, alice, cid, ("ignored.bin", b"X", None), path="named.md")
     assert response.json()[0]["path"] == "named.md"
     assert response.json()[0]["mediaType"] == "text/markdown"
+    response = await upload(client, alice, cid, ("e.txt", b"E", None), path="in/")
+    assert response.json()[0]["path"] == "in/e.txt"  # a trailing / names a folder
 
     listing = await client.get(files_url(cid), headers=alice, params={"prefix": "in/"})
-    assert [i["path"] for i in listing.json()["items"]] == ["in/c.txt", "in/d.txt"]
+    assert [i["path"] for i in listing.json()["items"]] == ["in/c.txt", "in/d.txt", "in/e.txt"]
     everything = (await client.get(files_url(cid), headers=alice)).json()
     assert [i["path"] for i in everything["items"]] == [
         "a.txt",
         "b.txt",
         "in/c.txt",
         "in/d.txt",
+        "in/e.txt",
         "named.md",
     ]
-    assert everything["total"] == 5 and everything["bytes"] == 6
+    assert everything["total"] == 6 and everything["bytes"] == 7
 
 
 async def test_put_creates_then_replaces_and_keeps_the_content_type(client, alice, cid) -> None:

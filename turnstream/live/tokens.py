@@ -92,14 +92,19 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-async def file_link(redis: Redis, settings: Settings, *, user_id: str, cid: str, path: str) -> str:
-    """The signed download link of a workspace file: the API's file route with a file token,
-    valid for `file_link_seconds`.
+async def file_links(
+    redis: Redis, settings: Settings, *, user_id: str, cid: str, paths: list[str]
+) -> list[str]:
+    """The signed download links of workspace files: the API's file route with a file token
+    each, valid for `file_link_seconds`.
 
-    Relative to the server, as the page and the AI SDK use it (the Python client joins
-    it to its base URL).
+    Relative to the server, as the page and the AI SDK use them (the Python client joins
+    them to its base URL).
     """
     key = await signing_key(redis, settings.secret_key)
     ttl = settings.file_link_seconds
-    token, _ = issue(key, user_id=user_id, cid=cid, path=path, ttl_seconds=ttl)
-    return f"/api/v1/conversations/{cid}/files/{quote(path)}?token={token}"
+    links = []
+    for path in paths:
+        token, _ = issue(key, user_id=user_id, cid=cid, path=path, ttl_seconds=ttl)
+        links.append(f"/api/v1/conversations/{cid}/files/{quote(path)}?token={token}")
+    return links

@@ -138,12 +138,12 @@ class _Execution:
         """A tool wrote or deleted a workspace file: a `file` event, with a signed link."""
         url = None
         if not change.deleted:
-            url = await tokens.file_link(
+            (url,) = await tokens.file_links(
                 self.rt.redis,
                 self.rt.settings,
                 user_id=self.record.user_id,
                 cid=self.k.cid,
-                path=change.info.path,
+                paths=[change.info.path],
             )
         self._add(events.file(change.info.entry(), url, deleted=change.deleted))
 

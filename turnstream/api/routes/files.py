@@ -65,9 +65,11 @@ _DOWNLOAD: dict[int | str, dict[str, Any]] = {
 FilePath = Annotated[str, Path(description="The file's path in the workspace, such as out/a.md")]
 
 
-async def _entry(rt: Runtime, user_id: str, cid: str, info: FileInfo) -> FileEntry:
-    url = await tokens.file_link(rt.redis, rt.settings, user_id=user_id, cid=cid, path=info.path)
-    return FileEntry(**info.entry(), url=url)
+async def _entries(rt: Runtime, user_id: str, cid: str, infos: list[FileInfo]) -> list[FileEntry]:
+    """The files as the API lists them, each with a fresh signed link."""
+    paths = [info.path for info in infos]
+    links = await tokens.file_links(rt.redis, rt.settings, user_id=user_id, cid=cid, paths=paths)
+    return [FileEntry(**info.entry(), url=url) for info, url in zip(infos, links, strict=True)]
 
 
 @router.post(
@@ -84,7 +86,7 @@ async def upload_files(
     limits = Limits.of(rt.settings)
     files = await _read_upload(request, limits)
     stored = await rt.files.write(conversation.id, files, limits=limits, uploaded=True)
-    return [await _entry(rt, conversation.user_id, conversation.id, i) for i in stored]
+    return await _entries(rt, conversation.user_id, conversation.id, stored)
 
 
 @router.get("", response_model=FileList)
@@ -95,7 +97,7 @@ async def list_files(
 ) -> FileList:
     """The workspace's files, sorted by path (those under `prefix` only, if given)."""
     listing = await rt.files.listing(conversation.id, prefix=prefix)
-    items = [await _entry(rt, conversation.user_id, conversation.id, i) for i in listing.items]
+    items = await _entries(rt, conversation.user_id, conversation.id, listing.items)
     return FileList(items=items, total=listing.total, bytes=listing.bytes)
 
 
@@ -122,7 +124,8 @@ async def put_file(
     new = NewFile(path, data, request.headers.get("content-type"))
     (info,) = await rt.files.write(conversation.id, [new], limits=limits, uploaded=True)
     response.status_code = 201 if info.version == 1 else 200
-    return await _entry(rt, conversation.user_id, conversation.id, info)
+    (entry,) = await _entries(rt, conversation.user_id, conversation.id, [info])
+    return entry
 
 
 @router.get("/{path:path}", response_class=Response, responses=_DOWNLOAD)
@@ -208,14 +211,14 @@ async def _read_upload(request: Request, limits: Limits) -> list[NewFile]:
 
 
 def _upload_path(upload: UploadFile, named: str | None, *, single: bool) -> str:
-    filename = upload.filename or ""
-    if named is not None and named.strip("/"):
-        path = named if single else f"{named.rstrip('/')}/{filename}"
-    else:
-        if not filename:
-            raise InvalidUpload("A `file` part has no filename; name it with a `path` field.")
-        path = filename
-    return check_path(path)
+    """The part's filename, or the `path` field: a folder for several files or when it ends
+    in `/`, else the one file's path."""
+    if named is not None and named.strip("/") and single and not named.endswith("/"):
+        return check_path(named)
+    if not upload.filename:
+        raise InvalidUpload("A `file` part has no filename; name it with a `path` field.")
+    folder = named.rstrip("/") + "/" if named is not None and named.strip("/") else ""
+    return check_path(folder + upload.filename)
 
 
 def _download(request: Request, info: FileInfo, data: bytes) -> Response:
