@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from turnstream.config import Settings
-from turnstream.store.models import WorkspaceFile
 from turnstream.store.views import NewMessage
 
 OCTET_STREAM = "application/octet-stream"
@@ -47,10 +46,6 @@ class FileInfo:
             "modifiedAt": self.modified_at.isoformat(),
             "version": self.version,
         }
-
-    @classmethod
-    def of(cls, row: WorkspaceFile) -> FileInfo:
-        return cls(row.path, row.size, row.media_type, row.sha256, row.version, row.modified_at)
 
 
 @dataclass(frozen=True)

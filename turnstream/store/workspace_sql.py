@@ -22,6 +22,10 @@ from turnstream.store.paths import check_path, check_prefix, parents
 from turnstream.store.workspace import FileInfo, Limits, Listing, NewFile, media_type
 
 
+def _info(row: WorkspaceFile) -> FileInfo:
+    return FileInfo(row.path, row.size, row.media_type, row.sha256, row.version, row.modified_at)
+
+
 class SqlFileStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
@@ -33,7 +37,7 @@ class SqlFileStore:
             query = query.where(WorkspaceFile.path.startswith(prefix, autoescape=True))
         async with self.sessions() as db:
             rows = (await db.scalars(query.order_by(WorkspaceFile.path))).all()
-        items = [FileInfo.of(row) for row in rows]
+        items = [_info(row) for row in rows]
         return Listing(items, len(items), sum(i.size for i in items))
 
     async def read(self, cid: str, path: str) -> tuple[FileInfo, bytes]:
@@ -46,7 +50,7 @@ class SqlFileStore:
             )
         if row is None:
             raise FileNotFound(path)
-        return FileInfo.of(row), row.data
+        return _info(row), row.data
 
     async def write(
         self, cid: str, files: Sequence[NewFile], *, limits: Limits, uploaded: bool
@@ -84,7 +88,7 @@ class SqlFileStore:
                 out.append(row)
             await db.flush()
             await _set_totals(db, cid, total_bytes, total_files)
-            return [FileInfo.of(row) for row in out]
+            return [_info(row) for row in out]
 
     async def delete(self, cid: str, path: str) -> FileInfo:
         check_path(path)
@@ -93,7 +97,7 @@ class SqlFileStore:
             row = (await _rows(db, cid, [path])).get(path)
             if row is None:
                 raise FileNotFound(path)
-            info = FileInfo.of(row)
+            info = _info(row)
             await db.execute(
                 delete(WorkspaceFile).where(
                     WorkspaceFile.conversation_id == cid, WorkspaceFile.path == path
@@ -112,7 +116,7 @@ class SqlFileStore:
                     .returning(WorkspaceFile)
                 )
             ).all()
-            return sorted((FileInfo.of(row) for row in rows), key=lambda i: i.path)
+            return sorted((_info(row) for row in rows), key=lambda i: i.path)
 
 
 async def _lock(db: AsyncSession, cid: str) -> tuple[int, int]:
