@@ -143,6 +143,17 @@ async def _wait_idle(http: httpx.AsyncClient, headers: dict[str, str], cid: str)
     await eventually(idle, timeout=15, what="no run active after the storm")
 
 
+async def _wait_logged(rt: Any, cid: str) -> None:
+    """Until SQL's run log has every run's end too: it is written just after Redis's."""
+
+    async def logged() -> bool:
+        sids = await runlog.session_ids(rt.sessions, cid=cid)
+        rows = [await runlog.get_run(rt.sessions, session_id=sid) for sid in sids]
+        return all(row is not None and row.status in _MESSAGE_STATUS for row in rows)
+
+    await eventually(logged, timeout=15, what="every run's end in the SQL run log")
+
+
 async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
     storm_settings, database_url
 ):
@@ -176,6 +187,7 @@ async def test_fifty_concurrent_stops_and_regenerates_keep_one_run_at_a_time(
             async with asyncio.timeout(30):  # a hang fails the test instead of stalling it
                 answers = await asyncio.gather(*(one(kind) for kind in kinds))
             await _wait_idle(http, headers, cid)
+            await _wait_logged(rt, cid)
         finally:
             sampler.done.set()
             await sampling
