@@ -1,5 +1,5 @@
-"""Prometheus metrics: what each process counts, and the text a scrape gets (README,
-"Metrics and logs").
+"""Prometheus metrics: what each process counts, and the text a scrape gets
+(docs/operations.md, "Metrics and logs").
 
 Counted where it happens, in the process where it happens: runs ended (by status),
 their duration and time to first event, events written, SSE clients, resumes,

@@ -14,7 +14,7 @@
 --
 -- Two keys are read that cannot be named in advance: the status key of the run
 -- chat:active names (ARGV[8] .. its id), and the status keys the user-runs set
--- holds. See "Redis Cluster" in the README.
+-- holds. See "Redis Cluster" in docs/architecture.md.
 
 local user_runs, mode, status_prefix, cap = KEYS[9], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local claim_by, queued_member = ARGV[10], ARGV[11]

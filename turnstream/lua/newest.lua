@@ -7,7 +7,7 @@
 -- newest entry (an empty list if none)}.
 --
 -- The run's keys are named by the session id read here, so they cannot be passed
--- in KEYS. See "Redis Cluster" in the README.
+-- in KEYS. See "Redis Cluster" in docs/architecture.md.
 
 local sid = redis.call('GET', KEYS[1])
 if not sid then return false end
