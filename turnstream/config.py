@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     # Request header bytes (names, values, ": " and CRLF) past which a request gets 431.
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
-    # Metrics and logs (docs/operations.md, "Metrics and logs"). /metrics: with a token, to its bearer;
-    # without, to loopback clients only, unless public. Worker processes' on their own port.
+    # Metrics and logs (docs/operations.md). /metrics: with a token, to its bearer; without,
+    # to loopback clients only, unless public. Worker processes' on their own port.
     metrics_token: str | None = None
     metrics_public: bool = False
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)

@@ -1,4 +1,4 @@
-"""What `serve` and `worker` set up for their logs and metrics (docs/operations.md, "Metrics and logs").
+"""What `serve` and `worker` set up for their logs and metrics (docs/operations.md).
 
 Logs: TURNSTREAM_LOG_FORMAT, text (the default) or json (turnstream/logs.py),
 for `serve` and uvicorn's own lines alike, and for `worker`'s processes.
