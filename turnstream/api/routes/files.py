@@ -118,7 +118,7 @@ async def put_file(
     path: FilePath,
 ) -> FileEntry:
     """Create (201) or replace (200) the file at `path` with the request's body."""
-    check_path(path)
+    check_path(path)  # before the body is read (the store checks it again as it writes)
     limits = Limits.of(rt.settings)
     data = await read_capped(request, limits.file_bytes, too_large=_file_too_large(limits))
     new = NewFile(path, data, request.headers.get("content-type"))
@@ -150,8 +150,7 @@ async def download_file(
         rt, cache, cid=cid, authorization=authorization, token=token, path=path
     )
     logs.bind(conversation_id=cid, user_id=reader.user_id)
-    check_path(path)
-    info, data = await rt.files.read(cid, path)
+    info, data = await rt.files.read(cid, path)  # which checks the path
     return _download(request, info, data)
 
 
