@@ -77,6 +77,31 @@ class Settings(BaseSettings):
     # How long the signed download link of a `file` event (or a listing) opens its file.
     file_link_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
 
+    # The sandbox of the `bash` tool (turnstream/sandbox/): bubblewrap, no network, and
+    # these limits; a limit that cannot be applied stops the call. Past the wall time the
+    # whole sandbox is killed (the call's `timeout` argument may lower it).
+    sandbox_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    sandbox_cpu_seconds: int = Field(30, ge=1)  # CPU time of each process
+    sandbox_memory_bytes: int = Field(1024 * 1024 * 1024, ge=16 * 1024 * 1024)  # each process
+    sandbox_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # any one file it writes
+    sandbox_tmp_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)  # its /tmp (in memory)
+    sandbox_open_files: int = Field(256, ge=16)  # per process
+    sandbox_processes: int = Field(64, ge=4)  # at once, in one call
+    # Output past this (stdout and stderr together) stops the command.
+    sandbox_output_bytes: int = Field(1024 * 1024, ge=1024)
+    # A virtualenv (or any folder with bin/python3) bound read-only at /opt/venv and put
+    # first on the sandbox's PATH: how commands get Python packages the host's /usr lacks.
+    sandbox_python: Path | None = None
+
+    # The `web_fetch` tool (turnstream/fetch/). Private, loopback and link-local addresses
+    # are refused unless `fetch_private` lists their network (CIDRs, comma-separated);
+    # `fetch_allow` (hosts, `*.example.org`, comma-separated) limits the hosts; unset, any
+    # public host.
+    fetch_timeout_seconds: float = Field(15.0, gt=0, le=300)  # the whole fetch, redirects too
+    fetch_bytes: int = Field(2 * 1024 * 1024, ge=1024)  # a larger body stops the download
+    fetch_allow: str | None = None
+    fetch_private: str | None = None
+
     # Caches and retention.
     session_ttl: int = 12 * 3600
     stream_ttl: int = 15 * 60

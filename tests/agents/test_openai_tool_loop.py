@@ -269,16 +269,24 @@ async def test_several_specs_and_list_attributes_are_loaded() -> None:
     assert list(tools) == ["get_weather", "forbidden"]
     assert list(load_tools(f"{module}:TOOLS")) == [t.__name__ for t in toolbox.TOOLS]
     assert dict(load_tools(None)) == {} == dict(load_tools(" "))
+    # The same function twice (a set named twice, or a set that implies another): once.
+    assert list(load_tools(f"{module}:add,{module}:TOOLS")) == [
+        "add",
+        *(t.__name__ for t in toolbox.TOOLS if t.__name__ != "add"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [
-        ("no_colon_here", "is neither a short name (basic, workspace) nor of the form"),
+        (
+            "no_colon_here",
+            "is neither a short name (basic, workspace, sandbox, web) nor of the form",
+        ),
         ("turnstream.no_such_module:x", "cannot load"),
         (f"{toolbox.__name__}:nothing", "cannot load"),
         (f"{toolbox.__name__}:state", "not a function"),
-        (f"{toolbox.__name__}:add,{toolbox.__name__}:TOOLS", "two tools are named 'add'"),
+        (f"{toolbox.__name__}:TOOLS,{toolbox.__name__}:ANOTHER_ADD", "two tools are named 'add'"),
     ],
 )
 def test_a_bad_tools_setting_says_what_is_wrong(spec: str, problem: str) -> None:

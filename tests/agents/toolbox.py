@@ -10,7 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from turnstream.agents.tools import ToolContext
+from turnstream.agents.tools import ToolContext, make_tool
 
 
 @dataclass
@@ -104,5 +104,13 @@ def forbidden() -> str:
     state.calls.append(("forbidden", {}))
     return "should never run"
 
+
+def concatenate(a: str, b: str) -> str:
+    """Join two strings."""
+    return a + b
+
+
+# Another function under `add`'s name: registering both is a mistake.
+ANOTHER_ADD = make_tool(concatenate, name="add")
 
 TOOLS = [get_weather, nap_a, nap_b, hang, explode, add, flood, whoami]

@@ -37,6 +37,7 @@ from pydantic_core import to_json
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.agents.tools import Tool, ToolArgumentsError, ToolContext
+from turnstream.config import Settings
 from turnstream.ids import uuid7
 
 logger = logging.getLogger("turnstream.agents.tools")
@@ -183,8 +184,9 @@ async def _invoke(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) ->
             session_id=ctx.session_id,
             tool_call_id=call.id,
             workspace=ctx.workspace,
+            settings=ctx.settings,
         )
-    timeout = ctx.settings.tool_timeout_seconds
+    timeout = (tool.timeout or _default_timeout)(ctx.settings)
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
@@ -211,6 +213,10 @@ async def _run(tool: Tool, kwargs: dict[str, Any]) -> str:
         if inspect.isawaitable(value):
             value = await value
     return value if isinstance(value, str) else to_json(value, fallback=str).decode()
+
+
+def _default_timeout(settings: Settings) -> float:
+    return settings.tool_timeout_seconds
 
 
 def _failure(call: ToolCall, exc: BaseException) -> str:

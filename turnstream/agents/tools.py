@@ -45,6 +45,7 @@ from pydantic import (
     create_model,
 )
 
+from turnstream.config import Settings
 from turnstream.errors import Misconfigured
 from turnstream.store.workspace import Workspace
 
@@ -59,6 +60,8 @@ class ToolContext:
     tool_call_id: str
     # This conversation's files and no other's (None where the run has no workspace).
     workspace: Workspace | None = None
+    # The run's settings: the limits of the sandbox and of the web fetch.
+    settings: Settings | None = None
 
 
 class ToolArgumentsError(ValueError):
@@ -73,6 +76,9 @@ class Tool:
     function: Callable[..., Any]
     arguments: type[BaseModel]  # validates the arguments; fields are aliased to the parameters
     context_parameter: str | None = None  # the parameter that receives the ToolContext
+    # For a tool that keeps its own deadline (the sandbox): how long the tool loop lets a
+    # call take, from the settings; None: TURNSTREAM_TOOL_TIMEOUT_SECONDS.
+    timeout: Callable[[Settings], float] | None = None
 
     def openai_schema(self) -> dict[str, Any]:
         """The entry of the chat completions `tools` list."""
@@ -153,8 +159,14 @@ def _arguments_model(
 
 # The short names of `TURNSTREAM_TOOLS`, and the lists of built-in tools they stand for.
 SHORT_NAMES = {
-    "basic": "turnstream.agents.builtin_tools:TOOLS",  # clock, calculator, echo
-    "workspace": "turnstream.agents.workspace_tools:TOOLS",  # the conversation's files
+    "basic": ["turnstream.agents.builtin_tools:TOOLS"],  # clock, calculator, echo
+    "workspace": ["turnstream.agents.workspace_tools:TOOLS"],  # the conversation's files
+    # `bash` in a sandbox on the workspace, which it implies.
+    "sandbox": [
+        "turnstream.agents.workspace_tools:TOOLS",
+        "turnstream.agents.sandbox_tools:TOOLS",
+    ],
+    "web": ["turnstream.agents.web_tools:TOOLS"],  # web_fetch
 }
 
 
@@ -166,10 +178,11 @@ def load_tools(spec: str | None) -> Mapping[str, Tool]:
         item = item.strip()
         if not item:
             continue
-        for tool in _resolve(SHORT_NAMES.get(item, item)):
-            if tool.name in tools:
+        for tool in (t for part in SHORT_NAMES.get(item, [item]) for t in _resolve(part)):
+            known = tools.get(tool.name)
+            if known is not None and known.function is not tool.function:
                 raise Misconfigured(f"TURNSTREAM_TOOLS: two tools are named {tool.name!r}")
-            tools[tool.name] = tool
+            tools[tool.name] = tool  # the same tool twice (`workspace,sandbox`): once
     return types.MappingProxyType(tools)
 
 
@@ -192,7 +205,7 @@ def _resolve(item: str) -> list[Tool]:
         raise Misconfigured(f"TURNSTREAM_TOOLS: cannot load {item!r}: {exc}") from exc
     values = list(value) if isinstance(value, list | tuple) else [value]
     for v in values:
-        if not callable(v):
+        if not callable(v) and not isinstance(v, Tool):
             raise Misconfigured(f"TURNSTREAM_TOOLS: {item!r} holds {v!r}, not a function")
     return list(tools_by_name(values).values())
 
