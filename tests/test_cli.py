@@ -312,3 +312,33 @@ def test_no_worker_without_a_shared_redis_is_refused_with_a_hint(tmp_path):
     )
     assert result.returncode == 1
     assert "TURNSTREAM_REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["serve", "worker"])
+def test_the_sandbox_configured_without_bubblewrap_is_one_line_and_exit_1(
+    tmp_path: Path, redis_url: str, name: str
+) -> None:
+    """Fail closed: no setting runs the bash tool's commands unsandboxed, so nothing starts."""
+    env = {
+        **DEFAULTS,
+        "TURNSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "TURNSTREAM_TOOLS": "basic,sandbox",
+        "TURNSTREAM_REDIS_URL": redis_url if name == "worker" else "",
+        "PATH": "/nonexistent",  # bwrap is on no folder of it
+    }
+
+    flags = ["--port", str(free_port())] if name == "serve" else []
+
+    result = _turnstream(name, *flags, env=env, cwd=tmp_path)
+
+    _assert_short_failure(result)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "TURNSTREAM_TOOLS has the sandbox (bash)" in result.stderr
+    assert "apt-get install bubblewrap" in result.stderr
+    assert sorted(tmp_path.iterdir()) == []  # nothing was started or written
+
+
+def test_serve_with_the_sandbox_starts_where_bubblewrap_works(tmp_path: Path) -> None:
+    env = {**DEFAULTS, "TURNSTREAM_DATA_DIR": str(tmp_path / "data"), "TURNSTREAM_TOOLS": "sandbox"}
+    with Server(env, tmp_path / "serve.log") as server:
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200

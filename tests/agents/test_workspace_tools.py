@@ -3,10 +3,10 @@ run's workspace (SQLite here; tests/store/test_workspace.py has the store on bot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from workspace_support import Workspaces, workspaces
 
 from turnstream.agents.tools import ToolContext, load_tools
 from turnstream.agents.workspace_tools import (
@@ -17,37 +17,26 @@ from turnstream.agents.workspace_tools import (
     write_file,
 )
 from turnstream.errors import FileNotFound, InvalidPath, WorkspaceFull
-from turnstream.store.db import create_engine, session_factory
-from turnstream.store.migrate import upgrade
-from turnstream.store.models import Conversation, User
-from turnstream.store.workspace import FileChange, Limits, Workspace
-from turnstream.store.workspace_sql import SqlFileStore
+from turnstream.store.workspace import FileChange, Limits
 
 LIMITS = Limits(file_bytes=1000, total_bytes=5000, files=10)
 
 
 @pytest.fixture
-def changes() -> list[FileChange]:
-    """What the workspace reported, as the run turns it into `file` events."""
-    return []
+async def spaces(sqlite_url: str) -> AsyncIterator[Workspaces]:
+    async with workspaces(sqlite_url, LIMITS) as made:
+        yield made
 
 
 @pytest.fixture
-async def ctx(sqlite_url: str, changes: list[FileChange]) -> AsyncIterator[ToolContext]:
-    await asyncio.to_thread(upgrade, sqlite_url)
-    engine = create_engine(sqlite_url)
-    sessions = session_factory(engine)
-    async with sessions() as db, db.begin():
-        db.add(User(id="alice"))
-        await db.flush()
-        db.add(Conversation(id="c1", user_id="alice"))
+def changes(spaces: Workspaces) -> list[FileChange]:
+    """What the workspace reported, as the run turns it into `file` events."""
+    return spaces.changes
 
-    async def record(change: FileChange) -> None:
-        changes.append(change)
 
-    workspace = Workspace(SqlFileStore(sessions), "c1", LIMITS, on_change=record)
-    yield ToolContext("alice", "c1", "s1", "call_1", workspace=workspace)
-    await engine.dispose()
+@pytest.fixture
+def ctx(spaces: Workspaces) -> ToolContext:
+    return spaces.context("c1")
 
 
 def test_the_short_names_turn_on_the_tool_sets() -> None:

@@ -2,6 +2,7 @@
 
     check_port        `serve` could listen on host:port
     check_redis       Redis answers at TURNSTREAM_REDIS_URL
+    check_tools       TURNSTREAM_TOOLS loads, and a sandbox can be made if it has `bash`
     prepare_database  the database answers and its schema is current (or is migrated)
 
 A failed check raises `fail(...)`: one or two lines on stderr saying what is
@@ -52,6 +53,25 @@ def load_settings() -> Settings:
             for error in exc.errors()
         )
         raise fail(f"Invalid setting. {problems}.") from None
+
+
+def check_tools(settings: Settings) -> None:
+    """Fail unless the tools load and, when `bash` is one, bubblewrap can run here."""
+    from turnstream.agents.sandbox_tools import bash
+    from turnstream.agents.tools import load_tools
+    from turnstream.errors import Misconfigured
+    from turnstream.sandbox.bwrap import SandboxUnavailable
+    from turnstream.sandbox.run import probe
+
+    try:
+        tools = load_tools(settings.tools)
+    except Misconfigured as exc:
+        raise fail(str(exc)) from None
+    if any(tool.function is bash for tool in tools.values()):
+        try:
+            probe(settings)
+        except SandboxUnavailable as exc:
+            raise fail(f"TURNSTREAM_TOOLS has the sandbox (bash), but {exc}.") from None
 
 
 def check_port(host: str, port: int) -> None:

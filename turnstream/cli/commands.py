@@ -17,6 +17,7 @@ from turnstream.cli.chat import chat
 from turnstream.cli.checks import (
     check_port,
     check_redis,
+    check_tools,
     fail,
     is_sqlite,
     load_settings,
@@ -53,6 +54,7 @@ def serve(
         raise fail("--no-worker needs TURNSTREAM_REDIS_URL: the workers must share a Redis.")
     # Before anything starts or is written: a second `serve` on a busy port stops here.
     check_port(host, port)
+    check_tools(settings)  # a sandbox that cannot run stops `serve` here
     from turnstream.embedded import owner_of
 
     if settings.redis_url is not None:
@@ -122,6 +124,7 @@ def worker(
     if settings.redis_url is None:
         raise fail("turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis.")
     check_redis(settings.redis_url)
+    check_tools(settings)
     say(f"Database: {prepare_database(settings, upgrade=False)}")
 
     from taskiq.acks import AcknowledgeType

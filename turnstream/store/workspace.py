@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from turnstream.config import Settings
+from turnstream.errors import FileNotFound
 from turnstream.store.views import NewMessage
 
 OCTET_STREAM = "application/octet-stream"
@@ -154,6 +155,24 @@ class Workspace:
         info = await self._files.delete(self._cid, path)
         await self._changed(FileChange(info, deleted=True))
         return info
+
+    async def apply(self, writes: Sequence[NewFile], deletions: Sequence[str]) -> list[FileChange]:
+        """Store what a command changed: the writes all or none (within the limits), then
+        the deletions (a file another call deleted meanwhile is skipped)."""
+        changes = [FileChange(info) for info in await self._write_all(writes)]
+        for path in deletions:
+            try:
+                changes.append(FileChange(await self._files.delete(self._cid, path), True))
+            except FileNotFound:
+                continue
+        for change in changes:
+            await self._changed(change)
+        return changes
+
+    async def _write_all(self, writes: Sequence[NewFile]) -> list[FileInfo]:
+        if not writes:
+            return []
+        return await self._files.write(self._cid, writes, limits=self._limits, uploaded=False)
 
     async def _changed(self, change: FileChange) -> None:
         if self._on_change is not None:
