@@ -70,13 +70,8 @@ async def test_every_limit_is_set_from_the_settings(tmp_path: Path) -> None:
     outcome = await run(settings, "ulimit -t -v -f -n -u -c; ulimit -H -t -v -f -n -u")
 
     values = [line.rsplit(" ", 1)[-1] for line in outcome.stdout.decode().splitlines()]
-    assert values == ["7", "524288", "2048", "100", "20", "0"] + [
-        "7",
-        "524288",
-        "2048",
-        "100",
-        "20",
-    ]
+    soft = ["7", "524288", "2048", "100", "20", "0"]  # and no core files
+    assert values == [*soft, *soft[:5]]  # the hard limits too: the command cannot raise them
 
 
 async def test_a_limit_that_cannot_be_applied_runs_nothing(tmp_path: Path) -> None:
