@@ -1,7 +1,7 @@
 // Messages on the page. A user message is plain text, with the files uploaded with it. An
 // assistant turn (one run) is an <article> of steps (docs/protocol.md, "Steps"): each
 // step's reasoning (apart, folded), its text (Markdown), and its tool calls as <details>,
-// each with its arguments and result.
+// each with its arguments and result (the `bash` tool's as a terminal would show it, open).
 // A turn is built from a run's live events (TurnView.apply) or from its stored messages
 // (renderHistory): assistant{tool_calls} → tool messages (tool_call_id) → … → the final
 // assistant message. Model text goes to the page through textContent or renderMarkdown,
@@ -203,17 +203,9 @@ export class TurnView {
   }
 
   addCall(id, name, args) {
-    const step = this.step;
-    const state = el("span", { class: "tool-state", text: "running…" });
-    const summary = el("summary", {}, el("span", { class: "tool-label", text: "Tool" }), " ",
-      el("span", { class: "tool-name", text: name || "?" }), " ",
-      el("code", { class: "tool-brief", text: brief(args) }), " ", state);
-    const result = el("pre", { class: "tool-result" });
-    const node = el("details", { class: "tool", "data-call-id": id || "", "data-state": "running" }, summary,
-      el("p", { class: "tool-heading", text: "Arguments" }), el("pre", { class: "tool-args", text: pretty(args) }),
-      el("p", { class: "tool-heading", text: "Result" }), result);
-    step.tools.append(node);
-    if (id) this.calls.set(id, { node, state, result });
+    const call = (name === "bash" && bashCommand(args)) ? bashCall(id, args) : genericCall(id, name, args);
+    this.step.tools.append(call.node);
+    if (id) this.calls.set(id, call);
   }
 
   // A file the run wrote (or deleted): one line per path, the newest write or deletion.
@@ -231,9 +223,20 @@ export class TurnView {
   }
 
   setResult(id, content, isError, label) {
-    const call = this.calls.get(id);
+    let call = this.calls.get(id);
     if (!call) return false;
-    call.result.textContent = content ?? "";
+    if (call.bash) {
+      const result = bashResult(content);
+      if (result) showBashResult(call, result);
+      else {
+        // Not the bash tool's JSON (an error such as "bash failed: …"): shown as any tool's.
+        const generic = genericCall(id, call.name, call.args);
+        call.node.replaceWith(generic.node);
+        this.calls.set(id, generic);
+        call = generic;
+      }
+    }
+    if (!call.bash) call.result.textContent = content ?? "";
     call.node.dataset.state = isError ? "error" : "done";
     call.state.textContent = label || (isError ? "failed" : "done");
     return true;
@@ -326,6 +329,10 @@ function brief(args) {
   } catch {
     // not JSON: shown as it is
   }
+  return shorten(text);
+}
+
+function shorten(text) {
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 
@@ -335,6 +342,101 @@ function pretty(args) {
   } catch {
     return String(args ?? "");
   }
+}
+
+// A tool call as any tool's: folded, its arguments and (once it comes) its result as text.
+function genericCall(id, name, args) {
+  const state = el("span", { class: "tool-state", text: "running…" });
+  const summary = el("summary", {}, el("span", { class: "tool-label", text: "Tool" }), " ",
+    el("span", { class: "tool-name", text: name || "?" }), " ",
+    el("code", { class: "tool-brief", text: brief(args) }), " ", state);
+  const result = el("pre", { class: "tool-result" });
+  const node = el("details", { class: "tool", "data-call-id": id || "", "data-state": "running" }, summary,
+    el("p", { class: "tool-heading", text: "Arguments" }), el("pre", { class: "tool-args", text: pretty(args) }),
+    el("p", { class: "tool-heading", text: "Result" }), result);
+  return { node, state, result, name, args };
+}
+
+// The `bash` tool (turnstream/agents/sandbox_tools.py) shows as a terminal would: open, its
+// command after a `$ ` prompt, then the output, the exit code and the files the command
+// changed. Its arguments are {"command": "…", "timeout"?: n}; anything else: null.
+function bashCommand(args) {
+  try {
+    const parsed = JSON.parse(args);
+    if (parsed && typeof parsed === "object" && typeof parsed.command === "string") return parsed;
+  } catch {
+    // not JSON: not a command
+  }
+  return null;
+}
+
+function bashCall(id, args) {
+  const { command, timeout } = bashCommand(args);
+  const state = el("span", { class: "tool-state", text: "running…" });
+  const summary = el("summary", {}, el("span", { class: "tool-label", text: "Tool" }), " ",
+    el("span", { class: "tool-name", text: "bash" }), " ",
+    el("code", { class: "tool-brief", text: shorten(command.split("\n")[0]) }), " ", state);
+  const prompt = el("span", { class: "bash-prompt", "aria-hidden": "true", text: "$ " });
+  const commandNode = el("pre", { class: "bash-command" }, prompt, document.createTextNode(command));
+  const output = el("div", { class: "bash-output" });
+  output.hidden = true;
+  const node = el("details", { class: "tool bash", open: "", "data-call-id": id || "", "data-state": "running" },
+    summary, commandNode);
+  if (typeof timeout === "number") node.append(el("p", { class: "bash-timeout", text: `timeout ${timeout} s` }));
+  node.append(output);
+  return { node, state, output, bash: true, name: "bash", args };
+}
+
+// The bash tool's result, {exitCode, stdout, stderr, limit, files, notStored, filesError?},
+// parsed; null when the content is anything else (an error such as "bash failed: …").
+function bashResult(content) {
+  let r;
+  try {
+    r = JSON.parse(content);
+  } catch {
+    return null;
+  }
+  const isText = (v) => typeof v === "string";
+  const list = (v, item) => v === undefined || (Array.isArray(v) && v.every((e) => e && typeof e === "object" && item(e)));
+  const ok = r && typeof r === "object" && !Array.isArray(r)
+    && (r.exitCode === null || Number.isInteger(r.exitCode))
+    && isText(r.stdout) && isText(r.stderr)
+    && (r.limit === undefined || r.limit === null || isText(r.limit))
+    && list(r.files, (f) => isText(f.path) && (f.change === "written" || f.change === "deleted"))
+    && list(r.notStored, (f) => isText(f.path) && (f.why === undefined || f.why === null || isText(f.why)))
+    && (r.filesError === undefined || r.filesError === null || isText(r.filesError));
+  return ok ? r : null;
+}
+
+function showBashResult(call, r) {
+  const parts = [];
+  if (r.stdout) parts.push(el("p", { class: "visually-hidden", text: "Output" }), el("pre", { class: "bash-stdout", text: r.stdout }));
+  if (r.stderr) parts.push(el("p", { class: "visually-hidden", text: "Errors (stderr)" }), el("pre", { class: "bash-stderr", text: r.stderr }));
+  if (!r.stdout && !r.stderr) parts.push(el("p", { class: "bash-empty", text: "no output" }));
+  const status = el("p", { class: "bash-status" });
+  if (r.exitCode === null) {
+    status.append(el("span", { class: "bash-exit", "data-kind": "stopped", text: `stopped: ${r.limit || "no exit code"}` }));
+  } else {
+    const kind = r.exitCode === 0 ? "ok" : "failed";
+    status.append(el("span", { class: "bash-exit", "data-kind": kind, text: `exit code ${r.exitCode}` }));
+    if (r.limit) status.append(" ", el("span", { class: "bash-limit", text: `stopped: ${r.limit}` }));
+  }
+  parts.push(status);
+  const files = r.files || [];
+  const notStored = r.notStored || [];
+  if (files.length || notStored.length) {
+    const items = files.map((f) => el("li", { class: "bash-file", "data-change": f.change },
+      el("span", { class: "bash-path", text: f.path }), " ", el("span", { class: "bash-change", text: f.change })));
+    for (const f of notStored) {
+      items.push(el("li", { class: "bash-file", "data-change": "not-stored" },
+        el("span", { class: "bash-path", text: f.path }), " ",
+        el("span", { class: "bash-change", text: f.why ? `not stored: ${f.why}` : "not stored" })));
+    }
+    parts.push(el("ul", { class: "bash-files", "aria-label": "Files the command changed" }, ...items));
+  }
+  if (r.filesError) parts.push(el("p", { class: "bash-files-error", text: `Files not stored: ${r.filesError}` }));
+  call.output.replaceChildren(...parts);
+  call.output.hidden = false;
 }
 
 // Stored messages → nodes: user messages, and one TurnView per run (session_id).
