@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sse import parse_sse
 from workspace_support import Workspaces, workspaces
 
 from turnstream.agents.base import RunContext
@@ -137,3 +138,27 @@ async def test_without_bubblewrap_the_model_gets_an_error_and_nothing_runs(
     assert result.is_error
     assert "apt-get install bubblewrap" in result.content
     assert spaces.changes == []
+
+
+async def test_the_demo_runs_bash_and_streams_the_file_it_wrote(api) -> None:
+    """`TURNSTREAM_TOOLS=basic,sandbox,web`: the README's demo, through the API."""
+    script = (
+        "python3 -c 'print(6*7)'; echo '<svg xmlns=\"http://www.w3.org/2000/svg\"/>' > chart.svg"
+    )
+    async with api(tools="basic,sandbox,web") as (http, headers, _):
+        cid = (await http.post("/api/v1/conversations", headers=headers)).json()["id"]
+        sent = await http.post(
+            f"/api/v1/conversations/{cid}/message/",
+            data={"content": f"/tool bash {json.dumps({'command': script})}"},
+            headers=headers,
+        )
+        events = parse_sse(sent.text)
+        (call,) = [e.data for e in events if e.event == "tool_call"]
+        (result,) = [e.data for e in events if e.event == "tool_result"]
+        (file_event,) = [e.data for e in events if e.event == "file"]
+        assert json.loads(call["arguments"]) == {"command": script}
+        assert json.loads(result["content"])["stdout"] == "42\n"
+        assert (file_event["path"], file_event["mediaType"]) == ("chart.svg", "image/svg+xml")
+        downloaded = await http.get(file_event["url"])  # the signed link, no bearer token
+        assert downloaded.content.startswith(b"<svg")
+        assert events[-1].data["status"] == "completed"

@@ -7,8 +7,9 @@ programs need, a `passwd` of its own, a fresh `/proc`, a minimal `/dev`, a
 `/tmp` in memory and the call's copy of the workspace at `/workspace`: nothing
 else of the host (not the data directory, the database, Redis's files, `/root`,
 other workspaces, turnstream's code or its virtualenv, or any environment
-variable of the worker; bwrap itself starts with an empty environment, since it
-is PID 1 of the sandbox and its `/proc/1/environ` is readable inside).
+variable of the worker: bwrap starts with an empty environment too). The
+command's shell is PID 1 of the sandbox: when it ends, the kernel kills every
+process it left behind.
 
 Run by root, the sandbox gets a user id of its own (`call_identity`): the kernel
 does not count root's processes against a process limit, and as root the
@@ -35,6 +36,7 @@ SANDBOX_UID = 65534  # the id a command sees (`id`: sandbox), whoever runs turns
 HOME = "/workspace"
 PATH = "/usr/local/bin:/usr/bin:/bin"
 VENV = "/opt/venv"
+SHM_BYTES = 64 * 1024 * 1024  # /dev/shm, in memory: for POSIX shared memory (multiprocessing)
 # Programs need these to load libraries, name users and tell the time; nothing more of /etc.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
              "nsswitch.conf", "mime.types", "ssl/openssl.cnf")  # fmt: skip
@@ -103,6 +105,7 @@ def command_line(settings: Settings, call_dir: Path, command: str, *, report_fd:
         "--disable-userns",
         "--assert-userns-disabled",
         "--die-with-parent",
+        "--as-pid-1",  # no bwrap inside: the command's shell is PID 1, and its end the end
         "--new-session",
         "--cap-drop", "ALL",
         "--uid", str(SANDBOX_UID),
@@ -139,7 +142,9 @@ def _filesystem(settings: Settings, call_dir: Path) -> list[str]:
         args += ["--tmpfs", hidden, "--remount-ro", hidden]
     if settings.sandbox_python is not None:
         args += ["--ro-bind", str(settings.sandbox_python.resolve()), VENV]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    # /dev is a tmpfs of bwrap's: read-only but for the device nodes, and a small /dev/shm.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+    args += ["--remount-ro", "/dev"]
     args += ["--size", str(settings.sandbox_tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--bind", str(call_dir / "workspace"), HOME]
     return [*args, "--remount-ro", "/"]  # the root's own folders (/etc, /opt) too

@@ -6,8 +6,8 @@
 
 Three limits are watched from here: the wall time, the output (stdout and
 stderr together) and the workspace's size while the command writes it. Past
-one, the sandbox is killed (every process of it: bwrap's PID 1 takes its PID
-namespace with it) and nothing is read back: the workspace stays as it was.
+one, the sandbox is killed (bwrap, whose death kills the sandbox's PID 1, which
+takes its PID namespace with it) and nothing is read back: the workspace stays as it was.
 The kernel applies the others (CPU time, address space, file size, open files,
 processes); a command stopped by one of those ends on its own, and what it
 left is read back.
@@ -79,7 +79,7 @@ async def run_command(
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env={},  # bwrap is the sandbox's PID 1: /proc/1/environ is readable inside
+                env={},  # the sandbox reads its processes' environments in /proc
                 pass_fds=(report_w,),
                 start_new_session=True,
                 # Root runs bwrap as the call's own user (bwrap.py says why).
@@ -172,7 +172,8 @@ async def _watch(call: _Call, call_dir: Path) -> None:
 
 
 def _kill(proc: Process) -> None:
-    """Kill bwrap and the sandbox's PID 1 (one process group): the kernel kills the rest."""
+    """Kill bwrap: its child, the sandbox's PID 1, dies with it (--die-with-parent), and the
+    kernel kills the rest of the sandbox with its PID 1."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
