@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     sandbox_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     sandbox_cpu_seconds: int = Field(30, ge=1)  # CPU time of each process
     sandbox_memory_bytes: int = Field(1024 * 1024 * 1024, ge=16 * 1024 * 1024)  # each process
+    # All its processes together (resident memory): past it, the sandbox is killed.
+    sandbox_total_memory_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=16 * 1024 * 1024)
     sandbox_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # any one file it writes
     sandbox_tmp_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)  # its /tmp (in memory)
     sandbox_open_files: int = Field(256, ge=16)  # per process

@@ -32,6 +32,7 @@ from turnstream.errors import FileNotFound
 from turnstream.store.workspace import Limits
 
 CANARY = "canary-7f3a9c"
+HOG = "python3 -c 'import time; a = bytearray(300 * 1024**2); time.sleep(8)'"
 
 
 @pytest.fixture
@@ -48,7 +49,11 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 async def spaces(sqlite_url: str, host: Path) -> AsyncIterator[Workspaces]:
     settings = Settings(
-        data_dir=host, sandbox_timeout_seconds=10, sandbox_processes=32, workspace_files=100
+        data_dir=host,
+        sandbox_timeout_seconds=10,
+        sandbox_processes=32,
+        sandbox_total_memory_bytes=512 * 1024 * 1024,
+        workspace_files=100,
     )
     owners = {"c1": "alice", "c2": "bob"}
     async with workspaces(sqlite_url, Limits.of(settings), settings, owners) as made:
@@ -208,6 +213,8 @@ async def test_a_bomb_meets_a_limit(spaces: Workspaces, bomb: str, what: str) ->
         ("while :; do :; done", "the wall time of 1 s"),
         ("for i in $(seq 100000); do : > f$i; done; sleep 5", "more than 100 files"),
         ("head -c 1G /dev/zero", "bytes of output (TURNSTREAM_SANDBOX_OUTPUT_BYTES)"),
+        # Many processes, each within its address space: together past the total.
+        (f"for i in 1 2 3 4; do {HOG} & done; wait", "bytes of memory in all"),
     ],
 )
 async def test_past_a_watched_limit_the_command_is_killed(

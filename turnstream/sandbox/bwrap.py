@@ -96,8 +96,11 @@ def bwrap_path() -> str:
     return found
 
 
-def command_line(settings: Settings, call_dir: Path, command: str, *, report_fd: int) -> list[str]:
-    """bwrap's arguments: `command` on `call_dir/workspace`; the limits reported on `report_fd`."""
+def command_line(
+    settings: Settings, call_dir: Path, command: str, *, report_fd: int, info_fd: int
+) -> list[str]:
+    """bwrap's arguments: `command` on `call_dir/workspace`, the limits reported on
+    `report_fd` (by the sandbox) and the sandbox's PID 1 on `info_fd` (by bwrap)."""
     args = [
         bwrap_path(),
         "--unshare-all",
@@ -111,6 +114,7 @@ def command_line(settings: Settings, call_dir: Path, command: str, *, report_fd:
         "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID),
         "--hostname", "sandbox",
+        "--info-fd", str(info_fd),  # where bwrap says which process is the sandbox's PID 1
         "--clearenv",
         *_environment(settings),
         *_filesystem(settings, call_dir),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from turnstream.config import Settings
 from turnstream.errors import WorkspaceFull
-from turnstream.sandbox import files
+from turnstream.sandbox import files, memory
 from turnstream.sandbox.bwrap import SandboxUnavailable, call_identity, command_line
 from turnstream.store.workspace import Limits
 
@@ -72,15 +72,15 @@ async def run_command(
     call_dir = Path(tempfile.mkdtemp(prefix="turnstream-sandbox-"))
     try:
         await asyncio.to_thread(files.prepare, call_dir, workspace, identity)
-        report, report_w = os.pipe()
+        (report, report_w), (info, info_w) = os.pipe(), os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *command_line(settings, call_dir, command, report_fd=report_w),
+                *command_line(settings, call_dir, command, report_fd=report_w, info_fd=info_w),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={},  # the sandbox reads its processes' environments in /proc
-                pass_fds=(report_w,),
+                pass_fds=(report_w, info_w),
                 start_new_session=True,
                 # Root runs bwrap as the call's own user (bwrap.py says why).
                 user=identity.uid if identity.switches else None,
@@ -89,7 +89,8 @@ async def run_command(
             )
         finally:
             os.close(report_w)
-        outcome = await _supervise(settings, proc, call_dir, report, wall_seconds)
+            os.close(info_w)
+        outcome = await _supervise(settings, proc, call_dir, (report, info), wall_seconds)
         if outcome.exit_code is not None:
             limits = Limits.of(settings)
             try:
@@ -102,13 +103,14 @@ async def run_command(
 
 
 async def _supervise(
-    settings: Settings, proc: Process, call_dir: Path, report: int, wall_seconds: float
+    settings: Settings, proc: Process, call_dir: Path, fds: tuple[int, int], wall_seconds: float
 ) -> Outcome:
     """Wait for the command and its output; kill it past a limit, or when cancelled (a stop)."""
+    report, info = fds
     call = _Call(settings, settings.sandbox_output_bytes)
     readers = [asyncio.create_task(_read(call, proc.stdout, "stdout")),
                asyncio.create_task(_read(call, proc.stderr, "stderr"))]  # fmt: skip
-    watcher = asyncio.create_task(_watch(call, call_dir))
+    watcher = asyncio.create_task(_watch(call, call_dir, info))
     reported = asyncio.create_task(asyncio.to_thread(_read_report, report))
     ended = asyncio.create_task(proc.wait())
     try:
@@ -160,15 +162,21 @@ async def _read(call: _Call, stream: asyncio.StreamReader | None, name: str) -> 
             call.stop(f"more than {call.budget:,} bytes of output ({setting})")
 
 
-async def _watch(call: _Call, call_dir: Path) -> None:
-    """Measure the workspace copy while the command writes it; stop it past a limit."""
+async def _watch(call: _Call, call_dir: Path, info: int) -> None:
+    """Measure the workspace copy and the processes' memory while the command runs; stop it
+    past a limit."""
     limits = Limits.of(call.settings)
+    pid = await asyncio.to_thread(memory.read_child_pid, info)
+    namespace = memory.namespace_of(pid) if pid is not None else None
+    most = call.settings.sandbox_total_memory_bytes
     while True:
         await asyncio.sleep(WATCH_SECONDS)
         passed = await asyncio.to_thread(files.measure, call_dir, limits)
         if passed is not None:
-            call.stop(f"the workspace holding {passed}")
-            return
+            return call.stop(f"the workspace holding {passed}")
+        if namespace and await asyncio.to_thread(memory.resident_bytes, namespace) > most:
+            setting = "TURNSTREAM_SANDBOX_TOTAL_MEMORY_BYTES"
+            return call.stop(f"more than {most:,} bytes of memory in all ({setting})")
 
 
 def _kill(proc: Process) -> None:
