@@ -333,7 +333,7 @@ def test_the_sandbox_configured_without_bubblewrap_is_one_line_and_exit_1(
 
     _assert_short_failure(result)
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "TURNSTREAM_TOOLS has the sandbox (bash)" in result.stderr
+    assert "TURNSTREAM_TOOLS=basic,sandbox: it has the sandbox (bash)" in result.stderr
     assert "apt-get install bubblewrap" in result.stderr
     assert sorted(tmp_path.iterdir()) == []  # nothing was started or written
 

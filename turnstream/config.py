@@ -10,8 +10,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 
 
 class Settings(BaseSettings):
@@ -105,29 +107,29 @@ class Settings(BaseSettings):
     fetch_private: str | None = None
 
     # Caches and retention.
-    session_ttl: int = 12 * 3600
-    stream_ttl: int = 15 * 60
-    stream_maxlen: int = 10_000
+    session_ttl: int = Field(12 * 3600, ge=1)
+    stream_ttl: int = Field(15 * 60, ge=1)
+    stream_maxlen: int = Field(10_000, ge=1)
     # A run's events are archived to SQL when it ends (runs/archiver.py) and kept this
     # long: resume replays them after Redis dropped them, and active-session/task-status
     # answer for the run. 0: no archive.
     archive_retention: int = Field(30 * 24 * 3600, ge=0)
-    max_message_chars: int = 64_000
+    max_message_chars: int = Field(64_000, ge=1)
 
     # Runs.
-    lease_seconds: float = 6.0
-    reaper_interval: float = 1.0
+    lease_seconds: float = Field(6.0, gt=0)
+    reaper_interval: float = Field(1.0, gt=0)
     # A queued run that could start (its message accepted, or the run it waited for
     # ended) and that no worker has claimed within `claim_seconds` is handed out again
     # by a reaper that can run it; one still unclaimed `not_started_seconds` after that
     # ends with `error` (`not_started`), so that it never blocks its conversation.
     claim_seconds: float = Field(15.0, gt=0)
     not_started_seconds: float = Field(300.0, ge=0)
-    cancel_poll_seconds: float = 0.25
-    delta_flush_ms: int = 25
-    stop_wait_seconds: float = 10.0
-    default_run_seconds: float = 30.0
-    ping_seconds: float = 15.0
+    cancel_poll_seconds: float = Field(0.25, gt=0)
+    delta_flush_ms: int = Field(25, ge=0)
+    stop_wait_seconds: float = Field(10.0, ge=0)
+    default_run_seconds: float = Field(30.0, gt=0)
+    ping_seconds: float = Field(15.0, gt=0)
     queue_name: str = "turnstream:runs"
     worker_concurrency: int = Field(100, ge=1)
     # How long a SIGTERMed `turnstream worker` lets its runs in flight finish after it
@@ -153,6 +155,16 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        if not url.startswith(DATABASE_SCHEMES):
+            raise ValueError(
+                "turnstream runs on SQLite (sqlite+aiosqlite:///path/to/file.db) or "
+                "PostgreSQL (postgresql+asyncpg://user:password@host/database)"
+            )
+        return url
 
     @cached_property
     def embedded(self) -> bool:

@@ -2,12 +2,12 @@
 
     check_port        `serve` could listen on host:port
     check_redis       Redis answers at TURNSTREAM_REDIS_URL
-    check_tools       TURNSTREAM_TOOLS loads, and a sandbox can be made if it has `bash`
+    check_loading     the agent and the tools load; a sandbox can be made if `bash` is one
     prepare_database  the database answers and its schema is current (or is migrated)
 
 A failed check raises `fail(...)`: one or two lines on stderr saying what is
 wrong and what to do, then exit code 1. Messages never show a password
-(`redact`, `_reason`).
+(`redact`, `reason`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import typer
 
+from turnstream.cli.configured import redact
 from turnstream.config import Settings
 
 if TYPE_CHECKING:
@@ -45,33 +46,21 @@ def say(message: str) -> None:
 def load_settings() -> Settings:
     from pydantic import ValidationError
 
+    from turnstream.cli.configured import invalid_settings
+
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TURNSTREAM_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise fail(f"Invalid setting. {problems}.") from None
+        raise fail("\n".join(invalid_settings(exc))) from None
 
 
-def check_tools(settings: Settings) -> None:
-    """Fail unless the tools load and, when `bash` is one, bubblewrap can run here."""
-    from turnstream.agents.sandbox_tools import bash
-    from turnstream.agents.tools import load_tools
-    from turnstream.errors import Misconfigured
-    from turnstream.sandbox.bwrap import SandboxUnavailable
-    from turnstream.sandbox.run import probe
+def check_loading(settings: Settings, *, runs_agents: bool, debug: bool = False) -> None:
+    """Fail unless the agent and the tools load, and a sandbox can be made if one needs it."""
+    from turnstream.cli.configured import loading_problems
 
-    try:
-        tools = load_tools(settings.tools)
-    except Misconfigured as exc:
-        raise fail(str(exc)) from None
-    if any(tool.function is bash for tool in tools.values()):
-        try:
-            probe(settings)
-        except SandboxUnavailable as exc:
-            raise fail(f"TURNSTREAM_TOOLS has the sandbox (bash), but {exc}.") from None
+    problems = loading_problems(settings, runs_agents=runs_agents, debug=debug)
+    if problems:
+        raise fail("\n".join(problems))
 
 
 def check_port(host: str, port: int) -> None:
@@ -116,7 +105,7 @@ def check_redis(url: str) -> None:
             client.ping()
     except (redis.RedisError, OSError, ValueError) as exc:
         raise fail(
-            f"Cannot use Redis at {redact(url)} ({_reason(exc, url)}).\n"
+            f"Cannot use Redis at {redact(url)} ({reason(exc, url)}).\n"
             "Start Redis there, or correct TURNSTREAM_REDIS_URL."
         ) from None
 
@@ -148,7 +137,7 @@ def _database_target(settings: Settings, *, upgrade: bool) -> tuple[str, str]:
         path = sqlite_file(url)
     except Exception as exc:  # an unparsable URL
         raise fail(
-            f"TURNSTREAM_DATABASE_URL is not a database URL ({_reason(exc, url)}): {redact(url)}"
+            f"TURNSTREAM_DATABASE_URL is not a database URL ({reason(exc, url)}): {redact(url)}"
         ) from None
     if path is None:
         name = f"database {redact(url)}"
@@ -179,9 +168,9 @@ def _bring_schema_to_head(url: str, name: str, hint: str, *, upgrade: bool) -> N
     from turnstream.store import migrate
 
     try:
-        current = asyncio.run(_current_revision(url))
+        current = asyncio.run(schema_revision(url))
     except Exception as exc:  # whatever it is, this database cannot be used now
-        raise fail(f"Cannot use the {name} ({_reason(exc, url)}).\n{hint}") from None
+        raise fail(f"Cannot use the {name} ({reason(exc, url)}).\n{hint}") from None
     head = migrate.head_revision()
     if current == head:
         return
@@ -203,10 +192,10 @@ def _bring_schema_to_head(url: str, name: str, hint: str, *, upgrade: bool) -> N
     try:
         migrate.upgrade(url)
     except (OSError, SQLAlchemyError, CommandError) as exc:
-        raise fail(f"Migrating the {name} failed ({_reason(exc, url)}).\n{hint}") from None
+        raise fail(f"Migrating the {name} failed ({reason(exc, url)}).\n{hint}") from None
 
 
-async def _current_revision(url: str) -> str | None:
+async def schema_revision(url: str) -> str | None:
     from turnstream.store.db import create_engine
     from turnstream.store.migrate import current_revision
 
@@ -234,7 +223,7 @@ def with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) ->
     try:
         return asyncio.run(main())
     except (OSError, SQLAlchemyError) as exc:
-        raise fail(f"The database failed ({_reason(exc, settings.database_url)}).") from None
+        raise fail(f"The database failed ({reason(exc, settings.database_url)}).") from None
 
 
 def _note_old_default(settings: Settings, path: Path) -> None:
@@ -251,26 +240,7 @@ def _note_old_default(settings: Settings, path: Path) -> None:
 # --- messages -------------------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """The URL without its password (in the user part or a `password=` parameter)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<an unparsable URL>"
-    netloc, query = parts.netloc, parts.query
-    if password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    if "password" in query.lower():
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if "password" in k.lower() else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _reason(exc: BaseException, url: str) -> str:
+def reason(exc: BaseException, url: str) -> str:
     """`ErrorType: first line of its message`, the driver's own error where wrapped."""
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""

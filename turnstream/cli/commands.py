@@ -1,4 +1,4 @@
-"""The commands: serve, worker, migrate, token create/list/revoke, and chat (chat.py).
+"""The commands: serve, worker, check, migrate, token create/list/revoke, and chat (chat.py).
 
 Each one first runs the checks of `checks.py` for what it needs, then does its
 work; see the package's docstring for how they report a problem.
@@ -15,9 +15,9 @@ import typer
 from turnstream.cli import observe
 from turnstream.cli.chat import chat
 from turnstream.cli.checks import (
+    check_loading,
     check_port,
     check_redis,
-    check_tools,
     fail,
     is_sqlite,
     load_settings,
@@ -52,9 +52,9 @@ def serve(
     settings = load_settings()
     if no_worker and settings.redis_url is None:
         raise fail("--no-worker needs TURNSTREAM_REDIS_URL: the workers must share a Redis.")
-    # Before anything starts or is written: a second `serve` on a busy port stops here.
+    # Before anything starts or is written: a busy port, an agent that does not load.
     check_port(host, port)
-    check_tools(settings)  # a sandbox that cannot run stops `serve` here
+    check_loading(settings, runs_agents=not no_worker, debug=log_level.lower() == "debug")
     from turnstream.embedded import owner_of
 
     if settings.redis_url is not None:
@@ -123,8 +123,8 @@ def worker(
     settings = load_settings()
     if settings.redis_url is None:
         raise fail("turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis.")
+    check_loading(settings, runs_agents=True)
     check_redis(settings.redis_url)
-    check_tools(settings)
     say(f"Database: {prepare_database(settings, upgrade=False)}")
 
     from taskiq.acks import AcknowledgeType
@@ -146,6 +146,18 @@ def worker(
     )
     observe.prepare_worker(settings)  # log format, TURNSTREAM_WORKER_METRICS_PORT
     sys.exit(run_worker(args) or 0)
+
+
+@app.command()
+def check(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failed import.")
+    ] = False,
+) -> None:
+    """Check the configuration and what it needs (database, Redis, agent, tools, sandbox)."""
+    from turnstream.cli.doctor import run
+
+    sys.exit(run(load_settings(), debug=debug))
 
 
 @app.command()
