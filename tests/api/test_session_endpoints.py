@@ -254,6 +254,28 @@ async def test_redis_down_gives_503_not_404(settings, tmp_path):
         assert response.json()["error"] == "Redis unavailable"
 
 
+async def test_after_redis_restarts_the_next_requests_are_answered(settings, own_redis):
+    """The pool's connections died with the old Redis: each reconnects once, unseen."""
+    restarted = settings.model_copy(update={"redis_url": own_redis.url})
+    async with running_app(restarted) as application, client_for(application) as http:
+        headers = await token_for(application, "alice")
+        cid = await _cid(http, headers)
+        await _post(http, headers, cid)
+        await asyncio.gather(*(_both(http, headers, cid) for _ in range(5)))  # pooled
+        sid = (await _both(http, headers, cid))[1].json()["sessionId"]
+        resume = f"/api/v1/conversations/{cid}/resume/{sid}"
+        before = parse_sse((await http.get(resume, headers=headers)).text)  # subscribes
+        own_redis.stop()
+        own_redis.start()
+        answers = await asyncio.gather(*(_both(http, headers, cid) for _ in range(5)))
+        after = parse_sse((await http.get(resume, headers=headers)).text)
+    for active, task in answers:
+        assert (active.status_code, task.status_code) == (200, 200), active.text
+        assert task.json()["isActive"] is False
+    assert [e.event for e in after] == [e.event for e in before]  # no `redis_unavailable`
+    assert after[-1].event == "end"
+
+
 def test_both_endpoints_are_documented_with_200_and_404_schemas(settings):
     paths = create_app(settings).openapi()["paths"]
     for path, schema in [
