@@ -7,6 +7,7 @@ user sees: the exit code, stdout, stderr, the files left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from alembic import command
 from helpers import free_port, wait_until
 from servers import Server
 from sqlalchemy import insert
+from sse import parse_sse
 
 from turnstream.store import users
 from turnstream.store.db import create_engine, session_factory
@@ -338,7 +340,20 @@ def test_the_sandbox_configured_without_bubblewrap_is_one_line_and_exit_1(
     assert sorted(tmp_path.iterdir()) == []  # nothing was started or written
 
 
-def test_serve_with_the_sandbox_starts_where_bubblewrap_works(tmp_path: Path) -> None:
-    env = {**DEFAULTS, "TURNSTREAM_DATA_DIR": str(tmp_path / "data"), "TURNSTREAM_TOOLS": "sandbox"}
+def test_serve_with_the_sandbox_runs_a_command_where_bubblewrap_works(tmp_path: Path) -> None:
+    """Through the real `serve` (its event loop is uvloop's, not asyncio's)."""
+    data = tmp_path / "data"
+    env = {**DEFAULTS, "TURNSTREAM_DATA_DIR": str(data), "TURNSTREAM_TOOLS": "sandbox"}
+    token = _turnstream("token", "create", "alice", env=env).stdout.strip()
     with Server(env, tmp_path / "serve.log") as server:
-        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"{server.url}/api/v1/conversations"
+        cid = httpx.post(base, headers=headers, timeout=10).json()["id"]
+        command = json.dumps({"command": "python3 -c 'print(6*7)'"})
+        sent = httpx.post(
+            f"{base}/{cid}/message/", data={"content": f"/tool bash {command}"}, headers=headers,
+            timeout=30,
+        )  # fmt: skip
+    (result,) = [e.data for e in parse_sse(sent.text) if e.event == "tool_result"]
+    assert result["isError"] is False, result["content"]
+    assert json.loads(result["content"])["stdout"] == "42\n"

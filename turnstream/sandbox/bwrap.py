@@ -70,12 +70,22 @@ class Identity:
     def switches(self) -> bool:
         return self.uid != os.getuid()
 
-    def become(self) -> None:
-        """Run in the child before bwrap starts (a failure stops the call: nothing runs)."""
-        if self.switches:
-            os.setgroups([])
-            os.setresgid(self.gid, self.gid, self.gid)
-            os.setresuid(self.uid, self.uid, self.uid)
+    def prefix(self) -> list[str]:
+        """What starts bwrap as this identity: `setpriv` (util-linux) when it switches.
+
+        A program, not a `preexec_fn` or Popen's `user=`: no Python runs between fork
+        and exec, and the event loop of `serve` (uvloop) takes neither `user=` nor `group=`.
+        """
+        if not self.switches:
+            return []
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise SandboxUnavailable(
+                "running as root, the sandbox needs `setpriv` to drop to a user of its own, "
+                "and it is not on PATH: apt-get install util-linux"
+            )
+        ids = [f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"]
+        return [setpriv, *ids, "--no-new-privs", "--"]
 
 
 def call_identity() -> Identity:
@@ -97,12 +107,20 @@ def bwrap_path() -> str:
 
 
 def command_line(
-    settings: Settings, call_dir: Path, command: str, *, report_fd: int, info_fd: int
+    settings: Settings,
+    call_dir: Path,
+    command: str,
+    *,
+    identity: Identity,
+    report_fd: int,
+    info_fd: int,
 ) -> list[str]:
     """bwrap's arguments: `command` on `call_dir/workspace`, the limits reported on
     `report_fd` (by the sandbox) and the sandbox's PID 1 on `info_fd` (by bwrap)."""
+    bwrap = bwrap_path()  # first: its absence is the problem to name
     args = [
-        bwrap_path(),
+        *identity.prefix(),
+        bwrap,
         "--unshare-all",
         "--unshare-user",  # --unshare-all only tries it; here it is required
         "--disable-userns",

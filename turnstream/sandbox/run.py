@@ -75,17 +75,20 @@ async def run_command(
         (report, report_w), (info, info_w) = os.pipe(), os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *command_line(settings, call_dir, command, report_fd=report_w, info_fd=info_w),
+                *command_line(
+                    settings,
+                    call_dir,
+                    command,
+                    identity=identity,  # root runs bwrap as the call's own user
+                    report_fd=report_w,
+                    info_fd=info_w,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={},  # the sandbox reads its processes' environments in /proc
                 pass_fds=(report_w, info_w),
                 start_new_session=True,
-                # Root runs bwrap as the call's own user (bwrap.py says why).
-                user=identity.uid if identity.switches else None,
-                group=identity.gid if identity.switches else None,
-                extra_groups=[] if identity.switches else None,
             )
         finally:
             os.close(report_w)
