@@ -32,6 +32,7 @@ MISTAKES = {
     "a malformed JWKS URL": ("TURNSTREAM_JWKS_URL", "keys.example.com/jwks"),
     "an unsupported database URL": ("TURNSTREAM_DATABASE_URL", "mysql://app:s3cret@db/app"),
     "an unknown log format": ("TURNSTREAM_LOG_FORMAT", "xml"),
+    "a missing MCP config file": ("TURNSTREAM_MCP_CONFIG", "mcp.json"),
 }
 
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # Model calls per run; a run whose last one still asks for tools ends with `error`
     # (code `step_limit`).
     max_steps: int = Field(10, ge=1, le=1000)
+    # MCP servers whose tools join the tool loop as `mcp__SERVER__TOOL` (turnstream/mcp/,
+    # docs/mcp.md): a JSON file in the `mcpServers` format of Claude Desktop and Claude
+    # Code. A server has `mcp_start_seconds` to start and list its tools.
+    mcp_config: Path | None = None
+    mcp_start_seconds: float = Field(10.0, gt=0, le=600)
 
     # The conversation's workspace (store/workspace.py): a write past a limit gets 413
     # (or an error result for a tool) and stores nothing.

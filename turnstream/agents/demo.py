@@ -3,8 +3,9 @@
 It runs the same tool loop as the `openai` agent (agents/toolloop.py), with a
 scripted "model" in place of a real one:
 
-- `/tool NAME {JSON object}` calls the tool NAME (a built-in one, or any tool of
-  `TURNSTREAM_TOOLS`) once, with that object as its arguments:
+- `/tool NAME {JSON object}` calls the tool NAME (a built-in one, any tool of
+  `TURNSTREAM_TOOLS`, or an MCP server's `mcp__SERVER__TOOL`) once, with that object
+  as its arguments:
   `/tool write_file {"path": "notes.md", "content": "# hi"}`. This is how a person,
   or a test, tries any tool without a model;
 - any other message that starts with `/tool` makes the first step ask for
@@ -32,7 +33,7 @@ from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.agents.builtin_tools import TOOLS
 from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
-from turnstream.agents.tools import Tool, load_tools, tools_by_name
+from turnstream.agents.tools import Tool, offered_tools, tools_by_name
 
 _WORDS = (
     "turnstream keeps every reply safe while the agent writes it so a client may leave "
@@ -55,7 +56,7 @@ def demo_reply(message: str, words: int) -> list[str]:
 
 
 async def demo_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
-    tools: dict[str, Tool] = {**DEMO_TOOLS, **load_tools(ctx.settings.tools)}
+    tools: dict[str, Tool] = {**DEMO_TOOLS, **await offered_tools(ctx.settings)}
     async with aclosing(tool_loop(ctx, tools, partial(_scripted_model, ctx))) as loop:
         async for event in loop:
             yield event

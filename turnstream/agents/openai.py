@@ -6,15 +6,16 @@ completions protocol, so one small agent covers them: point
 (except for local servers) `TURNSTREAM_OPENAI_API_KEY`.
 
 The agent sends the conversation history, with the tools of `TURNSTREAM_TOOLS`
-(agents/tools.py), and turns each streamed step into run events: content (and
-refusal) deltas become `delta`, the `reasoning` / `reasoning_content` fields
-some servers add become `reasoning`, and the usage chunk becomes `usage` (one
-per model call; add them up). Tool-call fragments are assembled by index; when
-the stream ends the tool loop (agents/toolloop.py) emits them as whole
-`tool_call`s, runs them, and calls the model again with the assistant message
-and the tool results appended. Every SDK failure is raised as one
-`OpenAIAgentError` whose message says which setting to check, so the run can
-show the user something actionable instead of an SDK traceback.
+and of the MCP servers (agents/tools.py, `offered_tools`), and turns each
+streamed step into run events: content (and refusal) deltas become `delta`, the
+`reasoning` / `reasoning_content` fields some servers add become `reasoning`,
+and the usage chunk becomes `usage` (one per model call; add them up).
+Tool-call fragments are assembled by index; when the stream ends the tool loop
+(agents/toolloop.py) emits them as whole `tool_call`s, runs them, and calls the
+model again with the assistant message and the tool results appended. Every
+SDK failure is raised as one `OpenAIAgentError` whose message says which setting
+to check, so the run can show the user something actionable instead of an SDK
+traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
-from turnstream.agents.tools import load_tools
+from turnstream.agents.tools import offered_tools
 from turnstream.config import Settings
 
 logger = logging.getLogger("turnstream.agents.openai")
@@ -47,7 +48,7 @@ class OpenAIAgentError(RuntimeError):
 
 async def openai_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
     settings = ctx.settings
-    tools = load_tools(settings.tools)
+    tools = await offered_tools(settings)
     async with _client(settings) as client:
         logger.debug(
             "chat completion: model=%s base_url=%s tools=%s",

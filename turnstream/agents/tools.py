@@ -21,6 +21,10 @@ and described by the docstring's `Args:` entry (Google style) or `:param x:`
 annotated `ToolContext` (or `ToolContext | None`) is left out of the schema and
 filled in with the run's user and conversation, so the tool can scope what it
 touches. Sync functions run in a worker thread; async ones on the event loop.
+
+A run's tools (`offered_tools`) are these and the tools of the MCP servers of
+`TURNSTREAM_MCP_CONFIG` (turnstream/mcp/), named `mcp__SERVER__TOOL`; their
+servers check the arguments, so their model lets any object through.
 """
 
 from __future__ import annotations
@@ -105,7 +109,14 @@ class Tool:
             )
             raise ToolArgumentsError(f"Invalid arguments: {problems}") from None
         fields = type(valid).model_fields
-        return {info.alias or name: getattr(valid, name) for name, info in fields.items()}
+        named = {info.alias or name: getattr(valid, name) for name, info in fields.items()}
+        return {**named, **(valid.model_extra or {})}  # extras: a model that allows them
+
+
+class AnyArguments(BaseModel):
+    """Any JSON object, passed on whole: for a tool whose server checks the arguments (MCP)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 def make_tool(function: Callable[..., Any], *, name: str | None = None) -> Tool:
@@ -184,6 +195,26 @@ def load_tools(spec: str | None) -> Mapping[str, Tool]:
                 raise Misconfigured(f"TURNSTREAM_TOOLS: two tools are named {tool.name!r}")
             tools[tool.name] = tool  # the same tool twice (`workspace,sandbox`): once
     return types.MappingProxyType(tools)
+
+
+async def offered_tools(settings: Settings) -> Mapping[str, Tool]:
+    """The tools a run offers: TURNSTREAM_TOOLS' and the MCP servers' (docs/mcp.md)."""
+    configured = load_tools(settings.tools)
+    if settings.mcp_config is None:
+        return configured
+    from turnstream.mcp.catalog import loop_timeout, mcp_tools  # the SDK takes ~1 s to import
+
+    tools = dict(configured)
+    for found in await mcp_tools(settings, taken=configured):
+        tools[found.name] = Tool(
+            name=found.name,
+            description=found.description,
+            parameters=found.parameters,
+            function=found.call,
+            arguments=AnyArguments,
+            timeout=loop_timeout,
+        )
+    return tools
 
 
 def tools_by_name(functions: Iterable[Callable[..., Any] | Tool]) -> dict[str, Tool]:

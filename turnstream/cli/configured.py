@@ -3,7 +3,8 @@
     invalid_settings   one line per setting that does not validate: the variable, its
                        value (secrets masked), what is wrong and what to do
     loading_problems   what is loaded by name (the agent, the tools, the sandbox they
-                       may need), loaded now: one line per problem
+                       may need, the MCP servers' config file), loaded now: one line
+                       per problem
     shown_value        a setting's value as messages and `turnstream check` show it
     redact             a URL without its password
 
@@ -65,6 +66,7 @@ def loading_problems(settings: Settings, *, runs_agents: bool, debug: bool = Fal
         return []
     problems = [_agent_problem(settings, debug)]
     problems += _tools_problems(settings, debug)
+    problems += _mcp_config_problems(settings)
     return [p for p in problems if p is not None]
 
 
@@ -113,6 +115,14 @@ def _tools_problems(settings: Settings, debug: bool) -> list[str]:
         except SandboxUnavailable as exc:
             return [f"{spec}: it has the sandbox (bash), but {exc}."]
     return []
+
+
+def _mcp_config_problems(settings: Settings) -> list[str]:
+    """The MCP config file must be there and make sense. Its servers start when first used
+    (turnstream.mcp.catalog.mcp_problems starts them now, for a check ahead of time)."""
+    from turnstream.mcp.servers import config_problems
+
+    return [] if settings.mcp_config is None else config_problems(settings.mcp_config)
 
 
 def _why(exc: BaseException, debug: bool) -> str:
