@@ -1,29 +1,15 @@
-"""The test MCP server (server.py) over stdio and over Streamable HTTP on a loopback port."""
+"""The test MCP server (server.py) serving Streamable HTTP on a loopback port."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import free_port, wait_until
-
-SERVER = Path(__file__).with_name("server.py")
-
-
-def stdio(*args: str) -> dict[str, Any]:
-    """The config entry that runs server.py over stdio."""
-    return {"command": sys.executable, "args": [str(SERVER), *args]}
-
-
-def write_config(path: Path, servers: dict[str, Any]) -> Path:
-    path.write_text(json.dumps({"mcpServers": servers}), encoding="utf-8")
-    return path
+from mcp_support import SERVER
 
 
 def _accepts(port: int) -> bool:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from conftest import stdio, write_config
 from helpers import wait_until
+from mcp_support import stdio, write_config
 
 from turnstream.agents.tools import offered_tools
 from turnstream.config import Settings

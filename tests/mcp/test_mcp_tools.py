@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stdio, write_config
 from fake_openai import serving, text_reply, tool_reply
+from mcp_support import stdio, write_config
 from sse import parse_sse
 
 from turnstream.agents.base import RunContext
