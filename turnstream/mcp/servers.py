@@ -122,7 +122,8 @@ def _server(name: str, entry: Any) -> ServerSpec:
         unset = ", ".join(f"${{{v}}}" for v in dict.fromkeys(missing))
         raise McpConfigError([f"{unset}: unset in the environment, with no :-default"])
     if isinstance(transport, Http) and not re.match(r"^https?://\S+$", transport.url, re.I):
-        raise McpConfigError([f"url {transport.url!r} is not an http:// or https:// URL"])
+        # Shown as written: what a ${VAR} holds may be a secret.
+        raise McpConfigError([f"url {url!r} is not an http:// or https:// URL"])
     return ServerSpec(name, transport)
 
 
