@@ -8,6 +8,7 @@ and nothing created (no database, no user, no token, no Valkey files).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,25 @@ def test_check_shows_where_each_setting_came_from_with_secrets_masked(fresh: Pat
     assert rows["TURNSTREAM_DEMO_WORDS"] == ["7", "environment"]
     assert rows["TURNSTREAM_DEMO_DELAY_MS"] == ["40", "default"]
     assert "sk-secret" not in result.output
+
+
+def test_check_starts_each_mcp_server_and_names_the_one_that_fails(fresh: Path) -> None:
+    server = Path(__file__).parent / "mcp" / "server.py"
+    config = fresh / "mcp.json"
+    servers = {
+        "good": {"command": sys.executable, "args": [str(server)]},
+        "broken": {"command": str(fresh / "no-such-server")},
+    }
+    config.write_text(json.dumps({"mcpServers": servers}))
+
+    result = CliRunner().invoke(app, ["check"], env={"TURNSTREAM_MCP_CONFIG": str(config)})
+
+    assert result.exit_code == 1
+    assert "FAIL mcp: 1 problem(s)" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"TURNSTREAM_MCP_CONFIG={config}: MCP server 'broken'"), line
+    del servers["broken"]
+    config.write_text(json.dumps({"mcpServers": servers}))
+    fine = CliRunner().invoke(app, ["check"], env={"TURNSTREAM_MCP_CONFIG": str(config)})
+    assert fine.exit_code == 0, fine.output
+    assert f"ok   mcp: every server in {config} started and listed its tools" in fine.stdout

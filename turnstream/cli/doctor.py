@@ -4,9 +4,10 @@ tried now (as `nginx -t` does for nginx).
 It prints every setting with its value (secrets masked) and where it came from,
 then one line per check: the agent and the tools (and the sandbox, when a tool
 needs it), the database (reachable, its schema at this version's head), Redis
-(reachable; its version, AOF and eviction policy) and the identity provider's
-keys when a JWKS URL is set. Problems go to stderr, one line each, and the exit
-code is 1; deploy scripts and systemd's `ExecStartPre` run it before a start.
+(reachable; its version, AOF and eviction policy), the MCP servers (each started
+and its tools listed) and the identity provider's keys when a JWKS URL is set.
+Problems go to stderr, one line each, and the exit code is 1; deploy scripts
+and systemd's `ExecStartPre` run it before a start.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def run(settings: Settings, *, debug: bool) -> int:
     """Print the settings and the checks' results; the exit code."""
     _print_settings(settings)
     problems: list[str] = []
-    checks: list[Check] = [_database, _redis, _jwks]
+    checks: list[Check] = [_database, _redis, _mcp, _jwks]
     loaded = loading_problems(settings, runs_agents=True, debug=debug)
     _line("agent and tools", "loaded" if not loaded else "", loaded, problems)
     for check in checks:
@@ -100,6 +101,15 @@ def _redis(settings: Settings) -> tuple[str, list[str]]:
         why = "an evicted key is a lost run (docs/deploy.md)"
         return fine, [f"{spec}: maxmemory-policy is {policy}; set noeviction: {why}."]
     return fine, []
+
+
+def _mcp(settings: Settings) -> tuple[str, list[str]]:
+    if settings.mcp_config is None:
+        return "no MCP servers (TURNSTREAM_MCP_CONFIG unset)", []
+    from turnstream.mcp.catalog import mcp_problems
+
+    problems = mcp_problems(settings)  # starts each server, lists its tools, stops it
+    return f"every server in {settings.mcp_config} started and listed its tools", problems
 
 
 def _jwks(settings: Settings) -> tuple[str, list[str]]:

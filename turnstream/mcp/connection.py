@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -191,7 +192,10 @@ async def _streams(spec: ServerSpec, ended: asyncio.Event) -> AsyncIterator[Tran
         match spec.transport:
             case Stdio(command, args, env):
                 params = mcp.StdioServerParameters(command=command, args=list(args), env=dict(env))
-                read, write = await stack.enter_async_context(stdio_client(params))
+                # The server's stderr goes to the process's own (a real file: the SDK's
+                # default is whatever sys.stderr was when it was first imported).
+                errlog = sys.__stderr__ or sys.stderr
+                read, write = await stack.enter_async_context(stdio_client(params, errlog))
             case Http(url, headers):
                 http = httpx2.AsyncClient(headers=dict(headers), timeout=_HTTP_TIMEOUT)
                 await stack.enter_async_context(http)

@@ -17,6 +17,7 @@ from turnstream.background import PASS_SECONDS, stop_task
 from turnstream.config import Settings
 from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
+from turnstream.mcp.catalog import close_servers
 from turnstream.runs.broker import drop_waiting, kicker, make_broker
 from turnstream.runs.reaper import reap_forever
 from turnstream.runs.requeue import requeue_forever
@@ -57,3 +58,4 @@ async def _shutdown(state: TaskiqState) -> None:
     await stop_task(state.requeuer, state.reaper_stopping, finish=PASS_SECONDS)
     await drop_waiting(broker, state.runtime)
     await state.runtime.close()
+    await close_servers()  # the MCP servers this process started (turnstream/mcp/)
