@@ -33,6 +33,7 @@ MISTAKES = {
     "a malformed JWKS URL": ("TURNSTREAM_JWKS_URL", "keys.example.com/jwks"),
     "an unsupported database URL": ("TURNSTREAM_DATABASE_URL", "mysql://app:s3cret@db/app"),
     "an unknown log format": ("TURNSTREAM_LOG_FORMAT", "xml"),
+    "a sandbox Python that is not there": ("TURNSTREAM_SANDBOX_PYTHON", "/nonexistent/venv"),
     "a missing MCP config file": ("TURNSTREAM_MCP_CONFIG", "mcp.json"),
 }
 
@@ -91,6 +92,17 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [*DEFAULTS, *(v for v, _ in MISTAKES.values())]:
         monkeypatch.delenv(name, raising=False)
     return tmp_path
+
+
+def test_check_with_debug_shows_the_traceback_of_a_failed_import(fresh: Path) -> None:
+    env = {"TURNSTREAM_AGENT": "nosuch.module:agent"}
+
+    result = CliRunner().invoke(app, ["check", "--debug"], env=env)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("TURNSTREAM_AGENT=nosuch.module:agent: cannot load it")
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ModuleNotFoundError: No module named 'nosuch'" in result.stderr
 
 
 def test_check_passes_on_the_embedded_defaults(fresh: Path) -> None:

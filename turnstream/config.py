@@ -171,6 +171,13 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("sandbox_python")
+    @classmethod
+    def _a_virtualenv(cls, path: Path | None) -> Path | None:
+        if path is not None and not (path / "bin" / "python3").exists():
+            raise ValueError(f"{path} has no bin/python3: give a virtualenv's folder")
+        return path
+
     @cached_property
     def embedded(self) -> bool:
         return self.redis_url is None
