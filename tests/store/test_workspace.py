@@ -60,6 +60,16 @@ async def test_a_write_stores_the_bytes_and_a_rewrite_bumps_the_version(files, c
     assert [i.path for i in listing.items] == ["a/b.csv"] and listing.bytes == 3
 
 
+async def test_contents_reads_every_file_of_one_workspace_only(files, store, cid) -> None:
+    other = (await store.create(user_id="alice", title=None, metadata=None)).id
+    written = [NewFile("b.bin", bytes(range(256))), NewFile("a/x.txt", b"x")]
+    await files.write(cid, written, limits=ROOMY, uploaded=False)
+    await files.write(other, [NewFile("secret.txt", b"no")], limits=ROOMY, uploaded=False)
+
+    assert await files.contents(cid) == {"a/x.txt": b"x", "b.bin": bytes(range(256))}
+    assert await files.contents(other) == {"secret.txt": b"no"}
+
+
 async def test_limits_refuse_the_whole_write_and_keep_the_totals_true(files, sessions, cid) -> None:
     tight = Limits(file_bytes=10, total_bytes=20, files=2)
 

@@ -52,7 +52,7 @@ async def bash(
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
     wall = min(timeout or settings.sandbox_timeout_seconds, settings.sandbox_timeout_seconds)
-    before = await _contents(workspace)
+    before = await workspace.contents()
     outcome = await run_command(settings, command, before, wall_seconds=wall)
     result = _result(settings, outcome)
     if outcome.harvest is not None:
@@ -60,11 +60,6 @@ async def bash(
     elif outcome.harvest_error is not None:
         result.update(files=[], filesError=outcome.harvest_error)
     return to_json(result).decode()
-
-
-async def _contents(workspace: Workspace) -> dict[str, bytes]:
-    listing = await workspace.listing()
-    return {info.path: (await workspace.read(info.path))[1] for info in listing.items}
 
 
 def _result(settings: Settings, outcome: Outcome) -> dict[str, Any]:

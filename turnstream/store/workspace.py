@@ -83,6 +83,10 @@ class FileStore(Protocol):
 
     async def read(self, cid: str, path: str) -> tuple[FileInfo, bytes]: ...
 
+    async def contents(self, cid: str) -> dict[str, bytes]:
+        """Every file's bytes by path, in one read (the sandbox copies them all)."""
+        ...
+
     async def write(
         self, cid: str, files: Sequence[NewFile], *, limits: Limits, uploaded: bool
     ) -> list[FileInfo]: ...
@@ -143,6 +147,9 @@ class Workspace:
 
     async def read(self, path: str) -> tuple[FileInfo, bytes]:
         return await self._files.read(self._cid, path)
+
+    async def contents(self) -> dict[str, bytes]:
+        return await self._files.contents(self._cid)
 
     async def write(self, path: str, data: bytes, media_type: str | None = None) -> FileInfo:
         (info,) = await self._files.write(

@@ -52,6 +52,15 @@ class SqlFileStore:
             raise FileNotFound(path)
         return _info(row), row.data
 
+    async def contents(self, cid: str) -> dict[str, bytes]:
+        query = (
+            select(WorkspaceFile.path, WorkspaceFile.data)
+            .where(WorkspaceFile.conversation_id == cid)
+            .order_by(WorkspaceFile.path)
+        )
+        async with self.sessions() as db:
+            return {path: data for path, data in await db.execute(query)}
+
     async def write(
         self, cid: str, files: Sequence[NewFile], *, limits: Limits, uploaded: bool
     ) -> list[FileInfo]:
