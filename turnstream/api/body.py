@@ -1,5 +1,6 @@
 """Reading request bodies with their bounds checked first: a new message's content (from a
-form or JSON), and the raw or multipart bodies of workspace uploads."""
+form or JSON), and the raw or multipart bodies of workspace uploads. Also these bodies as
+the OpenAPI document describes them, since the routes read them themselves."""
 
 from __future__ import annotations
 
@@ -11,8 +12,55 @@ from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from turnstream.api.schemas import has_lone_surrogate
+from turnstream.api.schemas import PATH_PATTERN, MessageBody, has_lone_surrogate
 from turnstream.errors import InvalidMessage, MessageTooLong
+
+# A message, in any of three forms.
+_MESSAGE_FORM = {
+    "type": "object",
+    "properties": {"content": MessageBody.model_json_schema()["properties"]["content"]},
+    "required": ["content"],
+}
+MESSAGE_BODY = {
+    "required": True,
+    "description": 'The message: form field `content`, or JSON `{"content": ...}`.',
+    # The example fills Swagger UI's "Try it out" (and schemathesis' examples phase).
+    "content": {
+        media_type: {"schema": schema, "example": {"content": "Hello!"}}
+        for media_type, schema in (
+            ("application/json", MessageBody.model_json_schema()),
+            ("multipart/form-data", _MESSAGE_FORM),
+            ("application/x-www-form-urlencoded", _MESSAGE_FORM),
+        )
+    },
+}
+# Workspace files: an upload, and one file's raw bytes.
+UPLOAD_BODY = {
+    "required": True,
+    "description": "One or more `file` parts; an optional `path` names where a single file "
+    "goes (with several files, the folder they go into). Without it, each part's filename.",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "format": "binary"},
+                    },
+                    "path": {"type": "string", "pattern": rf"^{PATH_PATTERN}/?$"},
+                },
+                "required": ["file"],
+            }
+        }
+    },
+}
+RAW_BODY = {
+    "required": True,
+    "description": "The file's bytes; its Content-Type is kept as the file's media type.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 
 async def read_content(request: Request, *, max_chars: int) -> str:

@@ -5,7 +5,9 @@
 
 The server's stored history is authoritative. Of `messages`, only the newest
 one is read, and only for "submit-message": it must be the user's, and its
-text parts are the new message. A "submit-message" with a `messageId` is an
+text parts are the new message. Every message is still checked to be a UI
+message as OPENAPI_BODY describes it, so that a body the document calls
+invalid is refused. A "submit-message" with a `messageId` is an
 edit of a sent message (useChat's `sendMessage({messageId})`), which the
 stored history cannot follow: 400. For "regenerate-message", `messageId` (the
 reply to replace) is not used: a regenerate always answers the last user
@@ -32,10 +34,30 @@ from turnstream.errors import AccessDenied, InvalidMessage, MessageTooLong
 # The whole history comes along with every request; only its newest message is used.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-# The request body as OpenAPI shows it (the route reads it itself, in the order above).
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "description": "No NUL"}
+_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"type": "string"}, "text": _TEXT},
+    "description": "A UI message part; of the newest message, its `text` parts are read",
+}
+_ROLES = ["system", "user", "assistant"]
+_UI_MESSAGE = {
+    "type": "object",
+    "required": ["id", "role", "parts"],
+    "properties": {
+        "id": {"type": "string"},
+        "role": {"type": "string", "enum": _ROLES},
+        "parts": {"type": "array", "items": _PART},
+    },
+}
+# The request body as OpenAPI shows it, checked by `_check_shape` (the route reads it
+# itself, in the order above). What a schema cannot say, the description does.
 OPENAPI_BODY: dict[str, Any] = {
     "required": True,
-    "description": "The AI SDK `DefaultChatTransport` request; `id` is the conversation id.",
+    "description": "The AI SDK `DefaultChatTransport` request; `id` is the conversation id. "
+    "For `submit-message` the newest of `messages` must be the user's, with text (else "
+    "400), and `messageId` absent or null.",
     "content": {
         "application/json": {
             "schema": {
@@ -43,10 +65,12 @@ OPENAPI_BODY: dict[str, Any] = {
                 "required": ["id", "messages", "trigger"],
                 "properties": {
                     "id": {"type": "string", "description": "The conversation id"},
-                    "messages": {"type": "array", "items": {"type": "object"}},
+                    "messages": {"type": "array", "minItems": 1, "items": _UI_MESSAGE},
                     "trigger": {"type": "string", "enum": ["submit-message", "regenerate-message"]},
-                    "messageId": {"type": "string"},
+                    "messageId": {"type": ["string", "null"]},
                 },
+                "if": {"properties": {"trigger": {"const": "submit-message"}}},
+                "then": {"properties": {"messageId": {"type": "null"}}},
             },
             "example": {
                 "id": "01a22c69-8d88-7980-940a-0d3026308d1a",
@@ -94,6 +118,7 @@ async def read_chat_request(
     if raw_trigger not in tuple(Trigger):
         raise InvalidMessage('"trigger" must be "submit-message" or "regenerate-message".')
     trigger = Trigger(raw_trigger)
+    _check_shape(payload)
     if trigger is Trigger.REGENERATE:
         return ChatRequest(cid, trigger, "")
     if payload.get("messageId") is not None:
@@ -103,21 +128,45 @@ async def read_chat_request(
             "Editing a sent message (messageId) is not supported: the stored history stays "
             "as it is. Send a new message, or regenerate the last reply."
         )
-    return ChatRequest(
-        cid, trigger, _checked(_newest_user_text(payload.get("messages")), max_chars)
-    )
+    return ChatRequest(cid, trigger, _checked(_newest_user_text(payload["messages"]), max_chars))
 
 
-def _newest_user_text(messages: Any) -> str:
-    """The text parts of the newest message, which must be the user's, joined by newlines."""
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+def _check_shape(payload: dict[str, Any]) -> None:
+    """The body as OPENAPI_BODY's schema has it, every message of the history included."""
+    message_id = payload.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise InvalidMessage('"messageId" must be a string or null.')
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
         raise InvalidMessage('"messages" must be a list of UI messages ending with the new one.')
+    for message in messages:
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("id"), str)
+            and message.get("role") in _ROLES
+            and isinstance(message.get("parts"), list)
+            and all(_is_part(part) for part in message["parts"])
+        ):
+            raise InvalidMessage(
+                'Each of "messages" must be a UI message: {"id", "role", "parts": '
+                '[{"type", …}]}, its role "system", "user" or "assistant".'
+            )
+
+
+def _is_part(part: Any) -> bool:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return False
+    if "text" not in part:
+        return True
+    return isinstance(part["text"], str) and "\x00" not in part["text"]
+
+
+def _newest_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text parts of the newest message, which must be the user's, joined by newlines."""
     newest = messages[-1]
     if newest.get("role") != "user":
         raise InvalidMessage("The newest message must be the user's (role 'user').")
-    parts = newest.get("parts")
-    if not isinstance(parts, list):
-        raise InvalidMessage('The newest message needs its "parts".')
+    parts = newest["parts"]
     texts = [
         part["text"]
         for part in parts

@@ -13,24 +13,30 @@ ClientDisconnect             499, no body: the client is gone before its request
 anything else                500 {"error": "Internal server error", ...}: a bug, logged
 
 The database's errors arrive as DatabaseUnavailable already (turnstream.store.db).
-This module imports nothing else of turnstream.api, so that any of it may use it.
+`documented` declares the same answers in the OpenAPI document (`responses=`), from
+`REFUSALS`: each error's status, the schema of its body (schemas.py) and its headers.
+This module imports nothing else of turnstream.api but schemas.py, so that any of
+it may use it.
 
-Length: a little over 300 lines, on one topic: every error's status and body in
-one table, so that an answer is changed in one place and read in one place.
+Length: about 400 lines, on one topic: every error's status and body, and how the
+document declares them, so that an answer is changed in one place and read in one
+place.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from functools import partial
-from typing import Any
+from functools import partial, reduce
+from operator import or_
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +45,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from turnstream import metrics
+from turnstream.api import schemas
 from turnstream.errors import (
     AccessDenied,
     ActiveRunLimit,
@@ -93,6 +100,111 @@ _Answer = tuple[int, dict[str, Any], dict[str, str] | None]
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _RETRY_SOON = {"Retry-After": "5"}
+
+# A route's `responses=`, as FastAPI takes them.
+Responses = dict[int | str, dict[str, Any]]
+
+
+class Documented(NamedTuple):
+    """How the document declares one error: status, body schema (None: no body), headers."""
+
+    status: int
+    body: type[BaseModel] | None
+    description: str
+    headers: tuple[str, ...] = ()
+
+
+_HEADERS: dict[str, dict[str, Any]] = {
+    "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}},
+    "X-Session-Id": {"description": "The run whose reply now counts", "schema": {"type": "string"}},
+}
+_DOWN = "{} unreachable: retry after `Retry-After` seconds"
+
+# Each error as the document declares it; tests/api/test_openapi_answers.py holds `answer`
+# to it. UnicodeDecodeError is FastAPI's own 400 for a JSON body that is not UTF-8, and
+# ClientDisconnect's 499 is never seen by the client, only logged.
+REFUSALS: dict[type[Exception], Documented] = {
+    Unauthorized: Documented(401, schemas.Detail, "No valid credential", ("WWW-Authenticate",)),
+    AccessDenied: Documented(403, schemas.Detail, "Not the caller's conversation, or none"),
+    UnknownPath: Documented(404, schemas.Detail, "No route serves the path"),
+    SessionNotFound: Documented(404, schemas.ErrorBody, "No such run is kept"),
+    NoActiveSession: Documented(404, schemas.ErrorBody, "The conversation keeps no run"),
+    NoBackgroundTask: Documented(404, schemas.ErrorBody, "The conversation keeps no run"),
+    NoActiveRun: Documented(404, schemas.ErrorBody, "Nothing is running"),
+    FileNotFound: Documented(404, schemas.FileNotFound, "No such file"),
+    NothingToRegenerate: Documented(400, schemas.ErrorBody, "No user message to answer again"),
+    InvalidMessage: Documented(400, schemas.BadInput, "A message that cannot be used"),
+    InvalidCursor: Documented(400, schemas.BadInput, "A cursor this run did not send"),
+    InvalidPath: Documented(400, schemas.BadInput, "A workspace path that breaks a rule"),
+    InvalidUpload: Documented(400, schemas.BadInput, "Not a multipart form of `file` parts"),
+    UnicodeDecodeError: Documented(400, schemas.Detail, "The JSON body is not UTF-8"),
+    MessageTooLong: Documented(413, schemas.MessageTooLong, "The message is over the limit"),
+    WorkspaceFull: Documented(413, schemas.WorkspaceFull, "Over a workspace limit; none stored"),
+    RunConflict: Documented(409, schemas.RunActive, "Another run is active (multitask=reject)"),
+    ReplyReplaced: Documented(
+        409, schemas.ReplyReplaced, "A regenerate replaced the reply", ("X-Session-Id",)
+    ),
+    CursorExpired: Documented(409, schemas.CursorExpired, "A running run's cursor, trimmed"),
+    RunEndedFirst: Documented(409, schemas.RunEndedFirst, "The run ended before the stop"),
+    PathConflict: Documented(409, schemas.PathConflict, "A file where a folder is, or under one"),
+    RateLimited: Documented(
+        429, schemas.RateLimit, "Too many runs started in a minute", ("Retry-After",)
+    ),
+    ActiveRunLimit: Documented(
+        429, schemas.RateLimit, "Too many runs going at once", ("Retry-After",)
+    ),
+    RedisUnavailable: Documented(
+        503, schemas.ServiceUnavailable, _DOWN.format("Redis"), ("Retry-After",)
+    ),
+    DatabaseUnavailable: Documented(
+        503, schemas.ServiceUnavailable, _DOWN.format("The database"), ("Retry-After",)
+    ),
+    IdentityProviderUnavailable: Documented(
+        503, schemas.ServiceUnavailable, _DOWN.format("The identity provider"), ("Retry-After",)
+    ),
+    ClientDisconnect: Documented(499, None, "The client hung up before its body arrived"),
+}
+# What any request may get: header_limit.py's 431, and its backends' 503.
+_HEADERS_TOO_LARGE = Documented(431, schemas.HeadersTooLarge, "Request headers over the limit")
+# What any /api/v1 request may get besides, its credential checked: 401, and 503 for the
+# identity provider's keys.
+EVERY_API_ROUTE = (Unauthorized, RedisUnavailable, DatabaseUnavailable, IdentityProviderUnavailable)
+
+
+def documented(*refusals: type[Exception], ok: Responses | None = None) -> Responses:
+    """`responses=` for a route that answers `ok` or refuses with `refusals`, as REFUSALS has them.
+
+    Errors of one status are one response whose body is any of their schemas.
+    """
+    by_status: dict[int, list[Documented]] = {}
+    for entry in [REFUSALS[refusal] for refusal in refusals]:
+        by_status.setdefault(entry.status, []).append(entry)
+    responses: Responses = dict(ok or {})
+    for status, entries in sorted(by_status.items()):
+        responses[status] = _response(entries)
+    return responses
+
+
+def documented_for_every_route(*refusals: type[Exception]) -> Responses:
+    """A router's `responses=`: `refusals`, and the 431 any request may get."""
+    return {**documented(*refusals), 431: _response([_HEADERS_TOO_LARGE])}
+
+
+def _response(entries: list[Documented]) -> dict[str, Any]:
+    descriptions = list(dict.fromkeys(entry.description for entry in entries))
+    response: dict[str, Any] = {"description": "; ".join(descriptions)}
+    bodies = list(dict.fromkeys(entry.body for entry in entries if entry.body is not None))
+    if bodies:
+        response["model"] = reduce(or_, bodies)
+    names = dict.fromkeys(name for entry in entries for name in entry.headers)
+    if names:
+        # Required only where every error of the status sends it.
+        response["headers"] = {
+            name: {**_HEADERS[name], "required": all(name in e.headers for e in entries)}
+            for name in names
+        }
+    return response
 
 
 def install(app: FastAPI, *, api_prefix: str, refusal: Refusal) -> None:

@@ -1,4 +1,9 @@
-"""Request and response bodies of the HTTP API (SPEC §6, §7)."""
+"""Request and response bodies of the HTTP API (SPEC §6, §7), error bodies included.
+
+The error bodies are what api/errors.py writes, as the OpenAPI document declares
+them: `error` is fixed text a client can match on (and a generated client narrow
+a union by), `detail` is for people.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,38 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from turnstream.store.views import ConversationView, MessageView
 
 _MAX_METADATA_KEYS = 64
+
+# A workspace path: store/paths.py's rules as a pattern, but for NFC and the bytes a
+# segment may take. A character but /, backslash, a control character, U+2028/9 ...
+_CHAR = r"[^/\\\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_NOT_DOT = _CHAR.replace("[^/", "[^/.")
+# ... in segments that are not empty, `.` or `..`; the first not starting with `~`.
+_SEGMENT = rf"(?:{_NOT_DOT}{_CHAR}*|\.{_NOT_DOT}{_CHAR}*|\.\.{_CHAR}+)"
+_FIRST = _SEGMENT.replace("(?:[^/.", "(?:[^/.~", 1)
+PATH_PATTERN = rf"{_FIRST}(?:/{_SEGMENT})*"
+_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+_ETAG = {"ETag": {"description": "The quoted sha256", "schema": {"type": "string"}}}
+# A download's answers (routes/files.py).
+DOWNLOAD: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": _BYTES,
+        "description": "The file's bytes, as an attachment, of the file's media type",
+        "headers": {
+            **_ETAG,
+            "Content-Disposition": {"description": "attachment", "schema": {"type": "string"}},
+        },
+    },
+    206: {
+        "content": _BYTES,
+        "description": "The requested range of the file's bytes",
+        "headers": {**_ETAG, "Content-Range": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "The file has not changed (If-None-Match)", "headers": _ETAG},
+    416: {
+        "description": "The range is not within the file",
+        "headers": {"Content-Range": {"description": "bytes */size", "schema": {"type": "string"}}},
+    },
+}
 
 
 def has_lone_surrogate(value: Any) -> bool:
@@ -60,12 +97,11 @@ class MessagePage(BaseModel):
 class MessageBody(BaseModel):
     """The JSON form of a new message (a form field `content` works too)."""
 
-    content: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    conversationId: str
+    content: str = Field(
+        pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        description="The message: not blank, no NUL; at most TURNSTREAM_MAX_MESSAGE_CHARS "
+        "(64,000 by default) characters, else 413",
+    )
 
 
 class ActiveSession(BaseModel):
@@ -89,6 +125,13 @@ class StopResult(BaseModel):
     sessionId: str
 
 
+class Stopping(BaseModel):
+    """The stop is asked and the run will see it, but it had not ended within the wait."""
+
+    status: Literal["stopping"]
+    sessionId: str
+
+
 class RunView(BaseModel):
     sessionId: str
     conversationId: str
@@ -104,12 +147,6 @@ class RunView(BaseModel):
     error: str | None
     promptTokens: int = 0
     completionTokens: int = 0
-
-
-class CursorExpired(BaseModel):
-    error: Literal["Cursor expired"]
-    sessionId: str
-    resync: dict[str, Any]
 
 
 class StreamToken(BaseModel):
@@ -133,3 +170,107 @@ class FileList(BaseModel):
     items: list[FileEntry]
     total: int
     bytes: int
+
+
+# --- error bodies (docs/protocol.md, "Errors and status codes") --------------------------
+
+
+class Detail(BaseModel):
+    """A refusal by authentication, access or routing: `detail` says why."""
+
+    detail: str
+
+
+class ErrorBody(BaseModel):
+    """A refusal about a conversation's runs: none to regenerate, resume, report or stop."""
+
+    error: Literal[
+        "Nothing to regenerate",
+        "Session not found or expired",
+        "No active session found",
+        "No background task found",
+        "No active run",
+    ]
+    conversationId: str
+
+
+class BadInput(BaseModel):
+    error: Literal["Invalid message", "Invalid cursor", "Invalid path", "Invalid upload"]
+    detail: str
+
+
+class MessageTooLong(BaseModel):
+    error: Literal["Message too long"]
+    detail: str
+    maxChars: int
+
+
+class WorkspaceFull(BaseModel):
+    error: Literal["Workspace limit reached"]
+    detail: str
+    limit: int
+    setting: str
+
+
+class FileNotFound(BaseModel):
+    error: Literal["File not found"]
+    path: str
+
+
+class RunActive(BaseModel):
+    """Another run of the conversation is going: resume it (`sessionId`) or stop it."""
+
+    error: Literal["A run is already active in this conversation"]
+    sessionId: str
+    conversationId: str
+    detail: str
+
+
+class ReplyReplaced(BaseModel):
+    """A regenerate replaced the awaited reply; `sessionId` is the newer run."""
+
+    error: Literal["The reply was replaced by a newer run"]
+    sessionId: str
+    conversationId: str
+    detail: str
+
+
+class Resync(BaseModel):
+    cursor: str
+    detail: str
+
+
+class CursorExpired(BaseModel):
+    """The events after the cursor were trimmed: resume from `resync.cursor`."""
+
+    error: Literal["Cursor expired"]
+    sessionId: str
+    resync: Resync
+
+
+class RunEndedFirst(BaseModel):
+    error: Literal["The run ended before it could be stopped"]
+    status: str
+    sessionId: str
+    conversationId: str
+
+
+class PathConflict(BaseModel):
+    error: Literal["Path conflict"]
+    path: str
+    detail: str
+
+
+class RateLimit(BaseModel):
+    error: Literal["Too many runs started", "Too many active runs"]
+    detail: str
+
+
+class HeadersTooLarge(BaseModel):
+    error: Literal["Request headers too large"]
+    detail: str
+
+
+class ServiceUnavailable(BaseModel):
+    error: Literal["Redis unavailable", "Database unavailable", "Identity provider unavailable"]
+    detail: str

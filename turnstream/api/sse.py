@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 from redis.exceptions import RedisError
@@ -25,6 +26,41 @@ logger = logging.getLogger("turnstream.api")
 
 # Frames per network write when replaying an archive.
 _REPLAY_BATCH = 500
+
+# How the OpenAPI document declares such a response (`ok=` of errors.documented).
+SESSION_HEADER: dict[str, Any] = {
+    "X-Session-Id": {
+        "description": "The run's session id: resume, inspect or stop it with it",
+        "schema": {"type": "string"},
+        "required": True,
+    }
+}
+# One event of the stream (OpenAPI before 3.2 has a stream's `schema` describe each event).
+EVENT_STREAM: dict[str, Any] = {
+    "schema": {
+        "type": "object",
+        "description": "One event of the run; docs/protocol.md, 'Events', has every field. "
+        "`end` is the last, exactly once. A `: ping` comment comes every 15 s. An `error` "
+        "without `id` is a notice (Redis lost, server shutting down): resume from the last "
+        "`id`.",
+        "required": ["event", "data"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "pattern": r"^\d+-\d+$",
+                "description": "The event's cursor: resume from it for the events after it",
+            },
+            "event": {"type": "string", "enum": [t.value for t in events.EventType]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": "One JSON object: `seq`, `type`, `ts` and the type's fields",
+            },
+        },
+    },
+    "example": 'id: 1796041446076-0\r\nevent: delta\r\ndata: {"seq":3,"type":"delta",'
+    '"ts":1796041446076,"text":"and"}\r\n\r\n',
+}
 
 
 def event_stream(

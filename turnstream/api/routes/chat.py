@@ -18,11 +18,23 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import ClientDisconnect
 
 from turnstream.api.chat_request import OPENAPI_BODY, Trigger, read_chat_request
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.errors import documented
+from turnstream.api.sse import SESSION_HEADER
 from turnstream.api.ui_stream import DONE, HEADER, VERSION, UIMessageStream, frame
-from turnstream.errors import CursorExpired, NothingToRegenerate
+from turnstream.errors import (
+    AccessDenied,
+    ActiveRunLimit,
+    CursorExpired,
+    InvalidMessage,
+    MessageTooLong,
+    NothingToRegenerate,
+    RateLimited,
+    RunConflict,
+)
 from turnstream.keys import RunKeys
 from turnstream.live.stream import expired
 from turnstream.runs.service import Multitask, start_run
@@ -34,20 +46,43 @@ router = APIRouter(prefix="/chat", tags=["chat"])
 
 _UI_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        "description": "The run as the AI SDK UI message stream (`x-vercel-ai-ui-message-stream: "
-        "v1`), from `start` to `finish` and `data: [DONE]`",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One chunk of the AI SDK's UI message stream: `start`, "
+                    "`start-step`, `text-delta`, `tool-input-available`, …, `finish`, then "
+                    "`[DONE]`; docs/protocol.md, 'From events to chunks'.",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "string"}},
+                },
+                "example": 'data: {"type":"text-delta","id":"text-0","delta":"and"}\n\n',
+            }
+        },
+        "description": "The run as the AI SDK UI message stream, from `start` to `finish` and "
+        "`data: [DONE]`",
+        "headers": {
+            **SESSION_HEADER,
+            HEADER: {"description": VERSION, "schema": {"type": "string"}, "required": True},
+        },
     },
 }
 
 
 @router.post(
     "",
-    responses={
-        **_UI_STREAM,
-        409: {"description": "Another run is active (multitask=reject)"},
-        413: {"description": "The message is too long"},
-    },
+    responses=documented(
+        AccessDenied,
+        InvalidMessage,
+        NothingToRegenerate,
+        MessageTooLong,
+        RunConflict,
+        CursorExpired,
+        RateLimited,
+        ActiveRunLimit,
+        ClientDisconnect,
+        ok=_UI_STREAM,
+    ),
     openapi_extra={"requestBody": OPENAPI_BODY},
 )
 async def chat(
@@ -85,7 +120,11 @@ async def chat(
 
 @router.get(
     "/{cid}/stream",
-    responses={**_UI_STREAM, 204: {"description": "No run is active: nothing to resume"}},
+    responses=documented(
+        AccessDenied,
+        CursorExpired,
+        ok={**_UI_STREAM, 204: {"description": "No run is active: nothing to resume"}},
+    ),
 )
 async def reconnect(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     """The active run, replayed from its start and then live to its end; 204 if none is."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from starlette.requests import ClientDisconnect
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, CurrentUser, RuntimeDep
+from turnstream.api.errors import documented
 from turnstream.api.schemas import (
     ConversationCreate,
     ConversationPage,
@@ -23,12 +25,17 @@ from turnstream.store.views import ConversationView, MessageView
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
+# A JSON body that FastAPI reads: its 400 for one that is not UTF-8, and a client gone.
+_JSON_BODY = (UnicodeDecodeError, ClientDisconnect)
+
 
 class ConversationDetail(ConversationView):
     messages: list[MessageView]
 
 
-@router.post("", status_code=201, response_model=ConversationView)
+@router.post(
+    "", status_code=201, response_model=ConversationView, responses=documented(*_JSON_BODY)
+)
 async def create_conversation(
     rt: RuntimeDep, user: CurrentUser, body: ConversationCreate | None = None
 ) -> ConversationView:
@@ -47,7 +54,7 @@ async def list_conversations(
     return ConversationPage(items=items, total=total)
 
 
-@router.get("/{cid}", response_model=ConversationDetail)
+@router.get("/{cid}", response_model=ConversationDetail, responses=documented(AccessDenied))
 async def get_conversation(rt: RuntimeDep, conversation: ConversationDep) -> ConversationDetail:
     loaded = await rt.store.load(cid=conversation.id)
     if loaded is None:  # deleted since the ownership check
@@ -55,14 +62,16 @@ async def get_conversation(rt: RuntimeDep, conversation: ConversationDep) -> Con
     return ConversationDetail.model_validate(loaded.model_dump())
 
 
-@router.patch("/{cid}", response_model=ConversationView)
+@router.patch(
+    "/{cid}", response_model=ConversationView, responses=documented(AccessDenied, *_JSON_BODY)
+)
 async def rename_conversation(
     rt: RuntimeDep, conversation: ConversationDep, body: ConversationUpdate
 ) -> ConversationView:
     return await rt.store.rename(cid=conversation.id, title=body.title)
 
 
-@router.delete("/{cid}", status_code=204)
+@router.delete("/{cid}", status_code=204, responses=documented(AccessDenied))
 async def delete_conversation(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     """Delete the conversation, its messages and its Redis keys; stop its active run."""
     cid = conversation.id
@@ -76,7 +85,7 @@ async def delete_conversation(rt: RuntimeDep, conversation: ConversationDep) -> 
     return Response(status_code=204)
 
 
-@router.get("/{cid}/messages", response_model=MessagePage)
+@router.get("/{cid}/messages", response_model=MessagePage, responses=documented(AccessDenied))
 async def list_messages(
     rt: RuntimeDep,
     conversation: ConversationDep,

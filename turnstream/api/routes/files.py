@@ -10,59 +10,52 @@ run script in the app's origin.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from turnstream import logs
-from turnstream.api.body import capped_stream, read_capped
+from turnstream.api.body import RAW_BODY, UPLOAD_BODY, capped_stream, read_capped
 from turnstream.api.deps import Authorization, ConversationDep, RuntimeDep, authorize_follower
-from turnstream.api.schemas import FileEntry, FileList
-from turnstream.errors import InvalidUpload, WorkspaceFull
+from turnstream.api.errors import documented
+from turnstream.api.schemas import DOWNLOAD, PATH_PATTERN, FileEntry, FileList
+from turnstream.errors import (
+    AccessDenied,
+    FileNotFound,
+    InvalidPath,
+    InvalidUpload,
+    PathConflict,
+    UnknownPath,
+    WorkspaceFull,
+)
 from turnstream.live import tokens
 from turnstream.runtime import Runtime
 from turnstream.store.paths import MAX_PATH_BYTES, check_path
 from turnstream.store.workspace import FileInfo, Limits, NewFile
 
-router = APIRouter(prefix="/conversations/{cid}/files", tags=["files"])
+router = APIRouter(
+    prefix="/conversations/{cid}/files", tags=["files"], responses=documented(AccessDenied)
+)
 
 # Room for a multipart body's boundaries and part headers beyond the files themselves.
 _ENVELOPE_BYTES = 1024 * 1024
-_UPLOAD_BODY = {
-    "required": True,
-    "description": "One or more `file` parts; an optional `path` names where a single file "
-    "goes (with several files, the folder they go into). Without it, each part's filename.",
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                    "path": {"type": "string"},
-                },
-                "required": ["file"],
-            }
-        }
-    },
-}
-_RAW_BODY = {
-    "required": True,
-    "description": "The file's bytes; its Content-Type is kept as the file's media type.",
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-}
-_DOWNLOAD: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        "description": "The file's bytes, as an attachment",
-    },
-    206: {"description": "The requested range of the file's bytes"},
-    304: {"description": "The file has not changed (If-None-Match)"},
-    416: {"description": "The range is not within the file"},
-}
-FilePath = Annotated[str, Path(description="The file's path in the workspace, such as out/a.md")]
+# A listing's prefix: everything, or a path (a folder's, with its /).
+_PREFIX = rf"^(\.?|{PATH_PATTERN}/?)$"
+# A write's refusals: a bad path, a clash, a limit, a client gone mid-body. (A `{path}`
+# holding a newline matches no route: 404, UnknownPath.)
+_WRITE = (InvalidPath, PathConflict, WorkspaceFull, ClientDisconnect)
+FilePath = Annotated[
+    str,
+    Path(
+        description="The file's path in the workspace, such as out/a.md: relative, in NFC, "
+        "at most 1,024 bytes and 255 a segment (docs/protocol.md, 'Paths')",
+        json_schema_extra={"pattern": rf"^{PATH_PATTERN}$", "maxLength": MAX_PATH_BYTES},
+    ),
+]
 
 
 async def _entries(rt: Runtime, user_id: str, cid: str, infos: list[FileInfo]) -> list[FileEntry]:
@@ -76,8 +69,8 @@ async def _entries(rt: Runtime, user_id: str, cid: str, infos: list[FileInfo]) -
     "",
     status_code=201,
     response_model=list[FileEntry],
-    openapi_extra={"requestBody": _UPLOAD_BODY},
-    responses={413: {"description": "Over a workspace limit: nothing was stored"}},
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses=documented(InvalidUpload, *_WRITE),
 )
 async def upload_files(
     request: Request, rt: RuntimeDep, conversation: ConversationDep
@@ -89,11 +82,16 @@ async def upload_files(
     return await _entries(rt, conversation.user_id, conversation.id, stored)
 
 
-@router.get("", response_model=FileList)
+@router.get("", response_model=FileList, responses=documented(InvalidPath))
 async def list_files(
     rt: RuntimeDep,
     conversation: ConversationDep,
-    prefix: Annotated[str, Query(max_length=MAX_PATH_BYTES)] = "",
+    prefix: Annotated[
+        str,
+        Query(
+            max_length=MAX_PATH_BYTES, json_schema_extra={"pattern": rf"^(\.?|{PATH_PATTERN}/?)$"}
+        ),
+    ] = "",
 ) -> FileList:
     """The workspace's files, sorted by path (those under `prefix` only, if given)."""
     listing = await rt.files.listing(conversation.id, prefix=prefix)
@@ -104,11 +102,10 @@ async def list_files(
 @router.put(
     "/{path:path}",
     response_model=FileEntry,
-    openapi_extra={"requestBody": _RAW_BODY},
-    responses={
-        201: {"model": FileEntry, "description": "A new file"},
-        413: {"description": "Over a workspace limit: nothing was stored"},
-    },
+    openapi_extra={"requestBody": RAW_BODY},
+    responses=documented(
+        *_WRITE, UnknownPath, ok={201: {"model": FileEntry, "description": "A new file"}}
+    ),
 )
 async def put_file(
     request: Request,
@@ -128,7 +125,11 @@ async def put_file(
     return entry
 
 
-@router.get("/{path:path}", response_class=Response, responses=_DOWNLOAD)
+@router.get(
+    "/{path:path}",
+    response_class=Response,
+    responses=documented(InvalidPath, FileNotFound, UnknownPath, ok=DOWNLOAD),
+)
 async def download_file(
     request: Request,
     rt: RuntimeDep,
@@ -154,7 +155,9 @@ async def download_file(
     return _download(request, info, data)
 
 
-@router.delete("/{path:path}", status_code=204)
+@router.delete(
+    "/{path:path}", status_code=204, responses=documented(InvalidPath, FileNotFound, UnknownPath)
+)
 async def delete_file(rt: RuntimeDep, conversation: ConversationDep, path: FilePath) -> Response:
     await rt.files.delete(conversation.id, path)
     return Response(status_code=204)

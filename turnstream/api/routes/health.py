@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,7 +17,17 @@ from turnstream.errors import DatabaseUnavailable
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: str  # "ok", or "unavailable: <why>"
+    database: str
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Redis or the database does not answer"}},
+)
 async def health(rt: RuntimeDep) -> JSONResponse:
     checks = {"redis": "ok", "database": "ok"}
     try:

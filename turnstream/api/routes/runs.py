@@ -7,21 +7,31 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from turnstream import keys
-from turnstream.api.body import read_content
+from turnstream.api.body import MESSAGE_BODY, read_content
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
+from turnstream.api.errors import Responses, documented
 from turnstream.api.resume import MAX_SESSION_ID as _MAX_SESSION_ID
 from turnstream.api.resume import resume_stream
-from turnstream.api.schemas import CursorExpired as CursorExpiredBody
-from turnstream.api.schemas import ErrorBody, MessageBody, RunView, StopResult, StreamToken
-from turnstream.api.sse import event_stream
+from turnstream.api.schemas import RunView, Stopping, StopResult, StreamToken
+from turnstream.api.sse import EVENT_STREAM, SESSION_HEADER, event_stream
 from turnstream.errors import (
+    AccessDenied,
+    ActiveRunLimit,
+    CursorExpired,
+    InvalidCursor,
+    InvalidMessage,
+    MessageTooLong,
     NoActiveRun,
     NothingToRegenerate,
+    RateLimited,
     ReplyReplaced,
+    RunConflict,
     RunEndedFirst,
     SessionNotFound,
+    UnknownPath,
 )
 from turnstream.keys import RunKeys
 from turnstream.live import tokens as stream_tokens
@@ -32,33 +42,26 @@ from turnstream.runs.service import Multitask, Started, start_run, stop_run
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
 
-router = APIRouter(prefix="/conversations/{cid}", tags=["runs"])
+router = APIRouter(prefix="/conversations/{cid}", tags=["runs"], responses=documented(AccessDenied))
 
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
-_MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": _SSE, "description": "The run's events (stream=true) or the reply (false)"},
-    409: {"description": "Another run is active (multitask=reject)"},
-    413: {"description": "The message is too long"},
+# What starting a run may answer besides: the run's events, or (stream=false) its reply.
+_STARTED: Responses = {
+    200: {
+        "description": "The run's events (stream=true), or its reply (stream=false)",
+        "content": {
+            "text/event-stream": EVENT_STREAM,
+            "application/json": {"schema": {"$ref": "#/components/schemas/MessageView"}},
+        },
+        "headers": SESSION_HEADER,
+    }
 }
-# post_message reads its body itself (api/body.py), in any of these three forms.
-_MESSAGE_FORM = {
-    "type": "object",
-    "properties": {"content": {"type": "string", "description": "The message text"}},
-    "required": ["content"],
-}
-_MESSAGE_BODY = {
-    "required": True,
-    "description": 'The message: form field `content`, or JSON `{"content": ...}`.',
-    # The example fills Swagger UI's "Try it out" (and schemathesis' examples phase).
-    "content": {
-        media_type: {"schema": schema, "example": {"content": "Hello!"}}
-        for media_type, schema in (
-            ("application/json", MessageBody.model_json_schema()),
-            ("multipart/form-data", _MESSAGE_FORM),
-            ("application/x-www-form-urlencoded", _MESSAGE_FORM),
-        )
-    },
-}
+_START_REFUSALS = (
+    RunConflict,
+    ReplyReplaced,
+    SessionNotFound,
+    RateLimited,
+    ActiveRunLimit,
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,10 @@ RunOptionsDep = Annotated[RunOptions, Depends(run_options)]
 
 @router.post(
     "/message/",
-    responses=_MESSAGE_RESPONSES,
-    openapi_extra={"requestBody": _MESSAGE_BODY},
+    responses=documented(
+        InvalidMessage, MessageTooLong, ClientDisconnect, *_START_REFUSALS, ok=_STARTED
+    ),
+    openapi_extra={"requestBody": MESSAGE_BODY},
 )
 @router.post("/message", include_in_schema=False)
 async def post_message(
@@ -100,7 +105,9 @@ async def post_message(
     return await _answer(rt, conversation.id, started, stream=options.stream)
 
 
-@router.post("/regenerate", responses=_MESSAGE_RESPONSES)
+@router.post(
+    "/regenerate", responses=documented(NothingToRegenerate, *_START_REFUSALS, ok=_STARTED)
+)
 async def regenerate(
     rt: RuntimeDep,
     broker: BrokerDep,
@@ -120,22 +127,34 @@ async def regenerate(
     return await _answer(rt, conversation.id, started, stream=options.stream)
 
 
+# An event's id, as events.parse_cursor reads it; empty: from the first event.
+_CURSOR: dict[str, Any] = {"pattern": r"^(\d{1,20}(-\d{1,20})?)?$"}
+_RESUMED: Responses = {
+    200: {
+        "description": "The run's events after the cursor, live until its `end`",
+        "content": {"text/event-stream": EVENT_STREAM},
+        "headers": SESSION_HEADER,
+    }
+}
+
+
 @router.get(
     "/resume/{session_id}",
-    responses={
-        200: {"content": _SSE, "description": "The run's events after the cursor"},
-        400: {"description": "Malformed cursor"},
-        404: {"model": ErrorBody, "description": "Session not found or expired"},
-        409: {"model": CursorExpiredBody, "description": "A running run's cursor, trimmed away"},
-    },
+    response_class=Response,
+    responses=documented(InvalidCursor, SessionNotFound, UnknownPath, CursorExpired, ok=_RESUMED),
 )
-@router.post("/resume/{session_id}", include_in_schema=False)
+@router.post(
+    "/resume/{session_id}",
+    name="resume_post",
+    response_class=Response,
+    responses=documented(InvalidCursor, SessionNotFound, UnknownPath, CursorExpired, ok=_RESUMED),
+)
 async def resume(
     rt: RuntimeDep,
     follower: FollowerDep,
     session_id: str,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=64, json_schema_extra=_CURSOR)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64, json_schema_extra=_CURSOR)] = None,
 ) -> Response:
     """The run's events after `cursor` (or `Last-Event-ID`), live until its end.
 
@@ -161,11 +180,11 @@ async def stream_token(
 @router.post(
     "/stop",
     response_model=StopResult,
-    responses={
-        202: {"description": "Asked to stop, still ending after the stop wait: `stopping`"},
-        404: {"model": ErrorBody, "description": "Nothing is running"},
-        409: {"description": "The run ended otherwise (e.g. completed) before it saw the stop"},
-    },
+    responses=documented(
+        NoActiveRun,
+        RunEndedFirst,
+        ok={202: {"model": Stopping, "description": "Asked to stop, still ending after the wait"}},
+    ),
 )
 async def stop(
     rt: RuntimeDep,
@@ -202,7 +221,7 @@ async def stop(
 @router.get(
     "/runs/{session_id}",
     response_model=RunView,
-    responses={404: {"model": ErrorBody, "description": "Session not found or expired"}},
+    responses=documented(SessionNotFound, UnknownPath),
 )
 async def get_run(
     rt: RuntimeDep, user: CurrentUser, conversation: ConversationDep, session_id: str

@@ -16,14 +16,17 @@ from pydantic import BaseModel
 
 from turnstream import keys
 from turnstream.api.deps import ConversationDep, RuntimeDep
-from turnstream.api.schemas import ActiveSession, ErrorBody, TaskStatus
+from turnstream.api.errors import documented
+from turnstream.api.schemas import ActiveSession, TaskStatus
 from turnstream.clock import now_ms
-from turnstream.errors import NoActiveSession, NoBackgroundTask
+from turnstream.errors import AccessDenied, NoActiveSession, NoBackgroundTask
 from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
 from turnstream.runtime import Runtime
 
-router = APIRouter(prefix="/conversations/{cid}", tags=["sessions"])
+router = APIRouter(
+    prefix="/conversations/{cid}", tags=["sessions"], responses=documented(AccessDenied)
+)
 
 _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     RunStatus.QUEUED: "active",
@@ -37,7 +40,7 @@ _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
 @router.get(
     "/active-session",
     response_model=ActiveSession,
-    responses={404: {"model": ErrorBody, "description": "No active session found"}},
+    responses=documented(NoActiveSession),
 )
 async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
@@ -57,7 +60,7 @@ async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Respo
 @router.get(
     "/task-status",
     response_model=TaskStatus,
-    responses={404: {"model": ErrorBody, "description": "No background task found"}},
+    responses=documented(NoBackgroundTask),
 )
 async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
