@@ -18,7 +18,7 @@ The database's errors arrive as DatabaseUnavailable already (turnstream.store.db
 This module imports nothing else of turnstream.api but schemas.py, so that any of
 it may use it.
 
-Length: about 400 lines, on one topic: every error's status and body, and how the
+Length: a little over 400 lines, on one topic: every error's status and body, and how the
 document declares them, so that an answer is changed in one place and read in one
 place.
 """
@@ -165,7 +165,7 @@ REFUSALS: dict[type[Exception], Documented] = {
     ),
     ClientDisconnect: Documented(499, None, "The client hung up before its body arrived"),
 }
-# What any request may get: header_limit.py's 431, and its backends' 503.
+# What any request may get: header_limit.py's 431.
 _HEADERS_TOO_LARGE = Documented(431, schemas.HeadersTooLarge, "Request headers over the limit")
 # What any /api/v1 request may get besides, its credential checked: 401, and 503 for the
 # identity provider's keys.
