@@ -273,12 +273,21 @@ class RunState:
     async def is_prepared(self, k: RunKeys) -> bool:
         return bool(await self.redis.hget(k.run, RunField.PREPARED))
 
-    async def wait_ended(self, k: RunKeys, *, poll_seconds: float = 0.05) -> None:
-        """Return once the run has ended or its keys expired (callers bound the wait)."""
-        while True:
+    async def wait_ended(
+        self, k: RunKeys, *, within: float | None = None, poll_seconds: float = 0.05
+    ) -> bool:
+        """True once the run has ended or its keys expired; False after `within` seconds.
+
+        The bound is a deadline checked here, not a cancellation from outside: one
+        cancellation lost in a Redis command under load left a stop waiting for good.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        while deadline is None or loop.time() < deadline:
             if not is_live(maybe_text(await self.redis.get(k.status))):
-                return
+                return True
             await asyncio.sleep(poll_seconds)
+        return False
 
     async def ask_stop(self, k: RunKeys) -> None:
         """Set the run's cancel flag; its worker sees it on its next append or heartbeat."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import math
@@ -251,9 +250,7 @@ async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:
     if record.status is RunStatus.QUEUED and await rt.runs.is_prepared(k):
         # No worker has it yet: end it here. If one claims it meanwhile, it sees the stop.
         await _end_queued(rt, k)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(rt.settings.stop_wait_seconds):
-            await rt.runs.wait_ended(k)
+    await rt.runs.wait_ended(k, within=rt.settings.stop_wait_seconds)
     record = await rt.runs.get(k)
     if record is not None and record.status is RunStatus.QUEUED:
         # Still queued after the whole wait, so never prepared: the request that was
