@@ -16,6 +16,9 @@ These seven share `_prelude.lua` (their common KEYS and ARGV, and the helpers
 that write, trim and keep): `_run_script` puts it in front of each one's text.
 Every event gets the next `seq` from the run hash inside the script that
 writes it, so the API, the worker and the reaper can all write to one stream.
+
+Length: one class for every script and read of a run's live state, each next to the
+others it must agree with; split, they would be read side by side anyway.
 """
 
 from __future__ import annotations
@@ -273,20 +276,14 @@ class RunState:
     async def is_prepared(self, k: RunKeys) -> bool:
         return bool(await self.redis.hget(k.run, RunField.PREPARED))
 
-    async def wait_ended(
-        self, k: RunKeys, *, within: float | None = None, poll_seconds: float = 0.05
-    ) -> bool:
-        """True once the run has ended or its keys expired; False after `within` seconds.
-
-        The bound is a deadline checked here, not a cancellation from outside: one
-        cancellation lost in a Redis command under load left a stop waiting for good.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = None if within is None else loop.time() + within
-        while deadline is None or loop.time() < deadline:
+    async def wait_ended(self, k: RunKeys, *, within: float | None = None) -> bool:
+        """True once the run has ended or its keys expired; False after `within` s: a deadline
+        checked here (a cancellation lost in a Redis command once left a stop waiting)."""
+        deadline = None if within is None else asyncio.get_running_loop().time() + within
+        while deadline is None or asyncio.get_running_loop().time() < deadline:
             if not is_live(maybe_text(await self.redis.get(k.status))):
                 return True
-            await asyncio.sleep(poll_seconds)
+            await asyncio.sleep(0.05)
         return False
 
     async def ask_stop(self, k: RunKeys) -> None:
