@@ -53,7 +53,8 @@ def _print_settings(settings: Settings) -> None:
 def _line(name: str, fine: str, found: list[str], problems: list[str]) -> None:
     mark = "ok  " if not found else "FAIL"
     typer.echo(f"  {mark} {name}: {fine if not found else f'{len(found)} problem(s)'}")
-    problems.extend(found)
+    # Once each: the MCP file's problems are both the loading check's and the MCP check's.
+    problems.extend(p for p in found if p not in problems)
 
 
 def _database(settings: Settings) -> tuple[str, list[str]]:
