@@ -12,7 +12,6 @@ by a stop of the run stores nothing.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -79,7 +78,7 @@ async def _store(
     assert outcome.harvest is not None
     after, skipped = outcome.harvest.files, outcome.harvest.skipped
     kept = {path for path, _ in skipped}  # a file turned into a link is not a deletion
-    changed = sorted(p for p, data in after.items() if _digest(before.get(p)) != _digest(data))
+    changed = sorted(p for p, data in after.items() if before.get(p) != data)
     writes = [NewFile(p, after[p]) for p in changed]
     deletions = sorted(p for p in before if p not in after and p not in kept)
     not_stored = [{"path": p, "why": why} for p, why in skipped]
@@ -91,10 +90,6 @@ async def _store(
         {"path": c.info.path, "change": "deleted" if c.deleted else "written"} for c in changes
     ]
     return {"files": files, "notStored": not_stored}
-
-
-def _digest(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def _deadline(settings: Settings) -> float:

@@ -37,7 +37,6 @@ from pydantic_core import to_json
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
 from turnstream.agents.tools import Tool, ToolArgumentsError, ToolContext
-from turnstream.config import Settings
 from turnstream.ids import uuid7
 
 logger = logging.getLogger("turnstream.agents.tools")
@@ -186,7 +185,7 @@ async def _invoke(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) ->
             workspace=ctx.workspace,
             settings=ctx.settings,
         )
-    timeout = (tool.timeout or _default_timeout)(ctx.settings)
+    timeout = tool.timeout(ctx.settings) if tool.timeout else ctx.settings.tool_timeout_seconds
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
@@ -213,10 +212,6 @@ async def _run(tool: Tool, kwargs: dict[str, Any]) -> str:
         if inspect.isawaitable(value):
             value = await value
     return value if isinstance(value, str) else to_json(value, fallback=str).decode()
-
-
-def _default_timeout(settings: Settings) -> float:
-    return settings.tool_timeout_seconds
 
 
 def _failure(call: ToolCall, exc: BaseException) -> str:

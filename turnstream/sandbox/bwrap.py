@@ -36,6 +36,7 @@ SANDBOX_UID = 65534  # the id a command sees (`id`: sandbox), whoever runs turns
 HOME = "/workspace"
 PATH = "/usr/local/bin:/usr/bin:/bin"
 VENV = "/opt/venv"
+WORKSPACE = "workspace"  # the call directory's copy of the workspace, bound at HOME
 SHM_BYTES = 64 * 1024 * 1024  # /dev/shm, in memory: for POSIX shared memory (multiprocessing)
 # Programs need these to load libraries, name users and tell the time; nothing more of /etc.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
@@ -168,7 +169,7 @@ def _filesystem(settings: Settings, call_dir: Path) -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
     args += ["--remount-ro", "/dev"]
     args += ["--size", str(settings.sandbox_tmp_bytes), "--tmpfs", "/tmp"]
-    args += ["--bind", str(call_dir / "workspace"), HOME]
+    args += ["--bind", str(call_dir / WORKSPACE), HOME]
     return [*args, "--remount-ro", "/"]  # the root's own folders (/etc, /opt) too
 
 

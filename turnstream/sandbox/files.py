@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from turnstream.errors import InvalidPath, WorkspaceFull
-from turnstream.sandbox.bwrap import Identity, write_identity_files
+from turnstream.sandbox.bwrap import WORKSPACE, Identity, write_identity_files
 from turnstream.store.paths import check_path
 from turnstream.store.workspace import Limits
-
-WORKSPACE = "workspace"
 
 
 @dataclass

@@ -46,7 +46,6 @@ class Outcome:
     limit: str | None = None  # the limit that stopped the command, as a sentence
     harvest: files.Harvest | None = None  # None: killed, nothing read back
     harvest_error: str | None = None  # why nothing was read back although it ended
-    output_bytes: int = 0
 
 
 @dataclass
@@ -140,7 +139,6 @@ async def _supervise(
         stdout=bytes(call.out.get("stdout", b"")),
         stderr=bytes(call.out.get("stderr", b"")),
         limit=call.limit,
-        output_bytes=call.seen,
     )
 
 
