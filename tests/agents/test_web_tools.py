@@ -6,7 +6,7 @@ The fetch's own rules are tested in tests/fetch/ and tests/security/test_fetch_s
 from __future__ import annotations
 
 import pytest
-from fetch.loopback import answer, serving
+from fetch.loopback import answer, connect_nowhere, serving
 
 from turnstream.agents.base import RunContext
 from turnstream.agents.toolloop import ToolCall, call_tool
@@ -49,7 +49,10 @@ async def test_a_page_comes_with_its_url_status_and_type() -> None:
     ]
 
 
-async def test_a_refusal_is_an_error_result_that_says_why() -> None:
+async def test_a_refusal_is_an_error_result_that_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried = connect_nowhere(monkeypatch)  # a bug that let it through would connect nowhere
     run = RunContext(
         "c1", "alice", "s1", "m1", "hi", [], Settings(fetch_private=None), lambda: False
     )
@@ -61,8 +64,11 @@ async def test_a_refusal_is_an_error_result_that_says_why() -> None:
         "metadata services answer): web_fetch reaches public hosts only "
         "(TURNSTREAM_FETCH_PRIVATE lists networks to allow)"
     )
+    assert tried == []
 
 
-async def test_it_needs_the_runs_settings() -> None:
+async def test_it_needs_the_runs_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried = connect_nowhere(monkeypatch)
     with pytest.raises(RuntimeError, match="this run has no settings"):
         await web_fetch("https://example.com/", context(settings=None))
+    assert tried == []

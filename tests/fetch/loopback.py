@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -142,6 +144,25 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def connect_nowhere(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace httpx's transport and the system resolver by doubles that record each
+    connection or DNS question tried, fail the test, and connect nowhere: for fetches of
+    addresses no test may reach (private, link-local, public)."""
+    tried: list[str] = []
+
+    async def connect(_self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+        tried.append(str(request.url))
+        raise AssertionError(f"web_fetch tried to connect to {request.url}")
+
+    def resolve(host: object, *_args: object, **_kwargs: object) -> list[object]:
+        tried.append(f"dns:{host}")
+        raise AssertionError(f"web_fetch asked DNS for {host}")
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return tried
 
 
 class FakeResolver:

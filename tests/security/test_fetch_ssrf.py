@@ -10,11 +10,15 @@ address it checked, asking the resolver once per host and hop.
 
 from __future__ import annotations
 
-import socket
-
-import httpx
 import pytest
-from fetch.loopback import FakeResolver, LoopbackTransport, answer, redirect, serving
+from fetch.loopback import (
+    FakeResolver,
+    LoopbackTransport,
+    answer,
+    connect_nowhere,
+    redirect,
+    serving,
+)
 
 from turnstream.agents.tools import ToolContext
 from turnstream.agents.web_tools import web_fetch
@@ -36,19 +40,7 @@ def context(**settings: object) -> ToolContext:
 @pytest.fixture
 def attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every connection or DNS question a fetch tries (each one fails the test)."""
-    tried: list[str] = []
-
-    async def connect(_self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
-        tried.append(str(request.url))
-        raise AssertionError(f"web_fetch tried to connect to {request.url}")
-
-    def resolve(host: object, *_args: object, **_kwargs: object) -> list[object]:
-        tried.append(f"dns:{host}")
-        raise AssertionError(f"web_fetch asked DNS for {host}")
-
-    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    return tried
+    return connect_nowhere(monkeypatch)
 
 
 @pytest.mark.parametrize(
