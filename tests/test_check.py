@@ -35,6 +35,7 @@ MISTAKES = {
     "an unknown log format": ("TURNSTREAM_LOG_FORMAT", "xml"),
     "a sandbox Python that is not there": ("TURNSTREAM_SANDBOX_PYTHON", "/nonexistent/venv"),
     "a missing MCP config file": ("TURNSTREAM_MCP_CONFIG", "mcp.json"),
+    "a missing tool policy": ("TURNSTREAM_TOOL_POLICY", "nosuch.module:policy"),
 }
 
 

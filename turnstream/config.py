@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # Model calls per run; a run whose last one still asks for tools ends with `error`
     # (code `step_limit`).
     max_steps: int = Field(10, ge=1, le=1000)
+    # Which calls run (agents/policy.py, docs/approvals.md): tool names, comma-separated,
+    # `*` wildcards. A denied call gets an error result; an asked one waits for the user
+    # (`approval_request`) with no worker held, and counts as denied once
+    # `approval_ttl_seconds` have passed without an answer.
+    tool_deny: str | None = Field(None, max_length=4096)
+    tool_approval: str | None = Field(None, max_length=4096)
+    tool_policy: str | None = Field(None, max_length=512)  # package.module:callable
+    approval_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86_400)
     # MCP servers whose tools join the tool loop as `mcp__SERVER__TOOL` (turnstream/mcp/,
     # docs/mcp.md): a JSON file in the `mcpServers` format of Claude Desktop and Claude
     # Code. A server has `mcp_start_seconds` to start and list its tools.

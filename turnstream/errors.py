@@ -10,13 +10,15 @@
     │   │   ├── NoActiveSession       active-session: the conversation keeps no run
     │   │   ├── NoBackgroundTask      task-status: the conversation keeps no run
     │   │   ├── NoActiveRun           stop: nothing of the caller's is running
-    │   │   └── FileNotFound          no such file in the conversation's workspace
+    │   │   ├── FileNotFound          no such file in the conversation's workspace
+    │   │   └── ApprovalNotFound      no such approval kept for the conversation, or expired
     │   ├── Conflict                  the request clashes with a conversation's or run's state
     │   │   ├── RunConflict           another run is active (`active_session_id`)
     │   │   ├── CursorExpired         the events after the cursor were trimmed (`resync_cursor`)
     │   │   ├── RunEndedFirst         stop: the run ended otherwise (`status`) before it saw it
     │   │   ├── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
-    │   │   └── PathConflict          a file where a folder is, or a folder where a file is
+    │   │   ├── PathConflict          a file where a folder is, or a folder where a file is
+    │   │   └── ApprovalDecided       the other decision stands, or the run no longer waits
     │   ├── InvalidInput
     │   │   ├── NothingToRegenerate   the conversation has no user message
     │   │   ├── InvalidMessage        a message body that cannot be used
@@ -40,6 +42,9 @@ these once, where they are met: the database's in `turnstream.store.db`,
 redis-py's connection and timeout errors in the API's handlers.
 
 This module imports nothing from turnstream, so that any module may raise these.
+
+Length: the whole tree in one module, drawn above, so that a new error finds its
+place beside its siblings.
 """
 
 from __future__ import annotations
@@ -124,6 +129,15 @@ class FileNotFound(NotFound):
         self.path = path
 
 
+class ApprovalNotFound(NotFound):
+    """No approval of that id is kept for the conversation, or it expired (denied)."""
+
+    def __init__(self, *, approval_id: str, conversation_id: str) -> None:
+        super().__init__(f"No approval {approval_id} waits in conversation {conversation_id}.")
+        self.approval_id = approval_id
+        self.conversation_id = conversation_id
+
+
 class Conflict(Refused):
     """The request clashes with the current state of a conversation or a run."""
 
@@ -181,6 +195,21 @@ class PathConflict(Conflict):
         )
         self.path = path
         self.other = other
+
+
+class ApprovalDecided(Conflict):
+    """A decision that cannot be made: `approved` was decided before (None: the run ended)."""
+
+    def __init__(self, *, approval_id: str, session_id: str, approved: bool | None) -> None:
+        if approved is None:
+            message = "The run no longer waits for this approval: it was stopped or ended."
+        else:
+            word = "approved" if approved else "denied"
+            message = f"The call was {word} already (another tab, or another client)."
+        super().__init__(message)
+        self.approval_id = approval_id
+        self.session_id = session_id
+        self.approved = approved
 
 
 class InvalidInput(Refused):

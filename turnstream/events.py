@@ -25,6 +25,10 @@ class EventType(enum.StrEnum):
     TOOL_RESULT = "tool_result"  # {"id", "content", "isError"}
     USAGE = "usage"  # {"prompt_tokens", "completion_tokens"}
     FILE = "file"  # {"path", "size", "mediaType", "sha256", "version", "url", "deleted"?}
+    # {"approvalId", "toolCallId", "name", "arguments", "expiresAt"}: the call waits for the
+    # user; the run holds no worker until every call of its step is decided
+    APPROVAL_REQUEST = "approval_request"
+    APPROVAL = "approval"  # {"approvalId", "toolCallId", "approved", "reason"}: decided
     ERROR = "error"  # {"message", "code"}
     END = "end"  # {"status", "messageId"}: always the last event, exactly once
 
@@ -73,6 +77,21 @@ def file(entry: dict[str, Any], url: str | None, *, deleted: bool = False) -> Ev
     fields = ("path", "size", "mediaType", "sha256", "version")
     data = {name: entry[name] for name in fields} | {"url": url}
     return Event(EventType.FILE, data | {"deleted": True} if deleted else data)
+
+
+def approval_request(
+    approval_id: str, call_id: str, name: str, arguments: str, expires_at: int
+) -> Event:
+    """Tool call `call_id` waits for the user's decision until `expires_at` (ms)."""
+    data = {"approvalId": approval_id, "toolCallId": call_id, "name": name}
+    return Event(
+        EventType.APPROVAL_REQUEST, data | {"arguments": arguments, "expiresAt": expires_at}
+    )
+
+
+def approval(approval_id: str, call_id: str, *, approved: bool, reason: str) -> Event:
+    data = {"approvalId": approval_id, "toolCallId": call_id, "approved": approved}
+    return Event(EventType.APPROVAL, data | {"reason": reason})
 
 
 def error(message: str, code: str) -> Event:

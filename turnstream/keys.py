@@ -10,6 +10,10 @@
     chat:queued               zset    "{cid} {sid}" of each queued run, scored by when a reaper
                                       next looks at it (ms): first its claim deadline (`claim_by`
                                       in its hash), then each time it is handed out again
+    chat:waiting              zset    "{cid} {sid}" of each run waiting for approvals, scored by
+                                      when they expire (ms): the reapers deny them then
+    chat:approval:{cid}:{aid} string  the session id of the run that asked approval `aid`;
+                                      as the run's keys while it waits
     chat:user-runs:{uid}      zset    status keys of the user's active runs (the cap's count)
     chat:rate:{uid}           zset    session ids of the runs the user started, scored by
                                       start time (ms); the last minute's are kept
@@ -37,6 +41,7 @@ DURATIONS_KEPT = 100
 
 LEASES = "chat:leases"
 QUEUED = "chat:queued"  # queued runs, for the reaper: none is ever stranded (runs/requeue.py)
+WAITING = "chat:waiting"  # runs waiting for approvals, by expiry (live/approvals.py)
 SECRET = "chat:secret"  # the stream tokens' signing key, unless TURNSTREAM_SECRET_KEY is set
 DURATIONS = "chat:durations"
 
@@ -59,6 +64,10 @@ def rate(user_id: str) -> str:
 
 def owner(cid: str) -> str:
     return f"chat:owner:{cid}"
+
+
+def approval(cid: str, approval_id: str) -> str:
+    return f"chat:approval:{cid}:{approval_id}"
 
 
 def idempotency(user_id: str, digest: str) -> str:
@@ -111,6 +120,10 @@ class RunField:
     # The create script ("0-0" when archiving is on), then the archived script: the newest
     # entry id SQL holds (runs/archiver.py). The trim never drops an entry past it.
     ARCHIVED_THROUGH = "archived_through"
+    # The wait script (live/approvals.py): the run waits for the user's decisions.
+    ASKED = "asked"  # the approval ids of the calls waiting, in call order (JSON)
+    PENDING = "pending"  # how many of them are undecided; the decide script counts down
+    APPROVAL = "approval:"  # + an approval id: its request's data, with the decision once made
     # The finish script.
     ENDED_AT = "ended_at"  # ms
     ERROR = "error"  # the error text, for status `error`

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from turnstream.agents import Agent, load_agent
 from turnstream.config import Settings
+from turnstream.live.approvals import Approvals
 from turnstream.live.state import RunState
 from turnstream.live.stream import StreamHub
 from turnstream.store.chats import ChatStore
@@ -32,6 +33,7 @@ class Runtime:
     store: ChatStore
     files: FileStore  # the conversations' workspaces
     runs: RunState
+    approvals: Approvals  # runs waiting for the user's decisions on tool calls
     agent: Agent
     hub: StreamHub
     # Runs executing in this process, so that shutdown can end them cleanly.
@@ -41,6 +43,13 @@ class Runtime:
     def open(cls, settings: Settings, redis: Redis) -> Runtime:
         engine = create_engine(settings.database_url, outages=True)
         sessions = session_factory(engine)
+        runs = RunState(
+            redis,
+            maxlen=settings.stream_maxlen,
+            ttl_seconds=settings.stream_ttl,
+            claim_seconds=settings.claim_seconds,
+            archive=settings.archive_retention > 0,
+        )
         return cls(
             settings=settings,
             redis=redis,
@@ -48,13 +57,8 @@ class Runtime:
             sessions=sessions,
             store=ChatStore(sessions, redis, cache_ttl=settings.session_ttl),
             files=SqlFileStore(sessions),
-            runs=RunState(
-                redis,
-                maxlen=settings.stream_maxlen,
-                ttl_seconds=settings.stream_ttl,
-                claim_seconds=settings.claim_seconds,
-                archive=settings.archive_retention > 0,
-            ),
+            runs=runs,
+            approvals=Approvals(runs, ttl_seconds=settings.approval_ttl_seconds),
             agent=load_agent(settings.agent),
             hub=StreamHub(redis),
         )

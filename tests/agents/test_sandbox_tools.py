@@ -14,8 +14,8 @@ from sse import parse_sse
 from workspace_support import Workspaces, workspaces
 
 from turnstream.agents.base import RunContext
+from turnstream.agents.calls import ToolCall, call_tool
 from turnstream.agents.sandbox_tools import bash
-from turnstream.agents.toolloop import ToolCall, call_tool
 from turnstream.agents.tools import load_tools
 from turnstream.config import Settings
 from turnstream.store.workspace import Limits

@@ -9,7 +9,7 @@ import pytest
 from fetch.loopback import answer, connect_nowhere, serving
 
 from turnstream.agents.base import RunContext
-from turnstream.agents.toolloop import ToolCall, call_tool
+from turnstream.agents.calls import ToolCall, call_tool
 from turnstream.agents.tools import ToolContext, load_tools
 from turnstream.agents.web_tools import web_fetch
 from turnstream.config import Settings

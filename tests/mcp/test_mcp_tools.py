@@ -17,8 +17,8 @@ from mcp_support import stdio, write_config
 from sse import parse_sse
 
 from turnstream.agents.base import RunContext
+from turnstream.agents.calls import ToolCall, ToolResult, call_tool
 from turnstream.agents.openai import openai_agent
-from turnstream.agents.toolloop import ToolCall, ToolResult, call_tool
 from turnstream.agents.tools import offered_tools
 from turnstream.config import Settings
 from turnstream.events import Event, EventType

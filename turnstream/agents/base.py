@@ -23,6 +23,7 @@ from typing import Any
 
 from turnstream.config import Settings
 from turnstream.events import Event
+from turnstream.live.approvals import Decision
 from turnstream.store.workspace import Workspace
 
 AgentEvent = Event | str
@@ -40,6 +41,9 @@ class RunContext:
     cancelled: Callable[[], bool]
     # The conversation's files, for tools (agents/workspace_tools.py); None outside a run.
     workspace: Workspace | None = None
+    # A run going on after the user decided on its tool calls (docs/approvals.md): those
+    # calls, in call order, which the tool loop answers first; empty otherwise.
+    decided: tuple[Decision, ...] = ()
 
 
 Agent = Callable[[RunContext], AsyncIterator[AgentEvent]]

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from turnstream.agents.toolloop import cap
+from turnstream.agents.calls import cap
 from turnstream.agents.tools import Tool, ToolContext, make_tool
 from turnstream.config import Settings
 from turnstream.errors import Refused

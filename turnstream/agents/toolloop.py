@@ -10,43 +10,35 @@
     a step that asks for no tool ends the run; a last step that still does gets
     error results ("not run") and the run an `error` event, code `step_limit`.
 
-Nothing a tool does crashes the run: an exception, a timeout, arguments that are
-not JSON or fail validation, or a name no tool has, becomes a `tool_result` with
-`isError` that the model reads and may act on. An unknown name never calls
-anything. Output is capped at TURNSTREAM_TOOL_OUTPUT_CHARS characters.
+Before any call runs, the policy judges it (agents/policy.py): a denied call gets
+an error result with the reason; an asked one an `approval_request`, and once the
+step's other calls are done the loop ends there: the run waits for the user with
+no worker (docs/approvals.md). When it goes on, `ctx.decided` holds those calls:
+the approved ones run, the denied ones get an error result, and the loop goes on.
 
-Stopping a run cancels the task that pulls this generator (or closes it): the
-calls still running are cancelled and awaited before it goes on, so no task
-outlives the run. A sync tool runs in a worker thread, which cannot be
-interrupted: on a timeout or a stop its result is dropped, but the thread runs
-to its end. Long-running tools should be async.
+Nothing a tool does crashes the run: every failure of a call is its error result
+(agents/calls.py). Stopping a run cancels the task that pulls this generator (or
+closes it): the calls still running are cancelled and awaited before it goes on,
+so no task outlives the run.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_core import to_json
-
 from turnstream import events
 from turnstream.agents.base import AgentEvent, RunContext
-from turnstream.agents.tools import Tool, ToolArgumentsError, ToolContext
+from turnstream.agents.calls import ToolCall, ToolResult, cap, run_calls
+from turnstream.agents.policy import ALLOW, Verdict, judge
+from turnstream.agents.tools import Tool, ToolArgumentsError
+from turnstream.clock import now_ms
+from turnstream.events import Event
 from turnstream.ids import uuid7
 
-logger = logging.getLogger("turnstream.agents.tools")
-
-
-@dataclass
-class ToolCall:
-    id: str = ""
-    name: str = ""
-    arguments: str = ""  # JSON text, as the model wrote it
+__all__ = ["ModelStep", "StepOutcome", "ToolCall", "ToolResult", "tool_loop"]
 
 
 @dataclass
@@ -55,12 +47,6 @@ class StepOutcome:
 
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    content: str
-    is_error: bool = False
 
 
 # One model call: given the messages so far, stream events and fill in the outcome.
@@ -74,6 +60,16 @@ async def tool_loop(
     messages = list(ctx.history)
     limit = ctx.settings.max_steps
     seen: set[str] = set()
+    if ctx.decided:  # the run goes on after the user's decisions: those calls first
+        calls = [ToolCall(d.call_id, d.name, d.arguments) for d in ctx.decided]
+        seen.update(call.id for call in calls)
+        results: dict[str, ToolResult] = {}
+        async with aclosing(_decided_calls(ctx, tools)) as answering:
+            async for call, result in answering:
+                results[call.id] = result
+                yield events.tool_result(call.id, result.content, is_error=result.is_error)
+        messages.append(assistant_message(StepOutcome(calls=calls)))
+        messages.extend(tool_message(call.id, results[call.id]) for call in calls)
     for step in range(1, limit + 1):
         outcome = StepOutcome()
         async with aclosing(model_step(messages, outcome)) as stream:
@@ -84,12 +80,19 @@ async def tool_loop(
         _name_calls(outcome.calls, seen)
         for call in outcome.calls:
             yield events.tool_call(call.id, call.name, call.arguments)
-        results: dict[str, ToolResult] = {}
+        results = {}
         if step < limit:
-            async with aclosing(run_calls(ctx, tools, outcome.calls)) as running:
-                async for call, result in running:
-                    results[call.id] = result
-                    yield events.tool_result(call.id, result.content, is_error=result.is_error)
+            asked = False
+            async with aclosing(_judged_calls(ctx, tools, outcome.calls)) as running:
+                async for call, answer in running:
+                    if isinstance(answer, Event):  # an `approval_request`: the call waits
+                        asked = True
+                        yield answer
+                        continue
+                    results[call.id] = answer
+                    yield events.tool_result(call.id, answer.content, is_error=answer.is_error)
+            if asked:
+                return  # the run waits for the user, with no worker (docs/approvals.md)
         else:
             for call in outcome.calls:
                 results[call.id] = ToolResult(_not_run(limit), is_error=True)
@@ -101,6 +104,57 @@ async def tool_loop(
         "still asked for tools; the reply may be unfinished"
     )
     yield events.error(message, "step_limit")
+
+
+async def _judged_calls(
+    ctx: RunContext, tools: Mapping[str, Tool], calls: Sequence[ToolCall]
+) -> AsyncGenerator[tuple[ToolCall, ToolResult | Event], None]:
+    """The step's calls under the policy (agents/policy.py): a denied call's error result and
+    an asked call's `approval_request` first, in call order; then the allowed calls run."""
+    allowed = []
+    for call in calls:
+        verdict = await _verdict(ctx, tools, call)
+        if verdict.action == "deny":
+            yield call, ToolResult(cap(verdict.reason, ctx.settings.tool_output_chars), True)
+        elif verdict.action == "ask":
+            expires_at = now_ms() + ctx.settings.approval_ttl_seconds * 1000
+            yield (
+                call,
+                events.approval_request(uuid7(), call.id, call.name, call.arguments, expires_at),
+            )
+        else:
+            allowed.append(call)
+    async with aclosing(run_calls(ctx, tools, allowed)) as running:
+        async for item in running:
+            yield item
+
+
+async def _verdict(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) -> Verdict:
+    """The policy's verdict; a call that cannot run anyway is let through to its error."""
+    tool = tools.get(call.name)
+    if tool is None:
+        return ALLOW
+    try:
+        arguments = tool.parse(call.arguments)
+    except ToolArgumentsError:
+        return ALLOW
+    return await judge(ctx, call.name, arguments)
+
+
+async def _decided_calls(
+    ctx: RunContext, tools: Mapping[str, Tool]
+) -> AsyncGenerator[tuple[ToolCall, ToolResult], None]:
+    """The calls the user decided on: a denied one's error result, then the approved ones run."""
+    approved = []
+    for d in ctx.decided:
+        call = ToolCall(d.call_id, d.name, d.arguments)
+        if d.approved:
+            approved.append(call)
+        else:
+            yield call, ToolResult(_denied(d.reason), is_error=True)
+    async with aclosing(run_calls(ctx, tools, approved)) as running:
+        async for item in running:
+            yield item
 
 
 def _name_calls(calls: list[ToolCall], seen: set[str]) -> None:
@@ -131,101 +185,8 @@ def tool_message(call_id: str, result: ToolResult) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": result.content}
 
 
-async def run_calls(
-    ctx: RunContext, tools: Mapping[str, Tool], calls: Sequence[ToolCall]
-) -> AsyncGenerator[tuple[ToolCall, ToolResult], None]:
-    """Run every call at once; yield each with its result as it finishes.
-
-    The calls still running when this generator is cancelled or closed are
-    cancelled and awaited: none outlives it.
-    """
-    tasks = {asyncio.create_task(call_tool(ctx, tools, call)): call for call in calls}
-    pending = set(tasks)
-    try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in (t for t in tasks if t in done):  # in call order
-                yield tasks[task], task.result()
-    finally:
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-
-
-async def call_tool(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
-    """One call's result, capped; every failure of the tool or its arguments is an error result."""
-    limit = ctx.settings.tool_output_chars
-    try:
-        return ToolResult(cap(await _invoke(ctx, tools, call), limit))
-    except _Failed as failed:
-        return ToolResult(cap(str(failed), limit), is_error=True)
-
-
-class _Failed(Exception):
-    """A call that gives the model an error result; the message is that result."""
-
-
-async def _invoke(ctx: RunContext, tools: Mapping[str, Tool], call: ToolCall) -> str:
-    """The tool's output as text; `_Failed` with the error result when there is none."""
-    tool = tools.get(call.name)
-    if tool is None:
-        known = ", ".join(sorted(tools)) or "none"
-        raise _Failed(f"Unknown tool {call.name!r}; the tools are: {known}")
-    try:
-        kwargs = tool.parse(call.arguments)
-    except ToolArgumentsError as exc:
-        raise _Failed(str(exc)) from None
-    if tool.context_parameter is not None:
-        kwargs[tool.context_parameter] = ToolContext(
-            user_id=ctx.user_id,
-            conversation_id=ctx.conversation_id,
-            session_id=ctx.session_id,
-            tool_call_id=call.id,
-            workspace=ctx.workspace,
-            settings=ctx.settings,
-        )
-    timeout = tool.timeout(ctx.settings) if tool.timeout else ctx.settings.tool_timeout_seconds
-    deadline = asyncio.timeout(timeout)
-    try:
-        async with deadline:
-            return await _run(tool, kwargs)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # a stop, or the run's end: not the tool's doing
-        raise _Failed(f"{call.name} failed: it was cancelled") from None
-    except TimeoutError as exc:
-        if deadline.expired():
-            raise _Failed(f"{call.name} timed out after {timeout:g} s") from None
-        raise _Failed(_failure(call, exc)) from None
-    except Exception as exc:
-        raise _Failed(_failure(call, exc)) from None
-
-
-async def _run(tool: Tool, kwargs: dict[str, Any]) -> str:
-    """Call the tool (a sync one in a worker thread); its return value as text (JSON)."""
-    if inspect.iscoroutinefunction(tool.function):
-        value = await tool.function(**kwargs)
-    else:
-        value = await asyncio.to_thread(tool.function, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-    return value if isinstance(value, str) else to_json(value, fallback=str).decode()
-
-
-def _failure(call: ToolCall, exc: BaseException) -> str:
-    logger.info("tool %s (call %s) failed", call.name, call.id, exc_info=exc)
-    return f"{call.name} failed: {type(exc).__name__}: {exc}"
-
-
-def cap(content: str, limit: int) -> str:
-    """`content`, cut to at most `limit` characters with a note saying so."""
-    if len(content) <= limit:
-        return content
-    note = f"\n[truncated: the output had {len(content)} characters]"
-    keep = limit - len(note)
-    return content[:keep] + note if keep > 0 else content[:limit]
+def _denied(reason: str) -> str:
+    return "Not run: the user denied this call" + (f" ({reason})." if reason else ".")
 
 
 def _not_run(limit: int) -> str:

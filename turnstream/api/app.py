@@ -22,7 +22,16 @@ from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
 from turnstream.api.request_context import RequestContext
-from turnstream.api.routes import chat, conversations, fallback, files, root, runs, sessions
+from turnstream.api.routes import (
+    approvals,
+    chat,
+    conversations,
+    fallback,
+    files,
+    root,
+    runs,
+    sessions,
+)
 from turnstream.background import PASS_SECONDS, stop_task
 from turnstream.config import Settings
 from turnstream.embedded import EmbeddedRedis
@@ -185,7 +194,7 @@ def _takes(operation: dict[str, Any], name: str) -> bool:
 def include_routers(app: FastAPI) -> None:
     """Routing tries routes in turn: the polled session endpoints first, the catch-all last."""
     app.include_router(root.router, responses=errors.documented_for_every_route())
-    routers = (sessions, conversations, runs, files, chat, fallback)
+    routers = (sessions, conversations, runs, approvals, files, chat, fallback)
     api_answers = errors.documented_for_every_route(*errors.EVERY_API_ROUTE)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, responses=api_answers)

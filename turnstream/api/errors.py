@@ -49,6 +49,8 @@ from turnstream.api import schemas
 from turnstream.errors import (
     AccessDenied,
     ActiveRunLimit,
+    ApprovalDecided,
+    ApprovalNotFound,
     Conflict,
     CursorExpired,
     DatabaseUnavailable,
@@ -133,6 +135,7 @@ REFUSALS: dict[type[Exception], Documented] = {
     NoBackgroundTask: Documented(404, schemas.ErrorBody, "The conversation keeps no run"),
     NoActiveRun: Documented(404, schemas.ErrorBody, "Nothing is running"),
     FileNotFound: Documented(404, schemas.FileNotFound, "No such file"),
+    ApprovalNotFound: Documented(404, schemas.ApprovalNotFound, "No such approval, or expired"),
     NothingToRegenerate: Documented(400, schemas.ErrorBody, "No user message to answer again"),
     InvalidMessage: Documented(400, schemas.BadInput, "A message that cannot be used"),
     InvalidCursor: Documented(400, schemas.BadInput, "A cursor this run did not send"),
@@ -148,6 +151,9 @@ REFUSALS: dict[type[Exception], Documented] = {
     CursorExpired: Documented(409, schemas.CursorExpired, "A running run's cursor, trimmed"),
     RunEndedFirst: Documented(409, schemas.RunEndedFirst, "The run ended before the stop"),
     PathConflict: Documented(409, schemas.PathConflict, "A file where a folder is, or under one"),
+    ApprovalDecided: Documented(
+        409, schemas.ApprovalDecided, "Decided otherwise before, or the run no longer waits"
+    ),
     RateLimited: Documented(
         429, schemas.RateLimit, "Too many runs started in a minute", ("Retry-After",)
     ),
@@ -291,6 +297,9 @@ def _not_found(exc: NotFound) -> _Answer:
             return _about(404, "No active run", exc.conversation_id)
         case FileNotFound():
             return 404, {"error": "File not found", "path": exc.path}, None
+        case ApprovalNotFound():
+            body = {"error": "Approval not found or expired", "approvalId": exc.approval_id}
+            return 404, body | {"conversationId": exc.conversation_id}, None
     raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 
 
@@ -327,6 +336,16 @@ def _conflict(exc: Conflict) -> _Answer:
             return 409, body, {"X-Session-Id": exc.replaced_session_id}
         case PathConflict():
             body = {"error": "Path conflict", "path": exc.path, "detail": str(exc)}
+            return 409, body, None
+        case ApprovalDecided():
+            ended = exc.approved is None
+            body = {
+                "error": "The run no longer waits" if ended else "Approval already decided",
+                "approvalId": exc.approval_id,
+                "sessionId": exc.session_id,
+                "approved": exc.approved,
+                "detail": str(exc),
+            }
             return 409, body, None
     raise TypeError(f"no HTTP answer for {type(exc).__name__}") from exc
 

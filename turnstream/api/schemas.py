@@ -3,6 +3,9 @@
 The error bodies are what api/errors.py writes, as the OpenAPI document declares
 them: `error` is fixed text a client can match on (and a generated client narrow
 a union by), `detail` is for people.
+
+Length: every body the API answers, in one module, so that the wire shapes are
+read (and changed) in one place.
 """
 
 from __future__ import annotations
@@ -273,4 +276,33 @@ class HeadersTooLarge(BaseModel):
 
 class ServiceUnavailable(BaseModel):
     error: Literal["Redis unavailable", "Database unavailable", "Identity provider unavailable"]
+    detail: str
+
+
+class ApprovalDecision(BaseModel):
+    """The user's answer to an `approval_request`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approved: bool
+    reason: str = Field("", max_length=2000, description="What the model reads when denied")
+
+
+class ApprovalView(BaseModel):
+    approvalId: str
+    approved: bool  # the decision that stands
+    sessionId: str  # the run that goes on (resume it to follow)
+
+
+class ApprovalNotFound(BaseModel):
+    error: Literal["Approval not found or expired"]
+    approvalId: str
+    conversationId: str
+
+
+class ApprovalDecided(BaseModel):
+    error: Literal["Approval already decided", "The run no longer waits"]
+    approvalId: str
+    sessionId: str
+    approved: bool | None
     detail: str

@@ -62,11 +62,14 @@ def invalid_settings(exc: ValidationError) -> list[str]:
 
 def loading_problems(settings: Settings, *, runs_agents: bool, debug: bool = False) -> list[str]:
     """Load the agent and the tools as a run would, and try the sandbox if a tool needs it."""
+    from turnstream.agents.policy import policy_problems
+
     if not runs_agents:
         return []
     problems = [_agent_problem(settings, debug)]
     problems += _tools_problems(settings, debug)
     problems += _mcp_config_problems(settings)
+    problems += policy_problems(settings)
     return [p for p in problems if p is not None]
 
 

@@ -13,7 +13,7 @@ can never both win:
     requeue    a reaper's look at a queued run no worker claimed in time (`chat:queued`)
 
 These seven share `_prelude.lua` (their common KEYS and ARGV, and the helpers
-that write, trim and keep): `_run_script` puts it in front of each one's text.
+that write, trim and keep): `run_script` puts it in front of each one's text.
 Every event gets the next `seq` from the run hash inside the script that
 writes it, so the API, the worker and the reaper can all write to one stream.
 
@@ -40,19 +40,19 @@ from turnstream.live.record import RunRecord
 from turnstream.live.status import Requeue, RunStatus, is_live
 
 
-def _run_script(name: str) -> str:
+def run_script(name: str) -> str:
     """A run script's whole text: the shared `_prelude.lua`, then `<name>.lua`."""
     return lua.load("_prelude") + "\n" + lua.load(name)
 
 
 # Read once, at import.
-_CREATE = _run_script("create")
-_CLAIM = _run_script("claim")
-_APPEND = _run_script("append")
-_HEARTBEAT = _run_script("heartbeat")
-_FINISH = _run_script("finish")
-_REQUEUE = _run_script("requeue")
-_ARCHIVED = _run_script("archived")
+_CREATE = run_script("create")
+_CLAIM = run_script("claim")
+_APPEND = run_script("append")
+_HEARTBEAT = run_script("heartbeat")
+_FINISH = run_script("finish")
+_REQUEUE = run_script("requeue")
+_ARCHIVED = run_script("archived")
 _NEWEST = lua.load("newest")
 _COUNT_START = lua.load("count_start")
 
@@ -90,12 +90,12 @@ class RunState:
         self._newest = redis.register_script(_NEWEST)
         self._count_start = redis.register_script(_COUNT_START)
 
-    def _keys(self, k: RunKeys, *more: str) -> list[str]:
+    def script_keys(self, k: RunKeys, *more: str) -> list[str]:
         """The prelude's KEYS[1..8], then a script's own."""
         prelude = [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
         return [*prelude, keys.QUEUED, *more]
 
-    def _args(self, k: RunKeys, *extra: Any, events: Sequence[Event] = ()) -> list[Any]:
+    def script_args(self, k: RunKeys, *extra: Any, events: Sequence[Event] = ()) -> list[Any]:
         """The prelude's ARGV[1..5], a script's own, then the events as (type, data) pairs."""
         flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.channel, k.sid, *extra]
         for event in events:
@@ -133,7 +133,7 @@ class RunState:
             fields[RunField.ARCHIVED_THROUGH] = "0-0"  # nothing in SQL yet: trim nothing
         queued = events.queued(k.sid)
         mode = "enqueue" if enqueue else "reject"
-        args = self._args(
+        args = self.script_args(
             k,
             json.dumps(fields),
             mode,
@@ -143,7 +143,9 @@ class RunState:
             k.lease_member,
             events=[queued],
         )
-        created, other = await self._create(keys=self._keys(k, keys.user_runs(user_id)), args=args)
+        created, other = await self._create(
+            keys=self.script_keys(k, keys.user_runs(user_id)), args=args
+        )
         if created == -1:
             raise ActiveRunLimit(max_active)
         return bool(created), other or None
@@ -151,8 +153,10 @@ class RunState:
     async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:
         """Take a queued run for `worker` and write `start`; False if it was not queued."""
         start = events.start(worker)
-        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member, events=[start])
-        return bool(await self._claim(keys=self._keys(k), args=args))
+        args = self.script_args(
+            k, worker, _lease_until(lease_seconds), k.lease_member, events=[start]
+        )
+        return bool(await self._claim(keys=self.script_keys(k), args=args))
 
     async def append(
         self, k: RunKeys, events: Sequence[Event], *, batch: int | None = None
@@ -162,8 +166,8 @@ class RunState:
         With `batch` (numbered 1, 2, … by the one writer), sending a batch again is harmless.
         """
         number = "" if batch is None else batch
-        args = self._args(k, number, events=events)
-        _last_id, stop = await self._append(keys=self._keys(k), args=args)
+        args = self.script_args(k, number, events=events)
+        _last_id, stop = await self._append(keys=self.script_keys(k), args=args)
         return bool(stop)
 
     async def heartbeat(self, k: RunKeys, *, worker: str, lease_seconds: float) -> int:
@@ -171,8 +175,8 @@ class RunState:
 
         Returns -1 if the run is no longer `worker`'s, else 1 if a stop was asked, 0 if not.
         """
-        args = self._args(k, worker, _lease_until(lease_seconds), k.lease_member)
-        return int(await self._heartbeat(keys=self._keys(k), args=args))
+        args = self.script_args(k, worker, _lease_until(lease_seconds), k.lease_member)
+        return int(await self._heartbeat(keys=self.script_keys(k), args=args))
 
     async def finish(
         self,
@@ -195,7 +199,7 @@ class RunState:
             message, code = error
             written.append(events.error(message, code))
         written.append(events.end(status.value, message_id))
-        args = self._args(
+        args = self.script_args(
             k,
             status.value,
             error[0] if error else "",
@@ -205,12 +209,14 @@ class RunState:
             keys.DURATIONS_KEPT,
             events=written,
         )
-        ended = await self._finish(keys=self._keys(k), args=args)
+        ended = await self._finish(keys=self.script_keys(k), args=args)
         return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
 
     async def archived(self, k: RunKeys, through: str) -> bool:
         """Note that SQL holds the run's events through id `through`; trim what that frees."""
-        return bool(await self._archived(keys=self._keys(k), args=self._args(k, through)))
+        return bool(
+            await self._archived(keys=self.script_keys(k), args=self.script_args(k, through))
+        )
 
     async def requeue(
         self, k: RunKeys, *, caller: Literal["kick", "look", "all"], give_up_seconds: float
@@ -226,8 +232,8 @@ class RunState:
         waits_for = [RunKeys(k.cid, after).status] if after else []
         now = now_ms()
         line = now - int(give_up_seconds * 1000)
-        args = self._args(k, k.lease_member, now + self.claim_ms, line, caller)
-        return Requeue(int(await self._requeue(keys=self._keys(k, *waits_for), args=args)))
+        args = self.script_args(k, k.lease_member, now + self.claim_ms, line, caller)
+        return Requeue(int(await self._requeue(keys=self.script_keys(k, *waits_for), args=args)))
 
     async def due_queued(self, *, before: int | None, limit: int = 100) -> list[RunKeys]:
         """Up to `limit` queued runs due at `before` (ms) or earlier (None: any), oldest first."""

@@ -1,5 +1,7 @@
 """A run's lifecycle: `queued -> running -> completed | error | cancelled` (SPEC §4).
 
+A running run may wait for approvals (`waiting`) and then be `queued` again.
+
 And what a queued run that no worker claimed in time needs next (`Requeue`).
 """
 
@@ -13,14 +15,17 @@ class RunStatus(enum.StrEnum):
 
     QUEUED = "queued"  # accepted, waiting for a worker (or for the run before it: enqueue)
     RUNNING = "running"  # a worker holds its lease and streams events
+    # The run hash only (task:status stays `running`): no worker; tool calls wait for the
+    # user's approval (live/approvals.py)
+    WAITING = "waiting"
     COMPLETED = "completed"  # the agent finished; the reply is stored
     ERROR = "error"  # the agent failed or its worker died; the partial reply is stored
     CANCELLED = "cancelled"  # stopped; the partial reply is stored
 
     @property
     def active(self) -> bool:
-        """Queued or running: not ended yet."""
-        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+        """Queued, running or waiting: not ended yet."""
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 
 
 def is_live(status: str | None) -> bool:

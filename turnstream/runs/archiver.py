@@ -38,6 +38,7 @@ from turnstream.keys import RunField, RunKeys
 from turnstream.live.client import entries, maybe_text
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
+from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store import archive, runlog
 from turnstream.store.archive import RunEnd
@@ -126,6 +127,25 @@ async def replay(rt: Runtime, k: RunKeys, *, user_id: str) -> list[StreamEntry] 
                 break
             events.append(entry)
     return events if events and events[-1].is_end else None
+
+
+async def so_far(rt: Runtime, k: RunKeys) -> list[StreamEntry]:
+    """Every event the live run `k` has written: what SQL holds of them, then the stream's."""
+    through = maybe_text(await rt.redis.hget(k.run, RunField.ARCHIVED_THROUGH))
+    if through is None or through == "0-0":
+        return entries(await rt.redis.xrange(k.stream))
+    archived = await archive.read(rt.sessions, session_id=k.sid, since=_oldest_kept(rt))
+    last = archived[-1].seq if archived else 0  # SQL may hold a little past `through`
+    tail = entries(await rt.redis.xrange(k.stream, f"({through}", "+"))
+    return archived + [entry for entry in tail if entry.seq > last]
+
+
+async def reply_so_far(rt: Runtime, k: RunKeys) -> Reply:
+    """The live run `k`'s reply as its events make it: what ends or goes on stores it whole."""
+    reply = Reply()
+    for entry in await so_far(rt, k):
+        reply.add(entry.type, entry.data)
+    return reply
 
 
 async def newest(rt: Runtime, cid: str) -> RunRecord | None:

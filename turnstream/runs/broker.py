@@ -158,7 +158,11 @@ async def kick(broker: AsyncBroker, cid: str, sid: str) -> None:
     await task.kiq(cid, sid)
 
 
-def kicker(broker: AsyncBroker) -> Callable[[RunKeys], Awaitable[None]]:
+# Hands a run to a worker on this process's broker (`kick`).
+Kick = Callable[[RunKeys], Awaitable[None]]
+
+
+def kicker(broker: AsyncBroker) -> Kick:
     """`kick` onto `broker`, for the look at late queued runs (runs/requeue.py)."""
 
     async def kick_run(k: RunKeys) -> None:

@@ -26,6 +26,7 @@ async def end_run(
     error: tuple[str, str] | None = None,
     require: RunStatus | None = None,
     lapsed_before: int = 0,
+    replace: bool = False,
 ) -> bool:
     """Store the run's messages, usage and events, then end it: whoever sees `end` has them.
 
@@ -36,6 +37,8 @@ async def end_run(
     may be stale by then, and the run may have ended and its reply been replaced by
     a newer run's regenerate. That is checked while the conversation's row is held,
     which the regenerate's deletion takes too, so no stale reply lands after it.
+    With `replace`, a conditional end does replace them: they are what a run that
+    waited for approvals stored, and `reply` holds all of it (archiver.reply_so_far).
     """
 
     async def still_required() -> bool:
@@ -46,7 +49,7 @@ async def end_run(
         cid=k.cid,
         session_id=k.sid,
         messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
-        keep_existing=require is not None,
+        keep_existing=require is not None and not replace,
         only_if=still_required if require is not None else None,
     )
     if reply.prompt_tokens or reply.completion_tokens:

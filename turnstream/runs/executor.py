@@ -7,6 +7,14 @@ The shape of an execution:
     consume loop: outbox -> Redis, the first event at once, then one batch per window
     watcher beside it: renews the lease, notices a stop, cancels the pull task
     store the run's messages and events in SQL (reply.py, archiver.py), then end the run
+
+A run whose tool calls wait for the user's approval (docs/approvals.md) stores
+what it has, lets go of its worker instead of ending (`_wait`), and is claimed
+again once they are decided: that execution starts from the run's events so far
+and the decisions (`ctx.decided`).
+
+Length: the parts of one execution (pull, write, watch, wait, end) share its
+state; split into modules, they would pass all of it around.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from redis.exceptions import RedisError
 
 from turnstream import events, metrics
 from turnstream.agents.base import AgentEvent, RunContext
-from turnstream.events import EventType
+from turnstream.events import Event, EventType
 from turnstream.keys import RunKeys
 from turnstream.live import tokens
 from turnstream.live.record import RunRecord
@@ -76,6 +84,7 @@ class _Execution:
         self.stop_asked = self.lost = False
         # (message, code) of an `error` the agent yielded: it ends the run as `error`.
         self.agent_error: tuple[str, str] | None = None
+        self.asked: list[Event] = []  # `approval_request`s: written when the run waits
         self.finished = asyncio.Event()
         self.pulling: asyncio.Task[None] | None = None  # the agent's events, into the outbox
         self.woken: asyncio.Future[None] | None = None  # resolved by the next event
@@ -94,6 +103,8 @@ class _Execution:
                 status = RunStatus.CANCELLED
             elif self.agent_error is not None:
                 status, error = RunStatus.ERROR, self.agent_error
+            elif self.asked:
+                status = RunStatus.WAITING
         except asyncio.CancelledError:
             # The worker itself is shutting down: end the run rather than leave it hanging.
             self.finished.set()
@@ -110,11 +121,16 @@ class _Execution:
         if self.lost:
             logger.warning("run %s was taken from this worker (lease lapsed)", self.k.sid)
             return
-        await self._end(status, error)
+        if status is RunStatus.WAITING and await self._wait():
+            return
+        await self._end(RunStatus.CANCELLED if status is RunStatus.WAITING else status, error)
 
     async def _context(self) -> RunContext:
         message, enqueued = await self.rt.runs.question(self.k)
-        if enqueued and self.record.user_message_id:
+        decided = await self.rt.approvals.decisions(self.k)
+        if decided:  # it goes on after waiting: its events so far are its reply so far
+            self.reply = await archiver.reply_so_far(self.rt, self.k)
+        elif enqueued and self.record.user_message_id:
             # An enqueued message joins the conversation only once its turn comes, with
             # the files uploaded until then.
             question = await user_message(
@@ -132,6 +148,7 @@ class _Execution:
             settings=self.rt.settings,
             cancelled=lambda: self.stop_asked,
             workspace=Workspace(self.rt.files, self.k.cid, limits, on_change=self._file_changed),
+            decided=tuple(decided),
         )
 
     async def _file_changed(self, change: FileChange) -> None:
@@ -187,6 +204,8 @@ class _Execution:
         if isinstance(item, str):  # plain reply text: most of a fast model's events
             self.reply.add_text(item)
             self.outbox.add_text(item)
+        elif item.type == EventType.APPROVAL_REQUEST:
+            self.asked.append(item)  # written by the wait script, with the approvals
         elif item.type != EventType.ERROR:
             self.reply.add(item.type, item.data)
             self.outbox.add(item)
@@ -252,14 +271,33 @@ class _Execution:
         if self.pulling is not None:
             self.pulling.cancel()
 
-    async def _end(self, status: RunStatus, error: tuple[str, str] | None) -> None:
-        # What the agent said before the end goes out first, through a short outage too.
+    async def _flush(self) -> None:
+        """What the agent said goes out before the run ends or waits, through a short outage."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.rt.settings.lease_seconds
         while self.outbox and loop.time() < deadline:
             await self._write()
             if self.outbox.unsent:
                 await asyncio.sleep(0.2)
+
+    async def _wait(self) -> bool:
+        """Store the run so far and let it wait for the user's decisions, holding nothing.
+
+        False when it cannot wait (a stop came, or the run is no longer this worker's).
+        """
+        await self._flush()
+        messages = self.reply.messages(
+            RunStatus.WAITING, message_id=self.record.message_id, session_id=self.k.sid
+        )
+        await self.rt.store.save_run(cid=self.k.cid, session_id=self.k.sid, messages=messages)
+        await archiver.save(self.rt, self.k)
+        if not await self.rt.approvals.wait(self.k, worker=self.worker, requests=self.asked):
+            return False
+        logger.info("run %s waits for %d approval(s)", self.k.sid, len(self.asked))
+        return True
+
+    async def _end(self, status: RunStatus, error: tuple[str, str] | None) -> None:
+        await self._flush()
         try:
             await end_run(self.rt, self.k, self.record, status, self.reply, error=error)
         except RedisError as exc:

@@ -22,11 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from turnstream import keys, metrics
 from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
-from turnstream.live.client import entries
 from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
 from turnstream.runs.ending import end_run
-from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 
 logger = logging.getLogger("turnstream.reaper")
@@ -42,9 +40,7 @@ async def reap_once(rt: Runtime) -> int:
         if record is None or not record.status.active:
             await rt.redis.zrem(keys.LEASES, k.lease_member)
             continue
-        reply = Reply()
-        for entry in entries(await rt.redis.xrange(k.stream)):
-            reply.add(entry.type, entry.data)
+        reply = await archiver.reply_so_far(rt, k)
         if await end_run(
             rt,
             k,

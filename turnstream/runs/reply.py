@@ -13,12 +13,15 @@ messages, in order:
 
 A call that never got its result (the run was stopped, failed, or lost its
 worker mid-step) gets a stand-in `tool` message saying so, so that the stored
-transcript is always one a provider accepts. The run's last assistant message
-carries the run's `message_id` (the `end` event's `messageId`) and the run's
-status; a run that wrote no text and called no tool stores one empty assistant
-message under it. Every other message gets a new UUIDv7 and is `complete`,
-except a tool message whose tool failed (`isError`) or that stands in for a
-missing result: `error`, or `cancelled` when the run was stopped.
+transcript is always one a provider accepts. A run that waits for approvals is
+stored `partial` without them: its waiting calls are answered when it goes on
+(store/history.py leaves a call without an answer out of a transcript). The
+run's last assistant message carries the run's `message_id` (the `end` event's
+`messageId`) and the run's status; a run that wrote no text and called no tool
+stores one empty assistant message under it. Every other message gets a new
+UUIDv7 and is `complete`, except a tool message whose tool failed (`isError`) or
+that stands in for a missing result: `error`, or `cancelled` when the run was
+stopped.
 
 The workspace files the run wrote or deleted (`file` events) are stored on its
 last assistant message (`files`: path, size, mediaType, sha256, version, and
@@ -45,6 +48,7 @@ _MESSAGE_STATUS: dict[RunStatus, MessageStatus] = {
     RunStatus.COMPLETED: "complete",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.ERROR: "error",
+    RunStatus.WAITING: "partial",  # stored while it waits for approvals, then replaced
 }
 
 CANCELLED_CALL = "Cancelled: the run was stopped before this tool call returned."
@@ -183,6 +187,8 @@ class Reply:
         out = [
             tool(r.call_id, r.content, "error" if r.is_error else "complete") for r in step.results
         ]
+        if status is RunStatus.WAITING:
+            return out  # its unanswered calls wait for the user: no stand-ins yet
         answered = {r.call_id for r in step.results}
         cancelled = status is RunStatus.CANCELLED
         for call in step.calls:

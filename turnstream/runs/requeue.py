@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +44,8 @@ from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
 from turnstream.keys import RunKeys
 from turnstream.live.status import Requeue, RunStatus
+from turnstream.runs.approving import expire_once
+from turnstream.runs.broker import Kick
 from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
@@ -53,9 +54,6 @@ from turnstream.store.views import NewMessage
 logger = logging.getLogger("turnstream.reaper")
 
 NOT_STARTED = ("No worker took this run in time.", "not_started")
-
-# Hands a run to a worker on this process's broker (runs.broker.kick).
-Kick = Callable[[RunKeys], Awaitable[None]]
 
 
 async def requeue_once(rt: Runtime, kick: Kick | None) -> int:
@@ -153,6 +151,7 @@ async def requeue_forever(
                 all_pending = False
             if loop.time() >= judge_after:
                 await requeue_once(rt, kick)
+                await expire_once(rt, kick)  # approvals no one answered in time
         except (RedisError, SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("queued-run pass failed, retrying: %s", exc)
             if isinstance(exc, RedisError):

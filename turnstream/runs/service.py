@@ -18,6 +18,7 @@ from turnstream.keys import RunKeys
 from turnstream.live.client import maybe_text
 from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus, is_live
+from turnstream.runs import archiver
 from turnstream.runs.broker import kick
 from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
@@ -234,7 +235,16 @@ async def _end_queued(rt: Runtime, k: RunKeys) -> None:
     before = record.multitask_after
     if before and is_live(maybe_text(await rt.redis.get(RunKeys(k.cid, before).status))):
         return
+    if await rt.approvals.decisions(k):  # it waited for approvals and was to go on
+        await _end_waited(rt, k, record, RunStatus.QUEUED)
+        return
     await end_run(rt, k, record, RunStatus.CANCELLED, Reply(), require=RunStatus.QUEUED)
+
+
+async def _end_waited(rt: Runtime, k: RunKeys, record: RunRecord, require: RunStatus) -> None:
+    """Cancel a run that waited for approvals, with no worker: its calls left are `not run`."""
+    reply = await archiver.reply_so_far(rt, k)
+    await end_run(rt, k, record, RunStatus.CANCELLED, reply, require=require, replace=True)
 
 
 async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:
@@ -247,7 +257,9 @@ async def stop_run(rt: Runtime, k: RunKeys) -> RunRecord | None:
     if record is None or not record.status.active:
         return None
     await rt.runs.ask_stop(k)
-    if record.status is RunStatus.QUEUED and await rt.runs.is_prepared(k):
+    if record.status is RunStatus.WAITING:
+        await _end_waited(rt, k, record, RunStatus.WAITING)
+    elif record.status is RunStatus.QUEUED and await rt.runs.is_prepared(k):
         # No worker has it yet: end it here. If one claims it meanwhile, it sees the stop.
         await _end_queued(rt, k)
     await rt.runs.wait_ended(k, within=rt.settings.stop_wait_seconds)

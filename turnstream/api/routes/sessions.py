@@ -31,6 +31,7 @@ router = APIRouter(
 _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     RunStatus.QUEUED: "active",
     RunStatus.RUNNING: "active",
+    RunStatus.WAITING: "active",  # waiting for approvals: still the live run
     RunStatus.COMPLETED: "completed",
     RunStatus.ERROR: "idle",
     RunStatus.CANCELLED: "idle",
