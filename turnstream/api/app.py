@@ -106,7 +106,7 @@ def create_app(
     )
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     add_middleware(app, settings)
-    errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
+    errors.install(app, api_prefixes=(API_PREFIX,), refusal=deps.refusal)
     include_routers(app)
     _finish_document(app)
     return app
