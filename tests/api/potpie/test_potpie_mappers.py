@@ -12,7 +12,7 @@ from potpie_ui import Shown, complete_objects
 
 from turnstream.api.app import create_app
 from turnstream.api.potpie import history, shapes
-from turnstream.api.potpie.stream import Reply
+from turnstream.api.potpie.stream import ReplyChunks
 from turnstream.config import Settings
 from turnstream.keys import RunKeys
 from turnstream.store.views import ConversationView, MessageView
@@ -69,7 +69,7 @@ def test_the_running_reply_is_left_out() -> None:
 
 
 def test_the_stream_carries_text_calls_and_all_the_reasoning_so_far() -> None:
-    reply = Reply(RunKeys("cid", RUN))
+    reply = ReplyChunks(RunKeys("cid", RUN))
     events: list[tuple[str, dict[str, Any]]] = [
         ("queued", {"sessionId": RUN}),
         ("reasoning", {"text": "think"}),

@@ -19,8 +19,8 @@ from servers import Server, create_token
 from turnstream.api.app import create_app
 from turnstream.config import Settings
 
-# About 0.5 s a reply: long enough to leave one midway, short enough for the suite.
-WORDS = 20
+# About 0.75 s a reply: long enough to leave one midway, short enough for the suite.
+WORDS = 30
 DEMO = {"TURNSTREAM_DEMO_WORDS": str(WORDS), "TURNSTREAM_DEMO_DELAY_MS": "25"}
 CALCULATE = '/tool calculator {"expression": "6*7"}'
 

@@ -42,7 +42,7 @@ logger = logging.getLogger("turnstream.api")
 Chunk = dict[str, Any]
 
 
-class Reply:
+class ReplyChunks:
     """The chunks of one reply, built from its run's events in order."""
 
     def __init__(self, k: RunKeys) -> None:
@@ -117,7 +117,7 @@ def reply_stream(
 ) -> EventSourceResponse:
     """The run's reply after `position`, followed live; or, given `archived`, those entries."""
     drain = anyio.Event()  # set when the server shuts down (api/sse.py)
-    reply = Reply(k)
+    reply = ReplyChunks(k)
     body = _live(rt, k, position, reply, drain) if archived is None else _replay(archived, reply)
     return EventSourceResponse(
         metrics.sse_client(body),
@@ -130,7 +130,7 @@ def reply_stream(
 
 
 async def _live(
-    rt: Runtime, k: RunKeys, position: str, reply: Reply, drain: anyio.Event
+    rt: Runtime, k: RunKeys, position: str, reply: ReplyChunks, drain: anyio.Event
 ) -> AsyncIterator[bytes]:
     try:
         async for batch in rt.hub.follow(k, position, stop=drain):
@@ -147,5 +147,5 @@ async def _live(
         yield frames([reply.error("Server shutting down; reload to resume.")])
 
 
-async def _replay(archived: Sequence[StreamEntry], reply: Reply) -> AsyncIterator[bytes]:
+async def _replay(archived: Sequence[StreamEntry], reply: ReplyChunks) -> AsyncIterator[bytes]:
     yield reply.frames(archived)
