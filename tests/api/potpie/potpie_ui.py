@@ -133,6 +133,11 @@ class PotpieUI:
         path = f"/conversations/{cid}/message"
         return self._read("POST", path, leave_after, files=form, params=params)
 
+    def regenerate(self, cid: str) -> Shown:
+        params = {"stream": "true", "background": "true"}
+        path = f"/conversations/{cid}/regenerate"
+        return self._read("POST", path, None, json={"node_ids": []}, params=params)
+
     def stop(self, cid: str) -> httpx.Response:
         return self.call("POST", f"/conversations/{cid}/stop", json={})
 

@@ -2,7 +2,7 @@
 `turnstream serve` with TURNSTREAM_POTPIE_COMPAT=true.
 
 One conversation goes through what a user does in potpie-ui: create, list, open, send
-and see the reply equal to the stored one, a tool call, stop, a reload mid-reply
+and see the reply equal to the stored one, a tool call, regenerate, stop, a reload mid-reply
 (the whole reply shown once), history, rename, delete; another user sees none of it.
 The app `serve` runs, built without the setting, answers every one of those requests 404.
 """
@@ -97,6 +97,16 @@ def _a_tool_call_is_shown(ui: PotpieUI, cid: str) -> None:
     stored = _last_reply(ui, cid)
     assert stored.text == reply.text and "42" in reply.text
     assert stored.tool_calls == {call_id: call}
+    # Regenerate: the same question answered again, in place of that reply.
+    again = ui.regenerate(cid)
+    [(new_id, new_call)] = again.tool_calls.items()
+    assert new_id != call_id and new_call["tool_response"] == "42"
+    *_, question, answer = ui.history(cid)
+    assert (question.text, answer.text, answer.tool_calls) == (
+        CALCULATE,
+        again.text,
+        again.tool_calls,
+    )
 
 
 def _stop_keeps_what_was_shown(ui: PotpieUI, cid: str) -> None:
