@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
 
+    # Compatibility. potpie-ui's shapes under /potpie/api/v1 (api/potpie/, docs/potpie.md);
+    # /api/v1 is the same either way.
+    potpie_compat: bool = False
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, url: str) -> str:

@@ -21,6 +21,7 @@ from turnstream import __version__
 from turnstream.api import deps, errors
 from turnstream.api.auth import TokenCache
 from turnstream.api.header_limit import HeaderLimit
+from turnstream.api.potpie import routes as potpie
 from turnstream.api.request_context import RequestContext
 from turnstream.api.routes import (
     approvals,
@@ -44,6 +45,8 @@ from turnstream.runtime import Runtime
 from turnstream.store.migrate import upgrade
 
 API_PREFIX = "/api/v1"
+# potpie-ui's routes (TURNSTREAM_POTPIE_COMPAT): its base URL is https://host/potpie.
+POTPIE_PREFIX = "/potpie" + API_PREFIX
 
 # OpenAPI links. A new conversation's id goes to every operation that takes `cid` but the
 # two questions about its newest run: it has none yet, and they answer 404.
@@ -115,10 +118,15 @@ def create_app(
     )
     app.state.token_cache = TokenCache(ttl=settings.token_cache_seconds)
     add_middleware(app, settings)
-    errors.install(app, api_prefix=API_PREFIX, refusal=deps.refusal)
-    include_routers(app)
+    errors.install(app, api_prefixes=api_prefixes(settings), refusal=deps.refusal)
+    include_routers(app, potpie_compat=settings.potpie_compat)
     _finish_document(app)
     return app
+
+
+def api_prefixes(settings: Settings) -> tuple[str, ...]:
+    """Where the API's routes are: their input errors come after their 401 and 403."""
+    return (API_PREFIX, POTPIE_PREFIX) if settings.potpie_compat else (API_PREFIX,)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -191,13 +199,18 @@ def _takes(operation: dict[str, Any], name: str) -> bool:
     return any(p["name"] == name for p in operation.get("parameters", []))
 
 
-def include_routers(app: FastAPI) -> None:
-    """Routing tries routes in turn: the polled session endpoints first, the catch-all last."""
+def include_routers(app: FastAPI, *, potpie_compat: bool = False) -> None:
+    """Routing tries routes in turn: the polled session endpoints first, the catch-all last.
+
+    potpie-ui's routes only with `potpie_compat`: else /potpie is an unknown path (404).
+    """
     app.include_router(root.router, responses=errors.documented_for_every_route())
     routers = (sessions, conversations, runs, approvals, files, chat, fallback)
     api_answers = errors.documented_for_every_route(*errors.EVERY_API_ROUTE)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, responses=api_answers)
+    if potpie_compat:
+        app.include_router(potpie.router, prefix=POTPIE_PREFIX)
 
 
 def add_middleware(app: FastAPI, settings: Settings) -> None:

@@ -213,17 +213,17 @@ def _response(entries: list[Documented]) -> dict[str, Any]:
     return response
 
 
-def install(app: FastAPI, *, api_prefix: str, refusal: Refusal) -> None:
-    """Answer errors as above; `refusal` is asked first about input errors under `api_prefix`."""
+def install(app: FastAPI, *, api_prefixes: tuple[str, ...], refusal: Refusal) -> None:
+    """Answer errors as above; `refusal` is asked first about input errors under `api_prefixes`."""
     app.exception_handlers.update(
         {
             TurnstreamError: turnstream_error,
             RedisConnectionError: redis_down,
             RedisTimeoutError: redis_down,
             RequestValidationError: partial(
-                invalid_request, api_prefix=api_prefix, refusal=refusal
+                invalid_request, api_prefixes=api_prefixes, refusal=refusal
             ),
-            StarletteHTTPException: partial(http_error, api_prefix=api_prefix, refusal=refusal),
+            StarletteHTTPException: partial(http_error, api_prefixes=api_prefixes, refusal=refusal),
             ClientDisconnect: client_gone,
             # Starlette answers with this, then re-raises so the server logs the traceback.
             Exception: unexpected,
@@ -369,9 +369,13 @@ async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
 
 
 async def invalid_request(
-    request: Request, exc: RequestValidationError, *, api_prefix: str, refusal: Refusal
+    request: Request,
+    exc: RequestValidationError,
+    *,
+    api_prefixes: tuple[str, ...],
+    refusal: Refusal,
 ) -> JSONResponse:
-    if refused := await _refused_first(request, api_prefix, refusal):
+    if refused := await _refused_first(request, api_prefixes, refusal):
         return refused
     # Only location, message and type: echoing the input could fail to encode.
     errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -379,7 +383,11 @@ async def invalid_request(
 
 
 async def http_error(
-    request: Request, exc: StarletteHTTPException, *, api_prefix: str, refusal: Refusal
+    request: Request,
+    exc: StarletteHTTPException,
+    *,
+    api_prefixes: tuple[str, ...],
+    refusal: Refusal,
 ) -> Response:
     # Routing's 404 and 405 depend only on the path and method: no 401 or 403 first.
     if exc.status_code == 405:
@@ -391,7 +399,10 @@ async def http_error(
         return method_not_allowed(m for m in allowed if m)
     # FastAPI's 400 for a body it cannot parse (JSON that is not UTF-8) comes before
     # the dependencies.
-    if exc.status_code != 404 and (refused := await _refused_first(request, api_prefix, refusal)):
+    refused = None
+    if exc.status_code != 404:
+        refused = await _refused_first(request, api_prefixes, refusal)
+    if refused:
         return refused
     return await http_exception_handler(request, exc)
 
@@ -411,7 +422,7 @@ async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
 
 
 async def _refused_first(
-    request: Request, api_prefix: str, refusal: Refusal
+    request: Request, api_prefixes: tuple[str, ...], refusal: Refusal
 ) -> JSONResponse | None:
     """The 401 or 403 an API request gets before any word about its input, if any.
 
@@ -419,7 +430,7 @@ async def _refused_first(
     without this, a caller with no valid token, or with someone else's conversation,
     would hear about their input first.
     """
-    if not request.url.path.startswith(api_prefix + "/"):
+    if not request.url.path.startswith(tuple(prefix + "/" for prefix in api_prefixes)):
         return None
     refused = await refusal(request)
     return None if refused is None else answer(refused)

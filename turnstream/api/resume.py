@@ -13,6 +13,8 @@ either way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sse_starlette import EventSourceResponse
 
 from turnstream.api.sse import event_stream
@@ -30,6 +32,20 @@ async def resume_stream(
     rt: Runtime, k: RunKeys, *, user_id: str, cursor: str | None
 ) -> EventSourceResponse:
     """The events of `user_id`'s run `k` after `cursor`; raises 404, 400 or 409 as above."""
+    source = await resume_source(rt, k, user_id=user_id, cursor=cursor)
+    return event_stream(rt, k, source.position, archived=source.archived)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a resume reads from: the live stream after `position`, or `archived` entries."""
+
+    position: str
+    archived: list[StreamEntry] | None
+
+
+async def resume_source(rt: Runtime, k: RunKeys, *, user_id: str, cursor: str | None) -> Source:
+    """Where the events of `user_id`'s run `k` after `cursor` are; raises 404, 400 or 409."""
     if len(k.sid) > MAX_SESSION_ID:
         raise SessionNotFound(k.cid)
     record = await rt.runs.get(k)
@@ -50,12 +66,12 @@ async def resume_stream(
     if record is not None:
         resync = await expired(rt.redis, k, position)
         if resync is None:
-            return event_stream(rt, k, position)
+            return Source(position, None)
         if not record.status.active:
             archived = await archiver.replay(rt, k, user_id=user_id)
         if archived is None:
             raise CursorExpired(session_id=k.sid, resync_cursor=resync)
-    return event_stream(rt, k, position, archived=_after(archived or [], position))
+    return Source(position, _after(archived or [], position))
 
 
 def _check_not_past(position: str, last_id: str) -> None:

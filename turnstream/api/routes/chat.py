@@ -109,7 +109,7 @@ async def chat(
         broker,
         cid=body.conversation_id,
         user_id=user.id,
-        content=await _last_user_text(rt, body.conversation_id) if regenerate else body.text,
+        content=await last_user_text(rt, body.conversation_id) if regenerate else body.text,
         multitask=multitask,
         idempotency_key=idempotency_key,
         regenerate=regenerate,
@@ -134,7 +134,8 @@ async def reconnect(rt: RuntimeDep, conversation: ConversationDep) -> Response:
     return await _ui_stream(rt, RunKeys(conversation.id, record.session_id), record.message_id)
 
 
-async def _last_user_text(rt: Runtime, cid: str) -> str:
+async def last_user_text(rt: Runtime, cid: str) -> str:
+    """What a regenerate answers again: the newest user message; NothingToRegenerate if none."""
     loaded = await rt.store.load(cid=cid)
     messages = loaded.messages if loaded else []
     last_user = next((m for m in reversed(messages) if m.role == "user"), None)

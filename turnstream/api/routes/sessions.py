@@ -44,18 +44,22 @@ _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     responses=documented(NoActiveSession),
 )
 async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Response:
-    record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
+    return _json(await newest_session(rt, conversation.id))
+
+
+async def newest_session(rt: Runtime, cid: str) -> ActiveSession:
+    """`active-session`'s body: the conversation's newest run; NoActiveSession if it keeps none."""
+    record = await rt.runs.newest(cid) or await archiver.newest(rt, cid)
     if record is None:
-        raise NoActiveSession(conversation.id)
-    body = ActiveSession(
+        raise NoActiveSession(cid)
+    return ActiveSession(
         sessionId=record.session_id,
         status=_SESSION_STATUS[record.status],
         cursor=record.last_id,
-        conversationId=conversation.id,
+        conversationId=cid,
         startedAt=record.created_at,
         lastActivity=record.last_activity or record.created_at,
     )
-    return _json(body)
 
 
 @router.get(
