@@ -9,6 +9,7 @@ result), which the SDK parses into its message types as usual.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,12 +25,13 @@ from claude_agent_sdk import ClaudeAgentOptions, Transport  # noqa: E402
 
 from turnstream.agents.base import Agent, RunContext  # noqa: E402
 from turnstream.agents.claude import from_claude  # noqa: E402
-from turnstream.events import EventType  # noqa: E402
+from turnstream.events import Event, EventType  # noqa: E402
 
 from .adapter_support import (  # noqa: E402
     cancel_mid_stream,
     first_delta,
     kinds,
+    make_ctx,
     of_type,
     run,
     stored_history,
@@ -350,3 +352,53 @@ async def test_options_may_depend_on_the_run() -> None:
 
     assert text_of(events) == "Hi"
     assert [str(o.cwd) for o in chosen] == ["/srv/chats/user_1"]
+
+
+class AskingClaude(ScriptedClaude):
+    """Also asks the SDK's permission callback about one call first, as Claude Code does for
+    a tool its own rules do not allow; keeps the answers."""
+
+    def __init__(self, script: list[Line], tool: str, arguments: dict[str, Any]) -> None:
+        ask = {"subtype": "can_use_tool", "tool_name": tool, "input": arguments}
+        super().__init__([{"type": "control_request", "request_id": "perm_1", "request": ask}])
+        self.rest = script
+        self.answers: list[dict[str, Any]] = []
+
+    async def write(self, data: str) -> None:
+        message = json.loads(data)
+        if message["type"] == "control_response" and message["response"]["request_id"] == "perm_1":
+            self.answers.append(message["response"]["response"])
+            for line in self.rest:
+                self._out.put_nowait(line)
+            return
+        await super().write(data)
+
+
+@pytest.mark.parametrize(
+    ("rule", "behavior", "says"),
+    [
+        ({"tool_deny": "Bash"}, "deny", "TURNSTREAM_TOOL_DENY"),
+        ({"tool_approval": "Ba*"}, "deny", "cannot wait"),
+        ({"tool_deny": "Write"}, "allow", None),
+    ],
+)
+async def test_the_tool_policy_answers_claude_codes_permission_requests(rule, behavior, says):
+    transports: list[AskingClaude] = []
+
+    def connect(_ctx: RunContext) -> Transport:
+        script = [assistant("msg_1", text("Done.")), result()]
+        transports.append(AskingClaude(script, "Bash", {"command": "rm -r out"}))
+        return transports[-1]
+
+    agent = from_claude(ClaudeAgentOptions(max_turns=4), transport=connect)
+    ctx = make_ctx([user("clean up")])
+    ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=rule))
+    events = [
+        Event(EventType.DELTA, {"text": e}) if isinstance(e, str) else e async for e in agent(ctx)
+    ]
+
+    [answer] = transports[0].answers
+    assert answer["behavior"] == behavior
+    if says is not None:
+        assert says in answer["message"]
+    assert text_of(events) == "Done."

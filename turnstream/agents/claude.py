@@ -25,6 +25,13 @@ rather than as its own tool-use blocks.
 
 Cancelling the run cancels the agent's task: the SDK then stops the program
 (or closes the transport) before the cancellation goes on.
+
+The tool policy (agents/policy.py: TURNSTREAM_TOOL_DENY, _APPROVAL, _POLICY)
+becomes Claude Code's permission callback (`can_use_tool`) unless the options
+bring their own: allowed calls run, denied ones are refused with the reason.
+Claude Code asks only about calls its own rules do not allow already (a tool in
+`allowed_tools` is never asked about), and it cannot wait for a person: a call
+the policy would ask about is refused, saying so (docs/approvals.md).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
     Message,
+    PermissionResultAllow,
+    PermissionResultDeny,
     ResultMessage,
     TextBlock,
     ThinkingBlock,
@@ -48,10 +57,11 @@ from claude_agent_sdk import (
     UserMessage,
     query,
 )
-from claude_agent_sdk.types import StreamEvent
+from claude_agent_sdk.types import StreamEvent, ToolPermissionContext
 
 from turnstream import events
 from turnstream.agents.base import Agent, AgentEvent, RunContext
+from turnstream.agents.policy import judge
 
 __all__ = ["from_claude"]
 
@@ -72,6 +82,7 @@ def from_claude(
     async def run(ctx: RunContext) -> AsyncIterator[AgentEvent]:
         chosen = options(ctx) if callable(options) else options or ClaudeAgentOptions()
         chosen = dataclasses.replace(chosen, include_partial_messages=True)
+        chosen = _with_policy(ctx, chosen)
         stream = query(
             prompt=prompt_of(ctx),
             options=chosen,
@@ -85,6 +96,30 @@ def from_claude(
                     yield item
 
     return run
+
+
+CANNOT_ASK = (
+    "Not run: this call needs the user's approval, and this agent (Claude Code) cannot wait for it."
+)
+
+
+def _with_policy(ctx: RunContext, options: ClaudeAgentOptions) -> ClaudeAgentOptions:
+    """The options with turnstream's tool policy as the permission callback, if one is set."""
+    settings = ctx.settings
+    if options.can_use_tool is not None or not (
+        settings.tool_deny or settings.tool_approval or settings.tool_policy
+    ):
+        return options
+
+    async def can_use_tool(
+        name: str, arguments: dict[str, Any], _context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        verdict = await judge(ctx, name, arguments)
+        if verdict.action == "allow":
+            return PermissionResultAllow()
+        return PermissionResultDeny(message=verdict.reason or CANNOT_ASK)
+
+    return dataclasses.replace(options, can_use_tool=can_use_tool)
 
 
 class _Translator:
