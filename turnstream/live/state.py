@@ -252,7 +252,7 @@ class RunState:
             pipe.hgetall(k.run)
             pipe.xrevrange(k.stream, count=1)
             h, newest = await pipe.execute()
-        if not h:
+        if RunField.SESSION_ID not in h:  # none, or only what a write after it expired left
             return None
         return RunRecord.from_hash(h, StreamEntry.from_redis(*newest[0]) if newest else None)
 
@@ -264,6 +264,8 @@ class RunState:
         if not reply or not reply[0]:
             return None
         flat_hash, newest = reply
+        if RunField.SESSION_ID not in flat_hash[::2]:  # what a write after it expired left
+            return None
         entry = None
         if newest:
             entry_id, flat_fields = newest[0]
