@@ -1,4 +1,4 @@
-"""Approvals that survive anything, across real processes (issue 23's "Done when").
+"""Approvals that survive anything, across real processes.
 
 A run asks about `calculator` (TURNSTREAM_TOOL_APPROVAL) and waits with no
 worker. Then: embedded `serve` is SIGKILLed and started again before the
@@ -16,7 +16,6 @@ import signal
 from collections.abc import Iterator
 
 import httpx
-import pytest
 from helpers import wait_until
 from openai_rules import assert_valid
 from servers import Server
@@ -76,8 +75,9 @@ def _check(asked: dict, seen: list[tuple], rest: list[tuple], messages: list, ap
     assert_valid(to_openai(messages))
 
 
-@pytest.mark.parametrize("approved", [True, False], ids=["approved", "denied"])
-def test_a_waiting_run_goes_on_after_embedded_serve_is_sigkilled(tmp_path, approved):
+def test_waiting_runs_go_on_after_embedded_serve_is_sigkilled(tmp_path):
+    """Two conversations wait when serve dies: one call is approved after the restart, the
+    other denied."""
     env = {
         "TURNSTREAM_REDIS_URL": "",  # embedded: Valkey's append-only file in the data dir
         "TURNSTREAM_DATA_DIR": str(tmp_path / "data"),
@@ -86,23 +86,24 @@ def test_a_waiting_run_goes_on_after_embedded_serve_is_sigkilled(tmp_path, appro
         "TURNSTREAM_TOOL_APPROVAL": "calculator",
         "TURNSTREAM_DEMO_DELAY_MS": "5",
     }
+    waiting = {}
     with Server(env, tmp_path / "serve1.log") as first:
         token = re.search(r"ts_[A-Za-z0-9_-]+", first.output()).group(0)
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(headers=headers, timeout=30) as client:
-            cid = client.post(f"{first.url}/api/v1/conversations").json()["id"]
-            seen = _until_asked(client, first.url, cid)
-            status = client.get(f"{first.url}/api/v1/conversations/{cid}/task-status").json()
-            assert status["isActive"] is True
+            for approved in (True, False):
+                cid = client.post(f"{first.url}/api/v1/conversations").json()["id"]
+                waiting[approved] = cid, _until_asked(client, first.url, cid)
             first.signal(signal.SIGKILL)
             assert first.proc.wait(5) == -signal.SIGKILL
 
     with Server(env, tmp_path / "serve2.log") as second:
         with httpx.Client(headers=headers, timeout=30) as client:
-            status = client.get(f"{second.url}/api/v1/conversations/{cid}/task-status").json()
-            assert status["isActive"] is True  # still waiting: nothing ended it at the start
-            asked, rest, messages = _go_on(client, second.url, cid, seen, approved)
-    _check(asked, seen, rest, messages, approved)
+            for approved, (cid, seen) in waiting.items():
+                status = client.get(f"{second.url}/api/v1/conversations/{cid}/task-status")
+                assert status.json()["isActive"] is True  # nothing ended it at the start
+                asked, rest, messages = _go_on(client, second.url, cid, seen, approved)
+                _check(asked, seen, rest, messages, approved)
 
 
 def test_a_decision_sent_to_api_b_goes_on_for_a_run_started_on_api_a(cluster):
