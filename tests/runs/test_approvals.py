@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -209,3 +210,34 @@ async def test_a_denied_call_never_runs_and_the_model_reads_why(settings, rule):
         result = next(e.data for e in streamed if e.event == "tool_result")
         assert result["isError"] is True and result["content"].startswith("Denied")
         assert streamed[-1].data["status"] == "completed"
+
+
+async def test_a_message_enqueued_behind_a_waiting_run_holds_no_worker_and_runs_after_it(
+    settings, caplog
+):
+    overrides = {"tool_approval": "calculator", "claim_seconds": 0.5, "reaper_interval": 0.2}
+    async with api_for(settings, **overrides) as (client, alice, app):
+        rt = app.state.runtime
+        cid = await _conversation(client, alice)
+        posting = _send(client, alice, cid, SIX_TIMES_SEVEN)
+        k, asked = await _asked(app, cid)
+        url = f"/api/v1/conversations/{cid}/message/?multitask=enqueue"
+        behind = asyncio.create_task(client.post(url, headers=alice, data={"content": "next"}))
+
+        async def enqueued() -> bool:
+            return await rt.redis.get(keys.active(cid)) not in (None, k.sid)
+
+        await eventually(enqueued, timeout=5, what="the enqueued run")
+        # Its task waits one claim window, sees the run ahead waiting for a person, lets go.
+        caplog.set_level(logging.INFO, logger="turnstream.runs")
+        let_go = "waits behind a run that waits for approvals"
+        await eventually(lambda: let_go in caplog.text, timeout=5, what="its task to let go")
+        assert not behind.done()
+        await _decide(client, alice, cid, asked["approvalId"], approved=True)
+        first = parse_sse((await asyncio.wait_for(posting, 15)).text)
+        second = parse_sse((await asyncio.wait_for(behind, 15)).text)
+        assert first[-1].data["status"] == second[-1].data["status"] == "completed"
+        start = next(e for e in second if e.event == "start")
+        assert first[-1].data["ts"] <= start.data["ts"]  # it started after the first ended
+        roles = [m["role"] for m in await _messages(client, alice, cid)]
+        assert roles == ["user", "assistant", "tool", "assistant", "user", "assistant"]

@@ -50,8 +50,9 @@ async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
     if record is None:
         logger.warning("run %s expired before a worker took it", sid)
         return
-    if record.multitask_after:
-        await rt.runs.wait_ended(RunKeys(cid, record.multitask_after))
+    if record.multitask_after and not await _its_turn(rt, RunKeys(cid, record.multitask_after)):
+        logger.info("run %s waits behind a run that waits for approvals: handed out later", sid)
+        return
     if not await rt.runs.claim(k, worker=worker, lease_seconds=rt.settings.lease_seconds):
         logger.info("run %s is %s already: not running it again", sid, record.status)
         return
@@ -62,6 +63,20 @@ async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
         await _Execution(rt, k, record, worker).run()
     finally:
         rt.running.discard(task)
+
+
+async def _its_turn(rt: Runtime, before: RunKeys) -> bool:
+    """Wait for the run `before` (multitask=enqueue) to end; False if it waits for a person.
+
+    A run waiting for approvals may wait for hours: this task does not wait with it.
+    The run stays queued, and the queued-run index hands it out once `before` has
+    ended (runs/requeue.py).
+    """
+    while not await rt.runs.wait_ended(before, within=rt.settings.claim_seconds):
+        ahead = await rt.runs.get(before)
+        if ahead is not None and ahead.status is RunStatus.WAITING:
+            return False
+    return True
 
 
 class _Execution:
