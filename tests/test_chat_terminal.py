@@ -293,3 +293,83 @@ def test_upload_and_files_and_the_files_the_agent_writes_with_their_links(
     again.expect("you> ")
     again.type("/quit\r")
     assert again.wait() == 0
+
+
+# -- approvals: a serve that asks before every calculator and bash call ----------------
+
+SIX_TIMES_SEVEN = '/tool calculator {"expression": "6*7"}'
+ASK_SIX_TIMES_SEVEN = 'Approve calculator {"expression": "6*7"}? [y/N] '
+
+
+@pytest.fixture(scope="module")
+def asking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Another `serve`, whose calculator and bash calls wait for the user; `bash` is the
+    web tests' double (it runs nothing)."""
+    tmp = tmp_path_factory.mktemp("asking")
+    database_url = f"sqlite+aiosqlite:///{tmp}/ts.db"
+    web_tests = str(Path(__file__).parent / "web")
+    server_env = {
+        "TURNSTREAM_REDIS_URL": "",
+        "TURNSTREAM_DATA_DIR": str(tmp / "data"),
+        "TURNSTREAM_DATABASE_URL": database_url,
+        "TURNSTREAM_DEMO_DELAY_MS": "1",
+        "TURNSTREAM_TOOLS": "basic,bash_double:bash",
+        "TURNSTREAM_TOOL_APPROVAL": "calculator,bash",
+        "PYTHONPATH": os.pathsep.join(filter(None, [web_tests, os.environ.get("PYTHONPATH")])),
+    }
+    with Server(server_env, tmp / "serve.log") as server:
+        token = create_token(database_url, "tess")
+        yield {"TURNSTREAM_URL": server.url, "TURNSTREAM_TOKEN": token}
+
+
+def test_a_waiting_call_is_asked_again_after_resume_and_y_runs_it(asking, terminals):
+    terminal, cid = _chat(asking, terminals)
+    terminal.expect("you> ")
+    terminal.type(SIX_TIMES_SEVEN + "\r")
+    terminal.expect(f'[tool call] calculator({{"expression": "6*7"}})\n{ASK_SIX_TIMES_SEVEN}')
+    terminal.type("\x03")  # Ctrl-C: the run waits on no one
+    terminal.expect("[detached: the reply goes on.")
+    assert terminal.wait() == 0
+
+    again, _ = _chat(asking, terminals, "--resume", cid)
+    again.expect("[a reply is running: picking it up]\n[tool call] calculator(")
+    again.expect(ASK_SIX_TIMES_SEVEN)
+    again.type("y\r")
+    again.expect(f"{ASK_SIX_TIMES_SEVEN}y\n[approved]\n[tool result] 42\n6*7 = 42.\nyou> ")
+    with _client(asking) as client:
+        assert client.messages(cid)[-1].content == "6*7 = 42."
+    again.type("/quit\r")
+    assert again.wait() == 0
+
+
+def test_a_question_decided_elsewhere_is_taken_back(asking, terminals):
+    terminal, cid = _chat(asking, terminals)
+    terminal.expect("you> ")
+    terminal.type(SIX_TIMES_SEVEN + "\r")
+    terminal.expect(ASK_SIX_TIMES_SEVEN)
+    with _client(asking) as client:
+        events = client.resume(cid, client.active_session(cid).session_id)
+        asked = next(e.approval_request for e in events if e.approval_request is not None)
+        events.close()
+        client.deny(cid, asked.approval_id, "from the other tab")
+    terminal.expect(f"{ASK_SIX_TIMES_SEVEN}\n[denied: from the other tab]\n[tool error] Not run")
+    terminal.expect("you> ", timeout=10)
+    assert terminal.screen().rstrip().endswith("you>")
+    terminal.type("/quit\r")
+    assert terminal.wait() == 0
+
+
+def test_a_bash_call_is_asked_about_as_its_command_and_no_from_a_pipe_denies_it(asking, tmp_path):
+    script = tmp_path / "messages.txt"
+    script.write_text('/tool bash {"command": "rm -r out"}\nn\n')
+    with script.open() as stdin:
+        result = subprocess.run(
+            [sys.executable, "-m", "turnstream", "chat"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **asking},
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert 'Approve bash "rm -r out"? [y/N] n\n[denied]\n[tool error] Not run' in result.stdout

@@ -22,7 +22,7 @@ NODE_TESTS = Path(__file__).resolve().parent.parent / "node"
 SLOW_DEMO = {"TURNSTREAM_DEMO_WORDS": "40", "TURNSTREAM_DEMO_DELAY_MS": "60"}
 
 
-def test_the_ai_sdk_transport_sends_aborts_reconnects_and_reads_tools(redis_url, tmp_path):
+def test_the_ai_sdk_transport_sends_reconnects_reads_tools_and_approvals(redis_url, tmp_path):
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are not on PATH: the AI SDK test needs Node 20 or newer")
@@ -37,6 +37,7 @@ def test_the_ai_sdk_transport_sends_aborts_reconnects_and_reads_tools(redis_url,
         "TURNSTREAM_DATABASE_URL": database_url,
         "TURNSTREAM_DATA_DIR": str(tmp_path / "data"),
         "TURNSTREAM_TOOLS": "basic,workspace",
+        "TURNSTREAM_TOOL_APPROVAL": "calculator",  # chat.test.js answers it, as useChat would
         **SLOW_DEMO,
     }
     with Server(env, tmp_path / "serve.log") as server:

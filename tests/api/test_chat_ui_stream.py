@@ -183,3 +183,90 @@ def test_frames_are_sse_data_lines_as_the_ai_sdk_writes_them():
     }
     assert raw.count(b"\n") == 2  # a newline in the text stays escaped inside the JSON
     assert DONE == b"data: [DONE]\n\n"
+
+
+# A run whose call waited on the user: asked, decided, then the same run goes on.
+_ASKED = (
+    events.queued("s"),
+    events.start("w"),
+    events.tool_call("c1", "calculator", '{"expression": "6*7"}'),
+    events.approval_request("a1", "c1", "calculator", '{"expression": "6*7"}', 1),
+)
+
+
+def _went_on(*, approved: bool, reason: str = "") -> tuple[events.Event, ...]:
+    result = "42" if approved else "Not run: the user denied this call."
+    return (
+        events.approval("a1", "c1", approved=approved, reason=reason),
+        events.start("w2"),  # the continuation's own `start`: nothing for the client
+        events.tool_result("c1", result, is_error=not approved),
+        events.delta("done"),
+        events.end("completed", "m1"),
+    )
+
+
+def test_an_approved_call_is_asked_answered_and_its_output_follows_in_one_message():
+    chunks = _run(*_ASKED, *_went_on(approved=True))
+    assert chunks == [
+        {"type": "start", "messageId": "m1"},
+        {"type": "start-step"},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "c1",
+            "toolName": "calculator",
+            "input": {"expression": "6*7"},
+        },
+        {"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"},
+        {"type": "tool-approval-response", "approvalId": "a1", "approved": True},
+        {"type": "tool-output-available", "toolCallId": "c1", "output": "42"},
+        {"type": "finish-step"},
+        {"type": "start-step"},
+        {"type": "text-start", "id": "text-0"},
+        {"type": "text-delta", "id": "text-0", "delta": "done"},
+        {"type": "text-end", "id": "text-0"},
+        {"type": "finish-step"},
+        {"type": "finish", "finishReason": "stop"},
+    ]
+
+
+def test_a_denied_call_is_output_denied_with_the_reason_and_no_error_output():
+    chunks = _run(*_ASKED, *_went_on(approved=False, reason="not today"))
+    assert chunks[4:6] == [
+        {
+            "type": "tool-approval-response",
+            "approvalId": "a1",
+            "approved": False,
+            "reason": "not today",
+        },
+        {"type": "tool-output-denied", "toolCallId": "c1"},
+    ]
+    assert "tool-output-error" not in _types(chunks)
+    assert _types(chunks)[-2:] == ["finish-step", "finish"]
+
+
+def test_a_response_pauses_with_finish_tool_calls_while_the_run_waits():
+    stream = UIMessageStream("m1")
+    sent = [c for e in _ASKED for c in stream.feed(e.type.value, e.data)]
+    assert sent[-1] == {"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"}
+    assert stream.awaiting == {"a1"} and stream.requested == {"a1"}
+    assert stream.pause() == [
+        {"type": "finish-step"},
+        {"type": "finish", "finishReason": "tool-calls"},
+    ]
+    assert stream.ended
+
+
+def test_the_answers_response_sends_only_what_follows_the_requests_it_answers():
+    stream = UIMessageStream("m1", after_approvals=frozenset({"a1"}))
+    sent = stream.start()
+    for e in (*_ASKED, *_went_on(approved=True)):
+        sent += stream.feed(e.type.value, e.data)
+    whole = _run(*_ASKED, *_went_on(approved=True))
+    answered = _types(whole).index("tool-approval-response")
+    assert sent == [whole[0], *whole[answered:]]  # `start`, then all after the request
+    assert stream.awaiting == set()
+
+
+def test_a_decision_for_a_request_never_sent_is_left_out():
+    chunks = _run(events.approval("a9", "c9", approved=False, reason=""))
+    assert _types(chunks) == ["start"]

@@ -9,7 +9,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai";
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  lastAssistantMessageIsCompleteWithApprovalResponses,
+  readUIMessageStream,
+} from "ai";
 
 const BASE = required("TURNSTREAM_URL");
 const TOKEN = required("TURNSTREAM_TOKEN");
@@ -229,6 +234,55 @@ test("a message while a run is going is refused (409) as on the native route", a
   await reader.cancel().catch(() => {});
   const message = await assemble(await transport().reconnectToStream({ chatId: cid }));
   assert.equal(textOf(message), (await storedMessage(cid, message.id)).content);
+});
+
+// The server asks before every `calculator` call (TURNSTREAM_TOOL_APPROVAL, set by the
+// Python side): useChat's own approval flow answers it, with the answer sent automatically.
+async function answered(approved, reason) {
+  const cid = await newConversation();
+  const chat = new Chat({
+    id: cid,
+    transport: transport(),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
+  await chat.sendMessage({ text: '/tool calculator {"expression": "6*7"}' });
+  assert.equal(chat.status, "ready", String(chat.error));
+  const asked = chat.messages.at(-1).parts.find((p) => p.type === "tool-calculator");
+  assert.equal(asked?.state, "approval-requested", JSON.stringify(chat.messages.at(-1)));
+  assert.deepEqual(asked.input, { expression: "6*7" });
+  const askedIn = chat.messages.at(-1).id;
+  await chat.addToolApprovalResponse({ id: asked.approval.id, approved, reason });
+  const settled = () => chat.messages.at(-1).parts.find((p) => p.type === "tool-calculator");
+  await until(
+    () => chat.status === "ready" && textOf(chat.messages.at(-1)).length > 0,
+    "the reply after the answer",
+  );
+  assert.equal(chat.error, undefined, String(chat.error));
+  assert.deepEqual(
+    chat.messages.map((m) => m.role),
+    ["user", "assistant"],
+  );
+  const reply = chat.messages[1];
+  assert.equal(reply.id, askedIn); // the answer's response went on in the same message
+  const stored = await storedMessage(cid, reply.id);
+  assert.equal(stored.status, "complete");
+  assert.equal(textOf(reply), stored.content);
+  return { part: settled(), reply, stored };
+}
+
+test("an approved call runs: its output 42, then the reply, in the same message", async () => {
+  const { part, reply } = await answered(true);
+  assert.equal(part.state, "output-available");
+  assert.equal(part.output, "42");
+  assert.equal(part.approval.approved, true);
+  assert.equal(textOf(reply), "6*7 = 42.");
+});
+
+test("a denied call shows as output-denied, and the model goes on", async () => {
+  const { part, reply } = await answered(false, "not today");
+  assert.equal(part.state, "output-denied");
+  assert.deepEqual([part.approval.approved, part.approval.reason], [false, "not today"]);
+  assert.match(textOf(reply), /denied/);
 });
 
 async function until(check, what, timeoutMs = 10_000) {

@@ -9,9 +9,13 @@ text parts are the new message. Every message is still checked to be a UI
 message as OPENAPI_BODY describes it, so that a body the document calls
 invalid is refused. A "submit-message" with a `messageId` is an
 edit of a sent message (useChat's `sendMessage({messageId})`), which the
-stored history cannot follow: 400. For "regenerate-message", `messageId` (the
-reply to replace) is not used: a regenerate always answers the last user
-message again, as `POST …/regenerate` does.
+stored history cannot follow: 400 -- unless it names an assistant message
+whose tool parts carry the user's answers to approval requests (state
+`approval-responded`, `approval: {id, approved, reason?}`): that is how
+useChat's `addToolApprovalResponse` sends them, and the request decides them
+instead of sending a message (routes/chat.py). For "regenerate-message",
+`messageId` (the reply to replace) is not used: a regenerate always answers
+the last user message again, as `POST …/regenerate` does.
 
 Checked in this order, each answer before anything is said about what follows:
 a body that is not a JSON object (400), an `id` the caller does not own (403),
@@ -33,6 +37,7 @@ from turnstream.errors import AccessDenied, InvalidMessage, MessageTooLong
 
 # The whole history comes along with every request; only its newest message is used.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_REASON_CHARS = 2000  # as ApprovalDecision's (POST …/approvals/{id})
 
 _TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "description": "No NUL"}
 _PART = {
@@ -57,7 +62,9 @@ OPENAPI_BODY: dict[str, Any] = {
     "required": True,
     "description": "The AI SDK `DefaultChatTransport` request; `id` is the conversation id. "
     "For `submit-message` the newest of `messages` must be the user's, with text (else "
-    "400), and `messageId` absent or null.",
+    "400), and `messageId` absent or null; or `messageId` names the assistant message "
+    "whose tool parts answer approval requests (`state: approval-responded`, `approval: "
+    "{id, approved, reason?}`), and those answers are decided.",
     "content": {
         "application/json": {
             "schema": {
@@ -69,8 +76,6 @@ OPENAPI_BODY: dict[str, Any] = {
                     "trigger": {"type": "string", "enum": ["submit-message", "regenerate-message"]},
                     "messageId": {"type": ["string", "null"]},
                 },
-                "if": {"properties": {"trigger": {"const": "submit-message"}}},
-                "then": {"properties": {"messageId": {"type": "null"}}},
             },
             "example": {
                 "id": "01a22c69-8d88-7980-940a-0d3026308d1a",
@@ -90,10 +95,20 @@ class Trigger(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ApprovalAnswer:
+    """The user's answer to one approval request, from a tool part's `approval`."""
+
+    approval_id: str
+    approved: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     conversation_id: str
     trigger: Trigger
-    text: str  # the new message ("" for a regenerate)
+    text: str  # the new message ("" for a regenerate, or for answers)
+    answers: tuple[ApprovalAnswer, ...] = ()  # when set, decide these instead of a message
 
 
 async def read_chat_request(
@@ -121,7 +136,11 @@ async def read_chat_request(
     _check_shape(payload)
     if trigger is Trigger.REGENERATE:
         return ChatRequest(cid, trigger, "")
-    if payload.get("messageId") is not None:
+    message_id = payload.get("messageId")
+    if message_id is not None:
+        answers = _approval_answers(payload["messages"], message_id)
+        if answers:
+            return ChatRequest(cid, trigger, "", answers)
         # useChat's sendMessage({messageId}): an edit, which would cut the client's history
         # short while the stored one kept the old turn.
         raise InvalidMessage(
@@ -159,6 +178,42 @@ def _is_part(part: Any) -> bool:
     if "text" not in part:
         return True
     return isinstance(part["text"], str) and "\x00" not in part["text"]
+
+
+def _approval_answers(
+    messages: list[dict[str, Any]], message_id: str
+) -> tuple[ApprovalAnswer, ...]:
+    """The answers in the tool parts of assistant message `message_id`: none for another message."""
+    named = next((m for m in messages if m["id"] == message_id), None)
+    if named is None or named["role"] != "assistant":
+        return ()
+    return tuple(
+        _answer(part.get("approval"))
+        for part in named["parts"]
+        if (part["type"].startswith("tool-") or part["type"] == "dynamic-tool")
+        and part.get("state") == "approval-responded"
+    )
+
+
+def _answer(approval: Any) -> ApprovalAnswer:
+    """A part's `approval`, as addToolApprovalResponse leaves it: {id, approved, reason?}."""
+    reason = approval.get("reason") if isinstance(approval, dict) else None
+    if not (
+        isinstance(approval, dict)
+        and isinstance(approval.get("id"), str)
+        and 0 < len(approval["id"]) <= 64
+        and isinstance(approval.get("approved"), bool)
+        and (reason is None or _fits(reason, MAX_REASON_CHARS))
+    ):
+        raise InvalidMessage(
+            'An "approval-responded" tool part needs "approval": {"id", "approved": true or '
+            f'false, "reason" (up to {MAX_REASON_CHARS} characters)}}.'
+        )
+    return ApprovalAnswer(approval["id"], approval["approved"], reason or "")
+
+
+def _fits(text: Any, max_chars: int) -> bool:
+    return isinstance(text, str) and len(text) <= max_chars and not has_lone_surrogate(text)
 
 
 def _newest_user_text(messages: list[dict[str, Any]]) -> str:

@@ -9,12 +9,17 @@ The `/chat` routes (routes/chat.py) feed each native event (SPEC §5) to a
     delta                     [start-step] [reasoning-end] [text-start] text-delta
     reasoning                 [start-step] [text-end] [reasoning-start] reasoning-delta
     tool_call                 [start-step] [text-end | reasoning-end] tool-input-available
-    tool_result               tool-output-available, or tool-output-error when isError
+    tool_result               tool-output-available, or tool-output-error when isError;
+                              nothing for a denied call (its `approval` said so)
+    approval_request          tool-approval-request {approvalId, toolCallId}
+    approval                  tool-approval-response {approvalId, approved, reason};
+                              tool-output-denied too when denied
     file                      file {url, mediaType}: the signed link; nothing for a deletion
     error                     [text-end | reasoning-end] error {errorText}
     end                       [text-end | reasoning-end] [finish-step] [abort] finish; [DONE]
     (Redis lost mid-stream)   error {errorText}, and no [DONE]: the run goes on; reconnect
     (the server shuts down)   the same
+    (the run waits on calls)  [finish-step] finish "tool-calls"; [DONE] (`pause`, below)
 
 Steps are not in the native events; they are derived from their order. A step
 is text and reasoning, then tool calls, then their results; the next step
@@ -25,6 +30,14 @@ client does not send anything automatically after a stopped run.
 
 Part ids (`text-0`, `reasoning-1`, …) count up within one response, so a
 replay of the same run yields the same chunks.
+
+Approvals follow the AI SDK's own flow: a response ends (`pause`) once the run
+waits on calls the client was asked about, as a `streamText` response ends at
+a `tool-approval-request`; the client's answers come back in the next request,
+and its response continues the same assistant message. So that response must
+not repeat what the client has: `after_approvals` names the approvals it
+answers, and everything through the `approval_request`s they were asked in is
+translated (the state must be the same as a replay's) but not sent.
 """
 
 from __future__ import annotations
@@ -53,9 +66,14 @@ def frame(chunk: Chunk) -> bytes:
 class UIMessageStream:
     """The chunks of one assistant message, built from a run's events in order."""
 
-    def __init__(self, message_id: str) -> None:
+    def __init__(self, message_id: str, *, after_approvals: frozenset[str] = frozenset()) -> None:
         self.message_id = message_id
         self.ended = False
+        self.requested: set[str] = set()  # approval ids asked so far
+        self.awaiting: set[str] = set()  # of those, the ones no `approval` has decided yet
+        self._quiet_until = set(after_approvals)  # nothing is sent until these were asked
+        self._quiet_group = False  # inside the `approval_request`s that asked them
+        self._denied: set[str] = set()  # tool call ids: their error result is not sent
         self._in_step = False
         self._after_result = False  # a tool_result came in this step: the next output starts one
         self._text: str | None = None  # the id of the open text part
@@ -71,6 +89,32 @@ class UIMessageStream:
         """The chunks for one native event (`type_`, its data fields)."""
         if self.ended:
             return []
+        chunks = self._translate(type_, data)
+        return [] if self._quiet(type_, data) else chunks
+
+    def pause(self) -> list[Chunk]:
+        """The end of a response whose run now waits on the user's answers (then `[DONE]`)."""
+        self.ended = True
+        out = self._close_parts()
+        if self._in_step:
+            out.append({"type": "finish-step"})
+        out.append({"type": "finish", "finishReason": "tool-calls"})
+        return out
+
+    def _quiet(self, type_: str, data: Mapping[str, Any]) -> bool:
+        """Whether this event's chunks are what the client already has (`after_approvals`)."""
+        if not self._quiet_until or type_ == EventType.END:
+            return False
+        asked = type_ == EventType.APPROVAL_REQUEST
+        if asked and data.get("approvalId") in self._quiet_until:
+            self._quiet_group = True
+            return True
+        if self._quiet_group and not asked:  # the first event after that group
+            self._quiet_until.clear()
+            return False
+        return True
+
+    def _translate(self, type_: str, data: Mapping[str, Any]) -> list[Chunk]:
         match type_:
             case EventType.DELTA:
                 return self._delta(str(data.get("text", "")))
@@ -80,6 +124,10 @@ class UIMessageStream:
                 return self._tool_call(data)
             case EventType.TOOL_RESULT:
                 return self._tool_result(data)
+            case EventType.APPROVAL_REQUEST:
+                return self._approval_request(data)
+            case EventType.APPROVAL:
+                return self._approval(data)
             case EventType.FILE:
                 if data.get("deleted") or not data.get("url"):
                     return []
@@ -130,8 +178,9 @@ class UIMessageStream:
 
     def _tool_result(self, data: Mapping[str, Any]) -> list[Chunk]:
         call_id = str(data.get("id", ""))
-        if call_id not in self._tool_calls:
-            # The AI SDK fails the whole stream on an output for a call it never saw.
+        if call_id not in self._tool_calls or call_id in self._denied:
+            # The AI SDK fails the whole stream on an output for a call it never saw, and
+            # a denied call's part already says `output-denied`.
             return []
         out = self._close_parts()
         self._after_result = True
@@ -140,6 +189,29 @@ class UIMessageStream:
             out.append({"type": "tool-output-error", "toolCallId": call_id, "errorText": content})
         else:
             out.append({"type": "tool-output-available", "toolCallId": call_id, "output": content})
+        return out
+
+    def _approval_request(self, data: Mapping[str, Any]) -> list[Chunk]:
+        approval_id, call_id = str(data.get("approvalId", "")), str(data.get("toolCallId", ""))
+        if call_id not in self._tool_calls:
+            return []
+        self.requested.add(approval_id)
+        self.awaiting.add(approval_id)
+        return [{"type": "tool-approval-request", "approvalId": approval_id, "toolCallId": call_id}]
+
+    def _approval(self, data: Mapping[str, Any]) -> list[Chunk]:
+        approval_id, call_id = str(data.get("approvalId", "")), str(data.get("toolCallId", ""))
+        if approval_id not in self.requested:
+            return []
+        self.awaiting.discard(approval_id)
+        approved, reason = bool(data.get("approved")), str(data.get("reason") or "")
+        response = {"type": "tool-approval-response", "approvalId": approval_id}
+        out: list[Chunk] = [
+            response | {"approved": approved} | ({"reason": reason} if reason else {})
+        ]
+        if not approved:
+            self._denied.add(call_id)
+            out.append({"type": "tool-output-denied", "toolCallId": call_id})
         return out
 
     def _end(self, status: str) -> list[Chunk]:

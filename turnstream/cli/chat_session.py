@@ -1,7 +1,11 @@
 """`ChatSession`: one `turnstream chat`, from its first request to Ctrl-C (see chat.py).
 
 It runs in asyncio: a reply streams in one task while the keyboard is read in
-another, so that `/stop` can be typed while the reply is on screen.
+another, so that `/stop` can be typed while the reply is on screen. A call that
+waits for the user's approval (`approval_request`) is asked about in a third
+task, one call at a time, so that the stream is still read meanwhile: an
+`approval` event for the call asked about (another tab decided it, or a replay
+of one decided long ago) takes the question back.
 """
 
 from __future__ import annotations
@@ -14,8 +18,16 @@ import sys
 from collections.abc import AsyncGenerator
 from typing import TextIO
 
-from turnstream.cli.chat_terminal import Lines, Screen
-from turnstream.client import ApiError, AsyncClient, ClientError, ConnectionFailed, Event
+from turnstream.cli.chat_terminal import Lines, Screen, question
+from turnstream.client import (
+    ApiError,
+    ApprovalDecided,
+    ApprovalRequest,
+    AsyncClient,
+    ClientError,
+    ConnectionFailed,
+    Event,
+)
 
 HELP = (
     "[/upload PATH… stores files in the conversation, /files lists them, /stop stops a reply, "
@@ -24,6 +36,7 @@ HELP = (
 UPLOAD = "/upload"
 NOT_NOW = "[a reply is streaming: wait for its end, or /stop it]"
 QUIT = ("/quit", "/exit")
+YES = ("y", "yes")
 LAST_MESSAGES = 50  # --resume shows the last exchange: the newest question and what followed
 
 
@@ -40,6 +53,10 @@ class ChatSession:
         self.screen = Screen(out)
         self.cid: str | None = None
         self.streaming = False  # a reply is on screen now (stays set if Ctrl-C ends it)
+        self.pending: dict[str, ApprovalRequest] = {}  # the calls to ask about, in order
+        self.asker: asyncio.Task[None] | None = None  # asks about them, one at a time
+        self.asking: str | None = None  # the approval id of the question on screen
+        self.answer: asyncio.Future[str | None] | None = None  # the line typed for it
 
     async def run(self, resume: str | None) -> None:
         async with AsyncClient(self.url, self.token) as client:
@@ -140,7 +157,8 @@ class ChatSession:
         except ClientError as exc:
             self.screen.note(f"[{exc}]")
         finally:
-            for task in (reply, line):
+            self.pending.clear()
+            for task in (reply, line, self.asker):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -149,7 +167,65 @@ class ChatSession:
     async def _show(self, events: AsyncGenerator[Event, None]) -> None:
         async with contextlib.aclosing(events):
             async for event in events:
+                if event.approval is not None:
+                    self._decided(event.approval.approval_id)
                 self.screen.event(event)
+                if event.approval_request is not None:
+                    self.pending[event.approval_request.approval_id] = event.approval_request
+                    self._keep_asking()
+                if event.type == "end":
+                    self.pending.clear()
+                    self._decided(self.asking)
+
+    def _keep_asking(self) -> None:
+        if self.pending and (self.asker is None or self.asker.done()):
+            self.asker = asyncio.create_task(self._ask_all())
+
+    def _decided(self, approval_id: str | None) -> None:
+        """No need to ask about this call any more: take its question back if it is shown."""
+        if approval_id is None:
+            return
+        self.pending.pop(approval_id, None)
+        if self.asking == approval_id and self.asker is not None:
+            self.asker.cancel()
+            self.asker.add_done_callback(lambda _: self._keep_asking())
+
+    async def _ask_all(self) -> None:
+        while self.pending:
+            request = next(iter(self.pending.values()))
+            self.screen.prompt(question(request))
+            self.asking = request.approval_id
+            try:
+                line = await self._answer()
+            finally:
+                self.asking = self.answer = None
+            self.pending.pop(request.approval_id, None)
+            await self._decide(request, (line or "").strip().lower() in YES)
+
+    async def _answer(self) -> str | None:
+        """The line typed: from the keyboard task while a reply streams on a terminal;
+        read here from a pipe, where no such task runs. None (the input ended) is a no."""
+        if self.lines.interactive:
+            self.answer = asyncio.get_running_loop().create_future()
+            return await self.answer
+        line = await self.lines.get()
+        if line is not None:
+            self.screen.typed(line, echoed=False)
+        return line
+
+    async def _decide(self, request: ApprovalRequest, approved: bool) -> None:
+        try:
+            if approved:
+                await self.client.approve(self._cid, request.approval_id)
+            else:
+                await self.client.deny(self._cid, request.approval_id)
+        except ApprovalDecided as exc:
+            if exc.approved is None:
+                self.screen.note("[not decided: the run no longer waits]")
+            else:
+                self.screen.note(f"[decided already: {'approved' if exc.approved else 'denied'}]")
+        except ClientError as exc:
+            self.screen.note(f"[decision not sent: {_one_line(exc)}]")
 
     async def _typed_while_streaming(self, line: str | None) -> None:
         if line is None or line.strip() in QUIT:
@@ -158,6 +234,8 @@ class ChatSession:
         text = line.strip()
         if text == "/stop":
             await self.stop()
+        elif self.answer is not None and not self.answer.done():
+            self.answer.set_result(text)
         elif text:
             self.screen.note(NOT_NOW)
 

@@ -10,12 +10,13 @@ files on lines of their own.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, TextIO
 
-from turnstream.client import Event, FileChange, FileEntry, FileList, Message
+from turnstream.client import ApprovalRequest, Event, FileChange, FileEntry, FileList, Message
 
 # How a reply that did not complete ends on screen, by its `end` status.
 _ENDINGS = {"cancelled": "[reply stopped]", "error": "[reply failed]"}
@@ -120,6 +121,10 @@ class Screen:
         elif event.type == "tool_result":
             label = "tool error" if event.data.get("isError") else "tool result"
             self.note(f"[{label}] {event.data.get('content')}")
+        elif event.approval is not None:
+            decision = event.approval
+            reason = f": {decision.reason}" if decision.reason else ""
+            self.note("[approved]" if decision.approved else f"[denied{reason}]")
         elif event.type == "file":
             self.file(event.file)
         elif event.type == "error":
@@ -185,6 +190,22 @@ class Screen:
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+def question(request: ApprovalRequest) -> str:
+    """`Approve calculator {"expression": "6*7"}? [y/N] `: the call as the model wrote it,
+    but a bash call as its command (`Approve bash "rm -r out"? [y/N] `), which is what
+    the user judges."""
+    shown = request.arguments
+    try:
+        arguments = json.loads(request.arguments)
+    except ValueError:
+        arguments = None
+    if request.name == "bash" and isinstance(arguments, dict):
+        command = arguments.get("command")
+        if isinstance(command, str):
+            shown = json.dumps(command, ensure_ascii=False)
+    return f"Approve {request.name} {shown}? [y/N] "
 
 
 def described(path: str, nbytes: object, url: str | None = None) -> str:

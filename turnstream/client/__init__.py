@@ -24,6 +24,8 @@ it so): it can be used against any turnstream server.
 from turnstream.client.async_client import AsyncClient
 from turnstream.client.errors import (
     ApiError,
+    ApprovalDecided,
+    ApprovalNotFound,
     ClientError,
     ConnectionFailed,
     CursorExpired,
@@ -35,6 +37,9 @@ from turnstream.client.errors import (
 from turnstream.client.follow import Retry
 from turnstream.client.models import (
     ActiveSession,
+    Approval,
+    ApprovalRequest,
+    ApprovalResult,
     Conversation,
     ConversationPage,
     Event,
@@ -50,6 +55,11 @@ from turnstream.client.sync_client import Client
 __all__ = [
     "ActiveSession",
     "ApiError",
+    "Approval",
+    "ApprovalDecided",
+    "ApprovalNotFound",
+    "ApprovalRequest",
+    "ApprovalResult",
     "AsyncClient",
     "Client",
     "ClientError",

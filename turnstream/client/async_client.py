@@ -21,6 +21,7 @@ from turnstream.client.errors import ConnectionFailed
 from turnstream.client.follow import Follow, Retry
 from turnstream.client.models import (
     ActiveSession,
+    ApprovalResult,
     Conversation,
     ConversationPage,
     Event,
@@ -152,6 +153,17 @@ class AsyncClient:
         """Stop the newest run (or `session_id`); waits until it has ended, within the
         server's stop wait. Nothing running: `ApiError` 404; it ended otherwise first: 409."""
         return await self._call(calls.stop(cid, session_id))
+
+    async def approve(self, cid: str, approval_id: str) -> ApprovalResult:
+        """Let the call an `approval_request` named run (docs/approvals.md). The same
+        decision again is fine; decided the other way first, or the run stopped meanwhile:
+        `ApprovalDecided` (409); no such approval, or it expired: `ApprovalNotFound` (404)."""
+        return await self._call(calls.decide(cid, approval_id, True, ""))
+
+    async def deny(self, cid: str, approval_id: str, reason: str = "") -> ApprovalResult:
+        """Refuse the call: the model reads "Not run: the user denied this call (`reason`)."
+        and goes on. Errors as `approve`'s."""
+        return await self._call(calls.decide(cid, approval_id, False, reason))
 
     # -- the workspace ----------------------------------------------------------------
 

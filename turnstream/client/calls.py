@@ -21,6 +21,7 @@ import httpx
 from turnstream.client.errors import api_error
 from turnstream.client.models import (
     ActiveSession,
+    ApprovalResult,
     Conversation,
     ConversationPage,
     FileEntry,
@@ -161,6 +162,14 @@ def stop(cid: str, session_id: str | None) -> Call[StopResult]:
     if session_id is not None:
         params = {"session_id": session_id}
     return Call("POST", conversation_path(cid, "stop"), _json(StopResult.from_json), params=params)
+
+
+def decide(cid: str, approval_id: str, approved: bool, reason: str) -> Call[ApprovalResult]:
+    body: dict[str, Any] = {"approved": approved}
+    if reason:
+        body["reason"] = reason
+    path = conversation_path(cid, "approvals", approval_id)
+    return Call("POST", path, _json(ApprovalResult.from_json), json=body)
 
 
 def message_opening(cid: str, content: str, multitask: str, key: str) -> Opening:

@@ -5,7 +5,10 @@
      │    ├── CursorExpired     409: the events after the cursor were trimmed; .resync_cursor
      │    ├── InvalidPath       400: not a path the workspace accepts (`..`, absolute, …)
      │    ├── FileNotFound      404: no such file in the workspace; .path
-     │    └── WorkspaceFull     413: over a workspace limit, nothing stored; .limit, .setting
+     │    ├── WorkspaceFull     413: over a workspace limit, nothing stored; .limit, .setting
+     │    ├── ApprovalNotFound  404: no such approval waits (or it expired); .approval_id
+     │    └── ApprovalDecided   409: decided the other way first, or the run no longer
+     │                          waits; .approved (None then), .session_id
      └── ConnectionFailed       the server could not be reached, or the connection broke
           └── StreamBroken      following a run failed, and so did every resume since;
                                 .session_id and .cursor say where to resume by hand
@@ -101,11 +104,36 @@ class WorkspaceFull(ApiError):
         return self._field("setting")
 
 
+class ApprovalNotFound(ApiError):
+    """404: the conversation has no such approval, or it expired (and was denied then)."""
+
+    @property
+    def approval_id(self) -> str | None:
+        return self._field("approvalId")
+
+
+class ApprovalDecided(ApiError):
+    """409: the approval was decided the other way first (`approved` is the decision that
+    stands), or the run no longer waits (`approved` None: it was stopped or ended)."""
+
+    @property
+    def approved(self) -> bool | None:
+        value = self.body.get("approved") if isinstance(self.body, dict) else None
+        return value if isinstance(value, bool) else None
+
+    @property
+    def session_id(self) -> str | None:
+        return self._field("sessionId")
+
+
 # The subclass of ApiError for an answer's status and its `error` text.
 _BY_ERROR: dict[tuple[int, str], type[ApiError]] = {
     (400, "Invalid path"): InvalidPath,
     (404, "File not found"): FileNotFound,
     (413, "Workspace limit reached"): WorkspaceFull,
+    (404, "Approval not found or expired"): ApprovalNotFound,
+    (409, "Approval already decided"): ApprovalDecided,
+    (409, "The run no longer waits"): ApprovalDecided,
 }
 
 

@@ -5,6 +5,9 @@ messages are snake_case on the wire and carry ISO 8601 times, turned into
 `datetime`s here; run and session bodies are camelCase on the wire and carry
 milliseconds since the epoch, kept as `int`s. Fields the server adds later
 are ignored.
+
+Length: one class per kind of answer, each a few lines, and a reader looks
+up any answer here; split, they would only be harder to find.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from urllib.parse import urlsplit
 # The fields every run event has; the others are the event's own (`Event.data`).
 _EVENT_FIELDS = ("seq", "type", "ts")
 FILE = "file"  # the event of a workspace file a run wrote or deleted
+APPROVAL_REQUEST = "approval_request"  # a tool call waits for the user's decision
+APPROVAL = "approval"  # … and was decided
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,13 @@ class Event:
     """One event of a run, as one SSE frame carried it.
 
     `type` is one of queued, start, delta, reasoning, tool_call, tool_result,
-    usage, file, error and end (docs/protocol.md, "Event types"); `data` holds
+    approval_request, approval, usage, file, error and end (docs/protocol.md,
+    "Event types"); `data` holds
     the event's own fields, e.g. `{"text": …}` for a delta or `{"status": …,
     "messageId": …}` for the end. `id` is the cursor: resuming from it yields
     the events after this one. A `file` event's `url` is made a full URL under
     the client's base URL (`Event.file` reads the event as a `FileChange`).
+    `Event.approval_request` and `Event.approval` read those two as typed objects.
     """
 
     id: str
@@ -47,6 +54,16 @@ class Event:
     def file(self) -> FileChange | None:
         """The workspace file a `file` event names; None for the other events."""
         return FileChange.from_json(self.data) if self.type == FILE else None
+
+    @property
+    def approval_request(self) -> ApprovalRequest | None:
+        """The call an `approval_request` event asks about; None for the other events."""
+        return ApprovalRequest.from_json(self.data) if self.type == APPROVAL_REQUEST else None
+
+    @property
+    def approval(self) -> Approval | None:
+        """The decision an `approval` event tells of; None for the other events."""
+        return Approval.from_json(self.data) if self.type == APPROVAL else None
 
     @classmethod
     def from_json(cls, id: str, body: dict[str, Any], base_url: str = "") -> Event:
@@ -81,6 +98,66 @@ class FileChange:
             version=int(body["version"]),
             url=body.get("url"),
             deleted=bool(body.get("deleted", False)),
+        )
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A tool call that waits for the user's decision until `expires_at` (ms): decide it
+    with `approve(cid, approval_id)` or `deny(cid, approval_id, reason)`."""
+
+    approval_id: str
+    tool_call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+    expires_at: int
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ApprovalRequest:
+        return cls(
+            approval_id=body["approvalId"],
+            tool_call_id=body["toolCallId"],
+            name=body["name"],
+            arguments=body["arguments"],
+            expires_at=int(body["expiresAt"]),
+        )
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A call decided: by a user (any tab, any client), or denied when it expired
+    (`reason` "no answer in time")."""
+
+    approval_id: str
+    tool_call_id: str
+    approved: bool
+    reason: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Approval:
+        return cls(
+            approval_id=body["approvalId"],
+            tool_call_id=body["toolCallId"],
+            approved=bool(body["approved"]),
+            reason=body.get("reason") or "",
+        )
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    """The answer to `approve` or `deny`: the decision that stands, and the run that goes on
+    (once every call of its step is decided) in the same session: resume it to follow."""
+
+    approval_id: str
+    approved: bool
+    session_id: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ApprovalResult:
+        return cls(
+            approval_id=body["approvalId"],
+            approved=bool(body["approved"]),
+            session_id=body["sessionId"],
         )
 
 

@@ -25,6 +25,7 @@ from turnstream.events import Event
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.client import maybe_text, members
 from turnstream.live.state import RunState, run_script
+from turnstream.live.status import RunStatus
 
 _WAIT = run_script("wait")
 _DECIDE = run_script("decide")
@@ -87,6 +88,13 @@ class Approvals:
         """The run that asked approval `approval_id` in conversation `cid`, while it is kept."""
         sid = maybe_text(await self.redis.get(keys.approval(cid, approval_id)))
         return RunKeys(cid, sid) if sid else None
+
+    async def waits_on(self, k: RunKeys) -> set[str]:
+        """The approval ids the run waits on now (decided ones included); empty if it does not."""
+        status, asked = await self.redis.hmget(k.run, [RunField.STATUS, RunField.ASKED])
+        if maybe_text(status) != RunStatus.WAITING or not asked:
+            return set()
+        return set(json.loads(maybe_text(asked) or "[]"))
 
     async def decide(
         self, k: RunKeys, approval_id: str | None, *, approved: bool, reason: str

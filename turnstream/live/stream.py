@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -133,7 +133,7 @@ class StreamHub:
 
     async def follow(
         self, k: RunKeys, cursor: str, *, stop: Stop | None = None
-    ) -> AsyncIterator[list[StreamEntry]]:
+    ) -> AsyncGenerator[list[StreamEntry]]:
         """Batches of the entries after `cursor` (exclusive), until `end`.
 
         Also returns once the run has ended (or expired) with nothing newer

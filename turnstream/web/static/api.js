@@ -71,6 +71,9 @@ export const api = {
   conversation: (cid) => call(conversationPath(cid)),
   messages: (cid) => call(conversationPath(cid, "messages"), { params: { limit: 500 } }),
   stop: (cid) => call(conversationPath(cid, "stop"), { method: "POST" }),
+  // A tool call's approval (docs/approvals.md): {approvalId, approved, sessionId}.
+  decide: (cid, approvalId, approved) =>
+    call(conversationPath(cid, "approvals", approvalId), { method: "POST", json: { approved } }),
   // 404 means "no run kept": null.
   activeSession: (cid) => orNull(call(conversationPath(cid, "active-session"))),
   taskStatus: (cid) => orNull(call(conversationPath(cid, "task-status"))),

@@ -96,6 +96,7 @@ export class ConversationView {
 
   addTurn(sessionId) {
     const turn = new TurnView(sessionId);
+    turn.onDecide = (approvalId, approved) => this.decide(approvalId, approved);
     this.log.append(turn.node);
     this.scrollToEnd(true);
     return turn;
@@ -217,6 +218,19 @@ export class ConversationView {
       this.files.refresh();
     }
     if (stick) this.scrollToEnd();
+  }
+
+  // Approve or deny a waiting call: the decision that stands. Decided the other way first (a
+  // second tab) is no error: that decision shows. A run that no longer waits is one.
+  async decide(approvalId, approved) {
+    try {
+      return (await api.decide(this.cid, approvalId, approved)).approved;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 409 && typeof error.body.approved === "boolean") {
+        return error.body.approved;
+      }
+      throw error;
+    }
   }
 
   async reloadHistory(generation) {

@@ -7,6 +7,8 @@
 // assistant message. Model text goes to the page through textContent or renderMarkdown,
 // which escapes it: never as HTML of its own. The files a run wrote or deleted (its `file`
 // events, or its last stored message's `files`) are listed at the end of its turn.
+// A call that waits for the user (`approval_request`, docs/approvals.md) gets a card below
+// it, with Approve and Deny; the `approval` event, whichever tab decided, settles the card.
 
 import { renderMarkdown } from "./markdown.js";
 
@@ -126,6 +128,9 @@ export class TurnView {
     this.node.setAttribute("aria-busy", "true");
     this.steps = [];
     this.calls = new Map(); // call id -> {node, state, result}
+    this.approvals = new Map(); // approval id -> its card
+    // (approvalId, approved) -> a promise of the decision that stands; set by chat.js.
+    this.onDecide = null;
     this.stepOpen = false; // the current step may take more text
     this.sawResult = false; // the current step has a tool result: what follows starts a step
     this.pendingRender = new Set();
@@ -167,6 +172,12 @@ export class TurnView {
         break;
       case "tool_result":
         if (this.setResult(event.id, event.content, event.isError)) this.sawResult = true;
+        break;
+      case "approval_request":
+        this.askApproval(event);
+        break;
+      case "approval":
+        this.settleApproval(event.approvalId, event.approved, event.reason);
         break;
       case "file":
         this.addFile(event);
@@ -220,6 +231,56 @@ export class TurnView {
     if (before) before.replaceWith(node);
     else this.fileList.append(node);
     this.files.set(file.path, node);
+  }
+
+  // The card of a call that waits for the user: what it would run, and Approve / Deny.
+  askApproval({ approvalId, toolCallId, name, arguments: args }) {
+    const call = this.calls.get(toolCallId);
+    if (!call || this.approvals.has(approvalId)) return;
+    const command = name === "bash" && bashCommand(args);
+    const shown = command
+      ? el("pre", { class: "bash-command" }, el("span", { class: "bash-prompt", "aria-hidden": "true", text: "$ " }),
+        document.createTextNode(command.command))
+      : el("pre", { class: "approval-args", text: pretty(args) });
+    const approve = el("button", { type: "button", class: "primary", text: "Approve" });
+    const deny = el("button", { type: "button", class: "danger", text: "Deny" });
+    const outcome = el("p", { class: "approval-outcome", role: "status" });
+    const card = el("div", { class: "approval", role: "group", "aria-label": `Approve ${name}?`, "data-state": "asked" },
+      el("p", { class: "approval-question" }, "Run ", el("span", { class: "tool-name", text: name || "?" }), "?"),
+      shown, el("div", { class: "approval-buttons" }, approve, deny), outcome);
+    card.dataset.approvalId = approvalId;
+    card.call = call;
+    approve.addEventListener("click", () => this.decide(card, true));
+    deny.addEventListener("click", () => this.decide(card, false));
+    call.node.after(card);
+    call.state.textContent = "waiting for approval";
+    this.approvals.set(approvalId, card);
+  }
+
+  async decide(card, approved) {
+    if (!this.onDecide || card.dataset.state !== "asked") return;
+    card.dataset.state = "sending";
+    for (const button of card.querySelectorAll("button")) button.disabled = true;
+    try {
+      const standing = await this.onDecide(card.dataset.approvalId, approved);
+      this.settleApproval(card.dataset.approvalId, standing, "");
+    } catch (error) {
+      if (card.dataset.state !== "sending") return; // settled meanwhile (its `approval` came)
+      card.dataset.state = "asked";
+      for (const button of card.querySelectorAll("button")) button.disabled = false;
+      card.querySelector(".approval-outcome").textContent = `Not sent: ${error.message}`;
+    }
+  }
+
+  // Decided (here, in another tab, or denied when it expired): the card says how, once.
+  settleApproval(approvalId, approved, reason) {
+    const card = this.approvals.get(approvalId);
+    if (!card || ["approved", "denied", "ended"].includes(card.dataset.state)) return;
+    card.dataset.state = approved ? "approved" : "denied";
+    card.querySelector(".approval-buttons").remove();
+    const text = approved ? "Approved" : `Denied${reason ? `: ${reason}` : ""}`;
+    card.querySelector(".approval-outcome").textContent = text;
+    if (card.call.node.dataset.state === "running") card.call.state.textContent = approved ? "running…" : "denied";
   }
 
   setResult(id, content, isError, label) {
@@ -293,6 +354,12 @@ export class TurnView {
         node.dataset.state = "error";
         state.textContent = status === "cancelled" ? "stopped" : missing;
       }
+    }
+    for (const card of this.approvals.values()) {
+      if (card.dataset.state !== "asked" && card.dataset.state !== "sending") continue;
+      card.dataset.state = "ended";
+      card.querySelector(".approval-buttons").remove();
+      card.querySelector(".approval-outcome").textContent = "Not decided: the run ended";
     }
     if (STATUS_TEXT[status] && !(status === "error" && this.statusLine)) {
       this.ensureStatusLine().textContent = STATUS_TEXT[status];
