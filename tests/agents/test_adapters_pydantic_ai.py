@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
@@ -28,6 +29,7 @@ from .adapter_support import (
     cancel_mid_stream,
     first_delta,
     kinds,
+    make_ctx,
     of_type,
     run,
     stored_history,
@@ -234,3 +236,29 @@ async def test_system_messages_of_the_history_reach_the_model(system: str) -> No
         "Answer in French.",
         "Weather?",
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "refusal"),
+    [({"tool_deny": "weath*"}, "TURNSTREAM_TOOL_DENY"), ({"tool_approval": "weather"}, "wait")],
+)
+async def test_the_tool_policy_keeps_a_call_from_running_and_the_model_reads_why(rule, refusal):
+    ran: list[str] = []
+    model = WeatherModel()
+    agent = Agent(FunctionModel(stream_function=model.stream), instructions="Be brief.")
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        ran.append(city)
+        return f"sunny in {city}"
+
+    ctx = make_ctx([user("Weather?")])
+    ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=rule))
+    events = [e async for e in from_pydantic_ai(agent)(ctx)]
+
+    [result] = [e for e in events if not isinstance(e, str) and e.type == EventType.TOOL_RESULT]
+    assert refusal in result.data["content"] and ran == []
+    allowed = [e async for e in from_pydantic_ai(agent)(make_ctx([user("Weather?")]))]
+    assert ran == ["Paris"] and any(
+        not isinstance(e, str) and e.data.get("content") == "sunny in Paris" for e in allowed
+    )

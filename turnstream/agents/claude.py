@@ -61,7 +61,7 @@ from claude_agent_sdk.types import StreamEvent, ToolPermissionContext
 
 from turnstream import events
 from turnstream.agents.base import Agent, AgentEvent, RunContext
-from turnstream.agents.policy import judge
+from turnstream.agents.policy import CANNOT_ASK, has_policy, judge
 
 __all__ = ["from_claude"]
 
@@ -98,17 +98,9 @@ def from_claude(
     return run
 
 
-CANNOT_ASK = (
-    "Not run: this call needs the user's approval, and this agent (Claude Code) cannot wait for it."
-)
-
-
 def _with_policy(ctx: RunContext, options: ClaudeAgentOptions) -> ClaudeAgentOptions:
     """The options with turnstream's tool policy as the permission callback, if one is set."""
-    settings = ctx.settings
-    if options.can_use_tool is not None or not (
-        settings.tool_deny or settings.tool_approval or settings.tool_policy
-    ):
+    if options.can_use_tool is not None or not has_policy(ctx.settings):
         return options
 
     async def can_use_tool(

@@ -56,6 +56,14 @@ def deny(reason: str) -> Verdict:
 Policy = Callable[["RunContext", str, dict[str, Any]], Verdict | Awaitable[Verdict | None] | None]
 
 
+CANNOT_ASK = "Not run: this call needs the user's approval, and this agent cannot wait for it."
+
+
+def has_policy(settings: Settings) -> bool:
+    """Whether any call could be other than allowed: the adapters skip the policy if not."""
+    return bool(settings.tool_deny or settings.tool_approval or settings.tool_policy)
+
+
 async def judge(ctx: RunContext, name: str, arguments: dict[str, Any]) -> Verdict:
     """The verdict on one call of tool `name` with `arguments` (parsed), in the order above."""
     settings = ctx.settings

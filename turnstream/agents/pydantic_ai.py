@@ -22,15 +22,23 @@ agent `instructions`, which it sends on every request.
 
 Cancelling the run cancels the agent's task: leaving `run_stream_events`
 cancels PydanticAI's background run and waits for it to end.
+
+The tool policy (agents/policy.py) wraps the agent's toolsets for the run: an
+allowed call runs, any other returns why it did not (a denial's reason, or that
+this agent cannot wait for the user's approval) as the tool's result, so that
+the model reads it and goes on (docs/approvals.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic_ai import AgentRunResultEvent
+from pydantic_ai import RunContext as ToolRunContext
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -52,9 +60,12 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from pydantic_ai.toolsets import WrapperToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from turnstream import events
 from turnstream.agents.base import Agent, AgentEvent, RunContext
+from turnstream.agents.policy import CANNOT_ASK, has_policy, judge
 
 __all__ = ["from_pydantic_ai"]
 
@@ -79,16 +90,40 @@ def from_pydantic_ai(
         options = dict(run_options)
         if deps is not None:
             options["deps"] = deps(ctx)
-        async with agent.run_stream_events(prompt, message_history=history, **options) as stream:
-            async for event in stream:
-                if isinstance(event, AgentRunResultEvent):
-                    for item in _finish(event):
-                        yield item
-                else:
-                    for item in _translate(event):
-                        yield item
+        with _under_policy(agent, ctx):
+            async with agent.run_stream_events(prompt, message_history=history, **options) as s:
+                async for event in s:
+                    if isinstance(event, AgentRunResultEvent):
+                        for item in _finish(event):
+                            yield item
+                    else:
+                        for item in _translate(event):
+                            yield item
 
     return run
+
+
+def _under_policy(agent: AbstractAgent[Any, Any], ctx: RunContext) -> AbstractContextManager[None]:
+    """The agent's toolsets under the tool policy for this run (none to judge: as they are)."""
+    if not has_policy(ctx.settings):
+        return nullcontext()
+    judged = [_Judged(toolset, ctx) for toolset in agent.toolsets]
+    return agent.override(toolsets=judged, tools=[])  # its own tools are in `toolsets` too
+
+
+@dataclass
+class _Judged(WrapperToolset[Any]):
+    """A toolset of the agent's under turnstream's tool policy, for one run."""
+
+    turn: RunContext
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: ToolRunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        verdict = await judge(self.turn, name, tool_args)
+        if verdict.action == "allow":
+            return await super().call_tool(name, tool_args, ctx, tool)
+        return verdict.reason or CANNOT_ASK
 
 
 def _split(ctx: RunContext) -> tuple[str, list[ModelMessage]]:
