@@ -42,7 +42,7 @@ from turnstream.errors import RedisUnavailable
 from turnstream.events import Event, StreamEntry, dumps
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.admission import RESERVE_WINDOW_MS, Admission
-from turnstream.live.client import maybe_text
+from turnstream.live.client import is_cluster, maybe_text
 from turnstream.live.indexes import Indexes
 from turnstream.live.record import RunRecord
 from turnstream.live.status import Requeue, RunStatus, is_live
@@ -72,7 +72,7 @@ class RunState:
 
     `claim_seconds`: a queued run that could start must be claimed within it (`chat:queued`).
     `archive`: runs are archived to SQL, so the trim keeps what SQL lacks (`archived`).
-    `sharded_pubsub`: notices go out with SPUBLISH (Redis 7+; a cluster), else PUBLISH.
+    Notices go out with SPUBLISH on a cluster (sharded pub/sub, live/notices.py), else PUBLISH.
     """
 
     def __init__(
@@ -83,10 +83,9 @@ class RunState:
         ttl_seconds: int,
         claim_seconds: float = 15.0,
         archive: bool = False,
-        sharded_pubsub: bool = False,
     ) -> None:
         self.redis = redis
-        self.publish = "SPUBLISH" if sharded_pubsub else "PUBLISH"
+        self.publish = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
         self.indexes = Indexes(redis)
         self.admission = Admission(redis, ttl_ms=ttl_seconds * 1000)
         self.maxlen = maxlen
