@@ -11,7 +11,10 @@ run: following 1,000 runs spread over 3 masters takes 3 connections, not 1,000.
 costs every node every run's traffic.)
 
 A subscriber whose connection breaks reconnects and subscribes again; a notice
-lost meanwhile is read back from the stream (the hub's sweep, live/stream.py).
+lost meanwhile is read back from the stream (the hub's sweep, live/stream.py). On
+a cluster a broken connection may be a master gone for good (a failover promoted
+its replica) and a server-sent SUNSUBSCRIBE a slot that moved: the channels then
+move to the master that holds their slot now (`Subscribers.rehome`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import PubSub
@@ -33,6 +36,9 @@ logger = logging.getLogger("turnstream.stream")
 
 # A message as redis-py's PubSub returns it: type, channel, data.
 Deliver = Callable[[dict[str, Any]], None]
+# Told when a subscriber's connection broke (the subscriber), or its server dropped a
+# channel it did not ask to leave (a slot moved: the subscriber and that channel).
+Moved = Callable[["Subscriber", str | None], Awaitable[None]]
 
 
 class Subscriber:
@@ -47,7 +53,11 @@ class Subscriber:
         idle_seconds: float,
         stopping: asyncio.Event,
         owner: Redis | None = None,
+        moved: Moved | None = None,
     ) -> None:
+        self.channels: set[str] = set()  # subscribed, or being subscribed
+        self.retired = False  # its channels moved elsewhere: the reader stops
+        self._moved = moved
         self._pubsub = pubsub
         self._deliver = deliver
         self._sharded = sharded
@@ -72,6 +82,7 @@ class Subscriber:
             await self._owner.aclose()
 
     async def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
         async with self._commands:
             if self._sharded:
                 await self._pubsub.ssubscribe(channel)
@@ -80,6 +91,7 @@ class Subscriber:
         self._subscribed.set()
 
     async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
         async with self._commands:
             if self._sharded:
                 await self._pubsub.sunsubscribe(channel)
@@ -87,7 +99,7 @@ class Subscriber:
                 await self._pubsub.unsubscribe(channel)
 
     async def _listen(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self.retired:
             if not self._pubsub.subscribed:
                 # Woken by the next subscribe: its confirmation (which the follower awaits)
                 # is read at once, not after a poll interval.
@@ -100,9 +112,104 @@ class Subscriber:
             except RedisError as exc:
                 logger.warning("stream notices interrupted: %s; reconnecting", exc)
                 await asyncio.sleep(0.5)
+                await self._move(None)
                 continue
-            if message is not None:
-                self._deliver(message)
+            if message is None:
+                continue
+            channel = str(message["channel"])
+            if message["type"] == "sunsubscribe" and channel in self.channels:
+                await self._move(channel)  # the server dropped it: its slot moved
+                continue
+            self._deliver(message)
+
+    async def _move(self, channel: str | None) -> None:
+        """Ask for this connection's channels (or one) to move; a failure is tried again at
+        the next error (while a failover runs, the cluster may not answer yet)."""
+        if self._moved is None:
+            return
+        try:
+            await self._moved(self, channel)
+        except RedisError as exc:
+            logger.warning("stream notices not moved yet: %s", exc)
+
+
+class Subscribers:
+    """This process's pub/sub connections: one on a single Redis, one per master on a
+    cluster (made when a run it holds is first followed), and which channel is on which."""
+
+    def __init__(
+        self, redis: Redis, deliver: Deliver, *, idle_seconds: float, stopping: asyncio.Event
+    ) -> None:
+        self.redis = redis
+        self.sharded = isinstance(redis, RedisCluster)
+        self._deliver = deliver
+        self._idle_seconds = idle_seconds
+        self._stopping = stopping
+        self._by_node: dict[str, Subscriber] = {}  # by node name ("" on one Redis)
+        self._retired: list[Subscriber] = []  # a lost master's: closed with the rest
+        self._making = asyncio.Lock()  # one new subscriber, or one move, at a time
+
+    async def start(self) -> None:
+        if not self.sharded:
+            await self._add("", self.redis, owned=False)
+
+    async def close(self) -> None:
+        self._stopping.set()
+        for subscriber in [*self._by_node.values(), *self._retired]:
+            await subscriber.close()
+
+    async def subscribe(self, channel: str) -> None:
+        await (await self._for(channel)).subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        for subscriber in list(self._by_node.values()):
+            if channel in subscriber.channels:
+                await subscriber.unsubscribe(channel)
+
+    async def rehome(self, broken: Subscriber, channel: str | None) -> None:
+        """Move `broken`'s channels (or just `channel`) to the masters that hold them now.
+
+        The cluster client's slot map is read again first. Before a failover has promoted
+        a replica the map still names the lost master, and nothing moves yet; the next
+        error asks again.
+        """
+        async with self._making:
+            await cast(RedisCluster, self.redis).nodes_manager.initialize()
+        for name in [channel] if channel else list(broken.channels):
+            target = await self._for(name)
+            if target is not broken:
+                broken.channels.discard(name)
+                await target.subscribe(name)
+        if not broken.channels and broken in self._by_node.values():
+            self._by_node = {n: s for n, s in self._by_node.items() if s is not broken}
+            broken.retired = True  # its reader ends
+            self._retired.append(broken)
+            logger.warning("stream notices moved to the masters that hold them now")
+
+    async def _for(self, channel: str) -> Subscriber:
+        """The connection `channel` is read on: the one, or its slot's master's."""
+        if not self.sharded:
+            return self._by_node[""]
+        async with self._making:
+            name, client = await node_pubsub(cast(RedisCluster, self.redis), channel)
+            if name in self._by_node:
+                await client.aclose()
+                return self._by_node[name]
+            return await self._add(name, client, owned=True)
+
+    async def _add(self, name: str, client: Redis, *, owned: bool) -> Subscriber:
+        subscriber = Subscriber(
+            client.pubsub(),
+            self._deliver,
+            sharded=self.sharded,
+            idle_seconds=self._idle_seconds,
+            stopping=self._stopping,
+            owner=client if owned else None,
+            moved=self.rehome if self.sharded else None,
+        )
+        await subscriber.start()
+        self._by_node[name] = subscriber
+        return subscriber
 
 
 async def node_pubsub(cluster: RedisCluster, channel: str) -> tuple[str, Redis]:

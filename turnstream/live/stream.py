@@ -35,9 +35,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -46,7 +46,7 @@ from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
 from turnstream.keys import RunField, RunKeys
 from turnstream.live.client import entries, is_cluster, maybe_text, text
-from turnstream.live.notices import Subscriber, node_pubsub
+from turnstream.live.notices import Subscribers
 from turnstream.live.status import is_live
 
 logger = logging.getLogger("turnstream.stream")
@@ -99,12 +99,11 @@ class _Follower:
 
 
 class _Channel:
-    __slots__ = ("confirmed", "followers", "heard", "run", "slice", "subscriber")
+    __slots__ = ("confirmed", "followers", "heard", "run", "slice")
 
     def __init__(self, run: str, slice: int) -> None:
         self.run = run  # the run hash: its newest `seq` and its status, for the sweep
         self.slice = slice
-        self.subscriber: Subscriber | None = None  # the connection it is subscribed on
         self.followers: set[_Follower] = set()
         self.confirmed = asyncio.Event()
         self.heard = False  # a notice came since the last sweep: nothing to check
@@ -123,47 +122,21 @@ class StreamHub:
         self.sharded = is_cluster(redis)
         self._heads = redis.register_script(_HEADS)
         self._channels: dict[str, _Channel] = {}
-        self._subscribers: dict[str, Subscriber] = {}  # by node name ("" on one Redis)
-        self._making = asyncio.Lock()  # one new subscriber at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._notices = Subscribers(
+            redis, self._deliver, idle_seconds=idle_seconds, stopping=self._stopping
+        )
         self._joined = 0
 
     async def start(self) -> None:
-        if not self.sharded:
-            await self._add_subscriber("", self.redis, owned=False)
+        await self._notices.start()
         self._tasks = [asyncio.create_task(self._sweep())]
 
     async def close(self) -> None:
         for task in self._tasks:
             await stop_task(task, self._stopping)
-        self._stopping.set()
-        for subscriber in self._subscribers.values():
-            await subscriber.close()
-
-    async def _add_subscriber(self, name: str, client: Redis, *, owned: bool) -> Subscriber:
-        subscriber = Subscriber(
-            client.pubsub(),
-            self._deliver,
-            sharded=self.sharded,
-            idle_seconds=self.idle_seconds,
-            stopping=self._stopping,
-            owner=client if owned else None,
-        )
-        await subscriber.start()
-        self._subscribers[name] = subscriber
-        return subscriber
-
-    async def _subscriber_for(self, channel: str) -> Subscriber:
-        """The connection `channel` is read on: the one, or its slot's master's."""
-        if not self.sharded:
-            return self._subscribers[""]
-        async with self._making:
-            name, client = await node_pubsub(cast(RedisCluster, self.redis), channel)
-            if name in self._subscribers:
-                await client.aclose()
-                return self._subscribers[name]
-            return await self._add_subscriber(name, client, owned=True)
+        await self._notices.close()
 
     async def follow(
         self, k: RunKeys, cursor: str, *, stop: Stop | None = None
@@ -226,12 +199,8 @@ class StreamHub:
         channel.followers.add(follower)
         # Shielded: if this follower's client goes away now, the others that join the
         # channel meanwhile still need the subscription.
-        await asyncio.shield(self._subscribe(channel, name))
+        await asyncio.shield(self._notices.subscribe(name))
         return channel
-
-    async def _subscribe(self, channel: _Channel, name: str) -> None:
-        channel.subscriber = await self._subscriber_for(name)
-        await channel.subscriber.subscribe(name)
 
     async def _leave(self, name: str, follower: _Follower) -> None:
         channel = self._channels.get(name)
@@ -240,9 +209,8 @@ class StreamHub:
         channel.followers.discard(follower)
         if not channel.followers:
             del self._channels[name]
-            if channel.subscriber is not None:
-                with contextlib.suppress(RedisError):
-                    await asyncio.shield(channel.subscriber.unsubscribe(name))
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self._notices.unsubscribe(name))
 
     def _deliver(self, message: dict[str, Any]) -> None:
         """A message a subscriber read: a confirmation, or a notice for the run's followers."""
