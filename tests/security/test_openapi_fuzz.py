@@ -43,8 +43,13 @@ DOCUMENTED_400: dict[str, dict[str, tuple[str, ...] | None]] = {
     # The conversation's state: it has no user message yet.
     "regenerate": {"Nothing to regenerate": None},
     # Ditto; and the newest of `messages` must be the user's, with text: JSON Schema
-    # cannot single out an array's last item.
-    "chat": {"Nothing to regenerate": None, "Invalid message": ("newest message", "empty")},
+    # cannot single out an array's last item. A `messageId` must name the assistant
+    # message whose tool parts answer approval requests (else it is an edit): nor can
+    # it say that one field names an item of another.
+    "chat": {
+        "Nothing to regenerate": None,
+        "Invalid message": ("newest message", "empty", "Editing a sent message"),
+    },
     # A cursor past the run's newest event: the schema knows no run.
     "resume": {"Invalid cursor": ("past this run", "stream entry id")},
     "resume_post": {"Invalid cursor": ("past this run", "stream entry id")},
