@@ -25,6 +25,9 @@ class EventType(enum.StrEnum):
     TOOL_RESULT = "tool_result"  # {"id", "content", "isError"}
     USAGE = "usage"  # {"prompt_tokens", "completion_tokens"}
     FILE = "file"  # {"path", "size", "mediaType", "sha256", "version", "url", "deleted"?}
+    # {"summarizedThrough", "tokensBefore", "tokensAfter", "model"} or, when the summary
+    # failed, {"summarizedThrough": null, "droppedThrough", "error", ...}: context/compaction.py
+    COMPACTION = "compaction"
     ERROR = "error"  # {"message", "code"}
     END = "end"  # {"status", "messageId"}: always the last event, exactly once
 
@@ -73,6 +76,30 @@ def file(entry: dict[str, Any], url: str | None, *, deleted: bool = False) -> Ev
     fields = ("path", "size", "mediaType", "sha256", "version")
     data = {name: entry[name] for name in fields} | {"url": url}
     return Event(EventType.FILE, data | {"deleted": True} if deleted else data)
+
+
+def compaction(
+    *,
+    tokens_before: int,
+    tokens_after: int,
+    summarized_through: str | None = None,
+    model: str | None = None,
+    dropped_through: str | None = None,
+    error: str | None = None,
+) -> Event:
+    """The history was compacted before the agent ran: the oldest turns, through message
+    `summarized_through`, are a stored summary now (written by `model`; None: a note), or,
+    when the summary failed (`error`), left out of this turn through `dropped_through`."""
+    data: dict[str, Any] = {
+        "summarizedThrough": summarized_through,
+        "tokensBefore": tokens_before,
+        "tokensAfter": tokens_after,
+    }
+    if dropped_through is None:
+        data["model"] = model
+    else:
+        data |= {"droppedThrough": dropped_through, "error": error}
+    return Event(EventType.COMPACTION, data)
 
 
 def error(message: str, code: str) -> Event:

@@ -15,6 +15,10 @@ not JSON or fail validation, or a name no tool has, becomes a `tool_result` with
 `isError` that the model reads and may act on. An unknown name never calls
 anything. Output is capped at TURNSTREAM_TOOL_OUTPUT_CHARS characters.
 
+A model step that raises `ContextTooLong` before its first event (the model
+said its input is too long) is tried once more on `ctx.refit(messages)`; a
+second refusal ends the run with code `context_length_exceeded`.
+
 Stopping a run cancels the task that pulls this generator (or closes it): the
 calls still running are cancelled and awaited before it goes on, so no task
 outlives the run. A sync tool runs in a worker thread, which cannot be
@@ -35,7 +39,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from turnstream import events
-from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.base import AgentEvent, ContextTooLong, RunContext
 from turnstream.agents.tools import Tool, ToolArgumentsError, ToolContext
 from turnstream.ids import uuid7
 
@@ -76,9 +80,12 @@ async def tool_loop(
     seen: set[str] = set()
     for step in range(1, limit + 1):
         outcome = StepOutcome()
-        async with aclosing(model_step(messages, outcome)) as stream:
-            async for event in stream:
+        try:
+            async for event in _step(ctx, model_step, messages, outcome):
                 yield event
+        except ContextTooLong as exc:
+            yield events.error(str(exc), "context_length_exceeded")
+            return
         if not outcome.calls:
             return
         _name_calls(outcome.calls, seen)
@@ -101,6 +108,28 @@ async def tool_loop(
         "still asked for tools; the reply may be unfinished"
     )
     yield events.error(message, "step_limit")
+
+
+async def _step(
+    ctx: RunContext, model_step: ModelStep, messages: list[dict[str, Any]], outcome: StepOutcome
+) -> AsyncGenerator[AgentEvent, None]:
+    """One model step; refused as too long before any event, once more on a tighter fit
+    (`messages` is replaced in place, so the later steps build on it)."""
+    for attempt in (1, 2):
+        produced = False
+        try:
+            async with aclosing(model_step(messages, outcome)) as stream:
+                async for event in stream:
+                    produced = True
+                    yield event
+            return
+        except ContextTooLong:
+            if attempt == 2 or produced or ctx.refit is None:
+                raise
+            logger.warning(
+                "run %s: the model found its input too long; retrying tighter", ctx.session_id
+            )
+            messages[:] = ctx.refit(messages)
 
 
 def _name_calls(calls: list[ToolCall], seen: set[str]) -> None:

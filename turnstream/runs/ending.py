@@ -14,6 +14,7 @@ from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
+from turnstream.store.context import note_context
 
 
 async def end_run(
@@ -56,6 +57,8 @@ async def end_run(
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
         )
+    if reply.first_prompt_tokens:  # calibrates the next turns' token estimate (context/)
+        await note_context(rt.sessions, session_id=k.sid, tokens=reply.first_prompt_tokens)
     await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
     ended_at = await rt.runs.finish(
         k,
