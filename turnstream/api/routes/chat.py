@@ -39,6 +39,7 @@ from turnstream.keys import RunKeys
 from turnstream.live.stream import expired
 from turnstream.runs.service import Multitask, start_run
 from turnstream.runtime import Runtime
+from turnstream.store.context import last_user_message
 
 logger = logging.getLogger("turnstream.api")
 
@@ -135,9 +136,7 @@ async def reconnect(rt: RuntimeDep, conversation: ConversationDep) -> Response:
 
 
 async def _last_user_text(rt: Runtime, cid: str) -> str:
-    loaded = await rt.store.load(cid=cid)
-    messages = loaded.messages if loaded else []
-    last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+    last_user = await last_user_message(rt.sessions, cid=cid)
     if last_user is None:
         raise NothingToRegenerate(cid)
     return last_user.content or ""
