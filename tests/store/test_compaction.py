@@ -12,10 +12,14 @@ from turnstream.context.budget import budget
 from turnstream.context.compaction import prepare
 from turnstream.context.summary import SUMMARY_HEADING
 from turnstream.store.chats import ChatStore
-from turnstream.store.context import latest_summary
+from turnstream.store.context import Summary, window
 from turnstream.store.views import NewMessage
 
 SETTINGS = Settings(context_tokens=3_000, reserve_tokens=500, summary_tokens=200)
+
+
+async def latest_summary(sessions: async_sessionmaker[AsyncSession], cid: str) -> Summary | None:
+    return (await window(sessions, cid=cid, enough=lambda _read: True)).summary
 
 
 class Summariser:
@@ -73,7 +77,7 @@ async def test_a_compaction_is_stored_once_and_reused_by_later_turns(
     assert first.event is not None and len(summarise.requests) == 1
     data = first.event.data
     assert data["tokensBefore"] > budget(SETTINGS) >= data["tokensAfter"]
-    stored = await latest_summary(sessions, cid=cid)
+    stored = await latest_summary(sessions, cid)
     assert stored is not None and stored.content == "summary number 1"
     assert (data["summarizedThrough"], data["model"]) == (stored.through_message_id, "gpt-4o-mini")
     assert first.history[0] == {"role": "system", "content": f"{SUMMARY_HEADING}\nsummary number 1"}
@@ -115,7 +119,7 @@ async def test_a_failed_summary_leaves_the_oldest_turns_out_and_stores_nothing(
     data = prepared.event.data
     assert data["summarizedThrough"] is None and "the model is down" in data["error"]
     assert data["droppedThrough"] and data["tokensAfter"] <= budget(SETTINGS)
-    assert await latest_summary(sessions, cid=cid) is None
+    assert await latest_summary(sessions, cid) is None
     assert prepared.history[0]["role"] == "user"
     assert prepared.history[-1] == {"role": "user", "content": "the newest question"}
     assert_valid(prepared.history)
@@ -131,7 +135,7 @@ async def test_without_a_model_the_summary_is_a_stored_note(
     prepared = await prepare(sessions, cid=cid, settings=SETTINGS, summarise=None)
 
     assert prepared.event is not None and prepared.event.data["model"] is None
-    stored = await latest_summary(sessions, cid=cid)
+    stored = await latest_summary(sessions, cid)
     assert stored is not None and stored.model is None
     assert "earlier messages are not shown here" in prepared.history[0]["content"]
     assert prepared.event.data["tokensAfter"] <= budget(SETTINGS)

@@ -64,18 +64,15 @@ async def prepare(
 ) -> Prepared:
     """The conversation's history for its next run, fitted to the budget."""
     limit = budget.budget(settings)
-    summary = await stored.latest_summary(sessions, cid=cid)
-    ratio = budget.scale(await stored.calibration(sessions, cid=cid))
     load_chars = limit * _LOAD_CHARS_PER_TOKEN
 
     def enough(newest_first: list[Any]) -> bool:
         return sum(len(m.content or "") for m in newest_first) > load_chars
 
-    messages = await stored.newest_messages(
-        sessions, cid=cid, after_sequence=summary.through_sequence if summary else -1, enough=enough
-    )
+    loaded = await stored.window(sessions, cid=cid, enough=enough)
+    summary = loaded.summary
     lead = [summary_message(summary)] if summary else []
-    fitting = Fitting(lead, stored_turns(messages), ratio)
+    fitting = Fitting(lead, stored_turns(loaded.messages), budget.scale(loaded.calibration))
     before = fitting.tokens()
     if before > limit:
         fitting.cut_tool_results(

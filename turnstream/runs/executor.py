@@ -36,7 +36,6 @@ from turnstream.runs.ending import end_run
 from turnstream.runs.outbox import Outbox
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
-from turnstream.store.context import note_context
 from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
 
 logger = logging.getLogger("turnstream.runs")
@@ -158,7 +157,7 @@ class _Execution:
         )
         if prepared.event is not None:
             self._add(prepared.event)
-        await note_context(sessions, session_id=self.k.sid, estimate=prepared.estimate)
+        self.reply.context_estimate = prepared.estimate  # stored with the run's end
         return prepared.history
 
     async def _file_changed(self, change: FileChange) -> None:

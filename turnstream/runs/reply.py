@@ -79,6 +79,7 @@ class Reply:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.first_prompt_tokens = 0
+        self.context_estimate: int | None = None  # of the history the agent was given
         self._step_of_call: dict[str, _Step] = {}  # every call of the run stored, by id
         self._called: set[str] = set()  # every call id the run sent, stored or not
         self._answered: set[str] = set()

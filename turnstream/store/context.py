@@ -2,9 +2,9 @@
 
 Every read here costs what the answer holds, not what the conversation holds:
 messages are read newest first through the `(conversation_id, sequence)` index
-and only back to the stored summary (or until the caller has enough); the
-newest summary, a message by id, the last user message and the newest runs
-are each one index lookup.
+and only back to the stored summary (or until the caller has enough), in the
+session that found the summary and then the newest runs' token counts; a
+message by id and the last user message are each one index lookup.
 """
 
 from __future__ import annotations
@@ -35,7 +35,24 @@ class Summary:
     model: str | None
 
 
-async def latest_summary(sessions: async_sessionmaker[AsyncSession], *, cid: str) -> Summary | None:
+@dataclass(frozen=True)
+class Window:
+    """What a run's history is made of: the newest summary, the messages after it (read
+    back until the caller had enough), and the newest run's (estimate, measured) tokens."""
+
+    summary: Summary | None
+    messages: list[MessageView]
+    calibration: tuple[int, int] | None
+
+
+async def window(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    cid: str,
+    enough: Callable[[list[MessageView]], bool],
+) -> Window:
+    """The newest summary, then the messages after it: newest first, a page at a time,
+    until none are left or `enough(the messages read so far, newest first)`; in order."""
     async with sessions() as db:
         row = await db.scalar(
             select(ContextSummary)
@@ -43,7 +60,27 @@ async def latest_summary(sessions: async_sessionmaker[AsyncSession], *, cid: str
             .order_by(ContextSummary.through_sequence.desc())
             .limit(1)
         )
-    return None if row is None else _summary(row)
+        summary = None if row is None else _summary(row)
+        after = summary.through_sequence if summary else -1
+        newest_first: list[MessageView] = []
+        while True:
+            below = newest_first[-1].sequence if newest_first else None
+            page = await _page(db, cid, after, below)
+            newest_first += page
+            if len(page) < _PAGE or enough(newest_first):
+                break
+        return Window(summary, newest_first[::-1], await _calibration(db, cid))
+
+
+async def _page(db: AsyncSession, cid: str, after: int, below: int | None) -> list[MessageView]:
+    """Up to a page of messages after sequence `after` (and before `below`), newest first;
+    read as plain rows (no ORM objects to build)."""
+    table = Message.__table__
+    query = select(table).where(table.c.conversation_id == cid, table.c.sequence > after)
+    if below is not None:
+        query = query.where(table.c.sequence < below)
+    rows = await db.execute(query.order_by(table.c.sequence.desc()).limit(_PAGE))
+    return [MessageView.model_validate(dict(r._mapping)) for r in rows]
 
 
 async def save_summary(
@@ -68,32 +105,6 @@ async def save_summary(
     return _summary(row)
 
 
-async def newest_messages(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    cid: str,
-    after_sequence: int,
-    enough: Callable[[list[MessageView]], bool],
-) -> list[MessageView]:
-    """The messages after `after_sequence`, in order: read newest first, a page at a time,
-    until there are none left or `enough(the messages read so far, newest first)`."""
-    newest_first: list[MessageView] = []
-    below: int | None = None
-    async with sessions() as db:
-        while True:
-            query = select(Message).where(
-                Message.conversation_id == cid, Message.sequence > after_sequence
-            )
-            if below is not None:
-                query = query.where(Message.sequence < below)
-            rows = list(await db.scalars(query.order_by(Message.sequence.desc()).limit(_PAGE)))
-            newest_first += [MessageView.model_validate(r) for r in rows]
-            if len(rows) < _PAGE or enough(newest_first):
-                break
-            below = rows[-1].sequence
-    return newest_first[::-1]
-
-
 async def message(
     sessions: async_sessionmaker[AsyncSession], *, cid: str, message_id: str
 ) -> MessageView | None:
@@ -115,17 +126,14 @@ async def last_user_message(
     return None if row is None else MessageView.model_validate(row)
 
 
-async def calibration(
-    sessions: async_sessionmaker[AsyncSession], *, cid: str
-) -> tuple[int, int] | None:
+async def _calibration(db: AsyncSession, cid: str) -> tuple[int, int] | None:
     """(estimate, measured prompt tokens) of the newest of the last few runs that has both."""
-    async with sessions() as db:
-        rows = await db.execute(
-            select(Run.context_estimate, Run.context_tokens)
-            .where(Run.conversation_id == cid)
-            .order_by(Run.created_at.desc())
-            .limit(_CALIBRATION_RUNS)
-        )
+    rows = await db.execute(
+        select(Run.context_estimate, Run.context_tokens)
+        .where(Run.conversation_id == cid)
+        .order_by(Run.created_at.desc())
+        .limit(_CALIBRATION_RUNS)
+    )
     for estimate, tokens in rows:
         if estimate and tokens:
             return estimate, tokens
@@ -133,17 +141,15 @@ async def calibration(
 
 
 async def note_context(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    session_id: str,
-    estimate: int | None = None,
-    tokens: int | None = None,
+    sessions: async_sessionmaker[AsyncSession], *, session_id: str, estimate: int, tokens: int
 ) -> None:
-    """Record a run's history estimate (before its agent runs) or the model's count of it."""
-    values = {"context_estimate": estimate} if estimate is not None else {}
-    values |= {"context_tokens": tokens} if tokens is not None else {}
+    """Record the estimate of the history a run was given and the model's count of it."""
     async with sessions() as db, db.begin():
-        await db.execute(update(Run).where(Run.id == session_id).values(**values))
+        await db.execute(
+            update(Run)
+            .where(Run.id == session_id)
+            .values(context_estimate=estimate, context_tokens=tokens)
+        )
 
 
 def _summary(row: ContextSummary) -> Summary:
