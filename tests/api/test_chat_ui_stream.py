@@ -183,3 +183,22 @@ def test_frames_are_sse_data_lines_as_the_ai_sdk_writes_them():
     }
     assert raw.count(b"\n") == 2  # a newline in the text stays escaped inside the JSON
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_a_compaction_is_a_transient_data_part_before_the_reply():
+    compaction = events.compaction(
+        tokens_before=9000, tokens_after=3000, summarized_through="m0", model="gpt-4o-mini"
+    )
+    chunks = _run(compaction, events.delta("Hi"), events.end("completed", "m1"))
+    assert chunks[1] == {
+        "type": "data-compaction",
+        "data": {
+            "summarizedThrough": "m0",
+            "tokensBefore": 9000,
+            "tokensAfter": 3000,
+            "model": "gpt-4o-mini",
+        },
+        "transient": True,
+    }
+    assert _types(chunks)[2:] == ["start-step", "text-start", "text-delta", "text-end",
+                                  "finish-step", "finish"]  # fmt: skip
