@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     tool_approval: str | None = Field(None, max_length=4096)
     tool_policy: str | None = Field(None, max_length=512)  # package.module:callable
     approval_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86_400)
+    # Passed to OpenAI-style models as `reasoning_effort` (`minimal`, `low`, `medium`,
+    # `high`, ...; unset: the model's default); PydanticAI gets it as its model setting.
+    reasoning_effort: str | None = Field(None, pattern=r"^[a-z]{1,16}$")
+
+    # Long conversations (turnstream/context/, docs/long-conversations.md). The history an
+    # agent gets is fitted to `context_tokens` (unset: the model's window, from a table in
+    # context/budget.py, else 32,000) less `reserve_tokens`, kept for the reply and for
+    # what the token estimate misses. To fit, the tool results older than the newest
+    # `context_keep_tool_results` are cut to `context_tool_result_chars` characters, then
+    # the oldest turns are summarised by `summary_model` (unset: openai_model) in at most
+    # `summary_tokens` tokens, and the summary is stored for later turns.
+    context_tokens: int | None = Field(None, ge=1000)
+    reserve_tokens: int = Field(4096, ge=0)
+    context_keep_tool_results: int = Field(3, ge=0)
+    context_tool_result_chars: int = Field(2000, ge=100)
+    summary_model: str | None = None
+    summary_tokens: int = Field(1000, ge=100, le=100_000)
     # MCP servers whose tools join the tool loop as `mcp__SERVER__TOOL` (turnstream/mcp/,
     # docs/mcp.md): a JSON file in the `mcpServers` format of Claude Desktop and Claude
     # Code. A server has `mcp_start_seconds` to start and list its tools.

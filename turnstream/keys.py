@@ -5,7 +5,8 @@
     cancel:{cid}:{sid}        string  present while a stop is asked; 300 s
     chat:run:{cid}:{sid}      hash    the run record (its fields: `RunField`); times in ms
     chat:active:{cid}         string  session id of the conversation's newest run
-    chat:session:{cid}        string  cached conversation with messages (JSON); session_ttl
+    chat:session:{cid}        string  cached conversation with its newest 32 messages (JSON,
+                                      `truncated` past them); session_ttl
     chat:leases               zset    "{cid} {sid}" scored by lease expiry (ms): the reaper's index
     chat:queued               zset    "{cid} {sid}" of each queued run, scored by when a reaper
                                       next looks at it (ms): first its claim deadline (`claim_by`

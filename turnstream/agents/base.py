@@ -13,6 +13,10 @@ what it streamed so far is stored. Raising does the same, with code
 `agent_error`. Cancellation cancels the
 generator's task, so an agent need not poll `ctx.cancelled()` unless it does
 work that ignores task cancellation.
+
+The history an agent gets fits the model's context budget already
+(context/compaction.py); a model step that still finds it too long raises
+`ContextTooLong`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ class RunContext:
     # A run going on after the user decided on its tool calls (docs/approvals.md): those
     # calls, in call order, which the tool loop answers first; empty otherwise.
     decided: tuple[Decision, ...] = ()
+    # A tighter fit of a transcript, for the one retry after the model answered that its
+    # input is too long (context/fit.py `tighter`); None: no retry.
+    refit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+
+class ContextTooLong(Exception):
+    """The model refused the input as longer than its context window (HTTP 400
+    `context_length_exceeded`); the message says so. The tool loop retries once with
+    `RunContext.refit`, then ends the run with code `context_length_exceeded`."""
 
 
 Agent = Callable[[RunContext], AsyncIterator[AgentEvent]]

@@ -3,6 +3,7 @@
 The shape of an execution:
 
     claim (queued -> running, atomically)
+    the history, fitted to the model (context/compaction.py): maybe a `compaction` event
     pull task: agent events -> outbox (outbox.py: adjacent deltas merged, batches numbered)
     consume loop: outbox -> Redis, the first event at once, then one batch per window
     watcher beside it: renews the lease, notices a stop, cancels the pull task
@@ -23,11 +24,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
+from functools import partial
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from turnstream import events, metrics
 from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.openai import summariser
+from turnstream.context.compaction import prepare
+from turnstream.context.fit import tighter
 from turnstream.events import Event, EventType
 from turnstream.keys import RunKeys
 from turnstream.live import tokens
@@ -152,19 +158,39 @@ class _Execution:
                 self.rt.files, self.k.cid, message_id=self.record.user_message_id, content=message
             )
             await self.rt.store.save(cid=self.k.cid, message=question)
-        limits = Limits.of(self.rt.settings)
+        settings = self.rt.settings
+        limits = Limits.of(settings)
         return RunContext(
             conversation_id=self.k.cid,
             user_id=self.record.user_id,
             session_id=self.k.sid,
             message_id=self.record.message_id,
             message=message,
-            history=await self.rt.store.history(cid=self.k.cid),
-            settings=self.rt.settings,
+            history=await self._history(),
+            settings=settings,
             cancelled=lambda: self.stop_asked,
             workspace=Workspace(self.rt.files, self.k.cid, limits, on_change=self._file_changed),
             decided=tuple(decided),
+            refit=partial(
+                tighter,
+                keep=settings.context_keep_tool_results,
+                chars=settings.context_tool_result_chars,
+            ),
         )
+
+    async def _history(self) -> list[dict[str, Any]]:
+        """The conversation's history fitted to the model (context/); a compaction's event."""
+        sessions = self.rt.sessions
+        prepared = await prepare(
+            sessions,
+            cid=self.k.cid,
+            settings=self.rt.settings,
+            summarise=summariser(self.rt.settings),
+        )
+        if prepared.event is not None:
+            self._add(prepared.event)
+        self.reply.context_estimate = prepared.estimate  # stored with the run's end
+        return prepared.history
 
     async def _file_changed(self, change: FileChange) -> None:
         """A tool wrote or deleted a workspace file: a `file` event, with a signed link."""
