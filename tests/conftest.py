@@ -151,3 +151,39 @@ def own_redis(tmp_path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# The slowest files, slowest first (summed test times, `scripts/test --durations=0`). With
+# `--dist loadfile` pytest-xdist hands out files in collection order; started last, one of
+# these would keep a worker busy after the others ran dry. Only the order changes: a stale
+# list costs time, never a result.
+SLOW_FIRST = (
+    "test_cli.py",
+    "test_embedded.py",
+    "reliability/test_processes.py",
+    "web/test_chat_page.py",
+    "reliability/test_redis_restart.py",
+    "security/test_openapi_fuzz.py",
+    "reliability/test_worker_stop.py",
+    "api/test_jwks.py",
+    "reliability/test_resume_chaos.py",
+    "reliability/test_topology.py",
+    "reliability/test_queued_runs.py",
+    "runs/test_long_conversation.py",
+    "api/test_openapi_typescript.py",
+    "test_chat_terminal.py",
+    "reliability/test_tool_turns_e2e.py",
+    "web/test_files_page.py",
+    "reliability/test_approvals_processes.py",
+    "store/test_chats.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = os.path.dirname(__file__)
+
+    def rank(item: pytest.Item) -> int:
+        path = os.path.relpath(str(item.path), tests)
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
