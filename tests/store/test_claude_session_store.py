@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from turnstream.ids import uuid7
 from turnstream.store.chats import ChatStore
 from turnstream.store.claude_sessions import ClaudeSessions, Key
 from turnstream.store.models import ClaudeSession, ClaudeSessionEntry
-from turnstream.ids import uuid7
 from turnstream.store.views import NewMessage
 
 KEY = Key("-srv-chats", "3f2a7c1e-0000-4000-8000-000000000001")
@@ -77,7 +77,9 @@ async def test_the_session_must_end_with_the_run_before_the_new_user_message(
     store: ChatStore, sessions, cid
 ) -> None:
     kept = ClaudeSessions(sessions, cid, limit=ROOMY)
-    await store.save(cid=cid, message=NewMessage(id=uuid7(), role="user", content="Weather in Paris?"))
+    await store.save(
+        cid=cid, message=NewMessage(id=uuid7(), role="user", content="Weather in Paris?")
+    )
     assert (await kept.kept()).answered_last is None  # a first turn
     await store.save_run(
         cid=cid,

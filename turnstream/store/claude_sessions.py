@@ -138,9 +138,7 @@ class ClaudeSessions:
                     "session_id": key.session_id,
                     "subpath": key.subpath,
                 }
-                await db.execute(
-                    insert(ClaudeSessionEntry), [{**where, **r} for r in rows]
-                )
+                await db.execute(insert(ClaudeSessionEntry), [{**where, **r} for r in rows])
         return True
 
     async def load(self, key: Key) -> list[Entry] | None:
