@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     context_tool_result_chars: int = Field(2000, ge=100)
     summary_model: str | None = None
     summary_tokens: int = Field(1000, ge=100, le=100_000)
+    # The Claude Agent SDK adapter keeps each conversation's Claude Code session in SQL
+    # (store/claude_sessions.py), at most this many bytes of transcript; past it, the next
+    # turn starts a new session from the fitted history. 0: no session is kept.
+    claude_session_bytes: int = Field(16 * 1024 * 1024, ge=0)
     # MCP servers whose tools join the tool loop as `mcp__SERVER__TOOL` (turnstream/mcp/,
     # docs/mcp.md): a JSON file in the `mcpServers` format of Claude Desktop and Claude
     # Code. A server has `mcp_start_seconds` to start and list its tools.

@@ -28,6 +28,7 @@ from typing import Any
 from turnstream.config import Settings
 from turnstream.events import Event
 from turnstream.live.approvals import Decision
+from turnstream.store.claude_sessions import ClaudeSessions
 from turnstream.store.workspace import Workspace
 
 AgentEvent = Event | str
@@ -51,6 +52,9 @@ class RunContext:
     # A tighter fit of a transcript, for the one retry after the model answered that its
     # input is too long (context/fit.py `tighter`); None: no retry.
     refit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+    # The conversation's Claude Code session in SQL, for the Claude Agent SDK adapter
+    # (agents/claude_sessions.py); None outside a run, or with TURNSTREAM_CLAUDE_SESSION_BYTES=0.
+    claude_sessions: ClaudeSessions | None = None
 
 
 class ContextTooLong(Exception):

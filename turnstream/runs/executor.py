@@ -44,6 +44,7 @@ from turnstream.runs.ending import end_run
 from turnstream.runs.outbox import Outbox
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
+from turnstream.store.claude_sessions import ClaudeSessions
 from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
 
 logger = logging.getLogger("turnstream.runs")
@@ -175,6 +176,11 @@ class _Execution:
                 tighter,
                 keep=settings.context_keep_tool_results,
                 chars=settings.context_tool_result_chars,
+            ),
+            claude_sessions=(
+                ClaudeSessions(self.rt.sessions, self.k.cid, limit=settings.claude_session_bytes)
+                if settings.claude_session_bytes
+                else None
             ),
         )
 

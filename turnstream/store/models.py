@@ -195,3 +195,58 @@ class ContextSummary(Base):
     content: Mapped[str] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# Entries are numbered in append order on every database: SQLite autoincrements only an
+# INTEGER primary key.
+_Position = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ClaudeSession(Base):
+    """The Claude Code session a conversation resumes (store/claude_sessions.py).
+
+    `session_id` is set once a run's reply has been mirrored whole, with the run it
+    answered (`through_run`); `bytes` counts its stored entries against
+    TURNSTREAM_CLAUDE_SESSION_BYTES, and `full` says the last run went past it, so the
+    entries are not whole and the next turn starts a new session.
+    """
+
+    __tablename__ = "claude_sessions"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    through_run: Mapped[str | None] = mapped_column(String(160))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClaudeSessionEntry(Base):
+    """One line of a Claude Code session transcript, as the SDK mirrored it: opaque JSON.
+
+    Keyed like the SDK's `SessionKey` (`subpath` "" for the main transcript), within
+    the conversation; an entry's `uuid` is stored once per key.
+    """
+
+    __tablename__ = "claude_session_entries"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id",
+            "project_key",
+            "session_id",
+            "subpath",
+            "uuid",
+            name="uq_claude_session_entries_key_uuid",
+        ),
+    )
+
+    position: Mapped[int] = mapped_column(_Position, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    project_key: Mapped[str] = mapped_column(String(255))
+    session_id: Mapped[str] = mapped_column(String(255))
+    subpath: Mapped[str] = mapped_column(String(255))
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    entry: Mapped[str] = mapped_column(Text)  # the JSON text
+    size: Mapped[int] = mapped_column(Integer)  # its UTF-8 bytes
