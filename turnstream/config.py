@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.redis_url is None
 
+    @property
+    def has_openai_endpoint(self) -> bool:
+        """An OpenAI-compatible endpoint is configured (a key or a base URL)."""
+        return self.openai_api_key is not None or self.openai_base_url is not None
+
 
 def default_database_url(data_dir: Path | str) -> str:
     """The database used when TURNSTREAM_DATABASE_URL is unset: <data_dir>/turnstream.db."""

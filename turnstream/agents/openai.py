@@ -125,7 +125,7 @@ async def _model_step(
 def summariser(settings: Settings) -> Summarise | None:
     """The compaction's summary writer on the OpenAI-compatible endpoint; None when no
     endpoint is configured (no key, no base URL): the compaction leaves a note instead."""
-    if settings.openai_api_key is None and settings.openai_base_url is None:
+    if not settings.has_openai_endpoint:
         return None
     model = settings.summary_model or settings.openai_model
 

@@ -31,8 +31,8 @@ from redis.exceptions import RedisError
 
 from turnstream import events, metrics
 from turnstream.agents.base import AgentEvent, RunContext
-from turnstream.agents.openai import summariser
-from turnstream.context.compaction import prepare
+from turnstream.config import Settings
+from turnstream.context.compaction import Summarise, prepare
 from turnstream.context.fit import tighter
 from turnstream.events import Event, EventType
 from turnstream.keys import RunKeys
@@ -84,6 +84,18 @@ async def _its_turn(rt: Runtime, before: RunKeys) -> bool:
         if ahead is not None and ahead.status is RunStatus.WAITING:
             return False
     return True
+
+
+def _summariser(settings: Settings) -> Summarise | None:
+    """The compaction's summary writer, if an OpenAI-compatible endpoint is configured.
+
+    The openai SDK is imported only then: it adds half a second to every process start.
+    """
+    if not settings.has_openai_endpoint:
+        return None
+    from turnstream.agents.openai import summariser
+
+    return summariser(settings)
 
 
 class _Execution:
@@ -191,7 +203,7 @@ class _Execution:
             sessions,
             cid=self.k.cid,
             settings=self.rt.settings,
-            summarise=summariser(self.rt.settings),
+            summarise=_summariser(self.rt.settings),
         )
         if prepared.event is not None:
             self._add(prepared.event)
