@@ -161,7 +161,7 @@ class _Execution:
 
     async def _context(self) -> RunContext:
         message, enqueued = await self.rt.runs.question(self.k)
-        decided = await self.rt.approvals.decisions(self.k)
+        decided = await self.rt.approvals.decisions(self.k) if self.record.waited else []
         if decided:  # it goes on after waiting: its events so far are its reply so far
             self.reply = await archiver.reply_so_far(self.rt, self.k)
         elif enqueued and self.record.user_message_id:
