@@ -300,7 +300,7 @@ def _check_run(stored: list[MessageView], run: Run, message_id: str, sid: str) -
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(runs=_conversation())
 async def test_stored_runs_give_a_valid_history_from_the_cache_and_the_database(
