@@ -29,8 +29,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from servers import Server, create_token
 
 SEED = 20261123
-# Per operation and phase; about 700 cases in all, 15-20 s on 2 cores.
-MAX_EXAMPLES = 6
+# Per operation and phase; about 500 cases in all, 10-15 s on 2 cores.
+MAX_EXAMPLES = 4
 STATEFUL_EXAMPLES = 30
 STATEFUL_STEPS = 30
 # What the stateful phase must answer with a run's real id (operationId: statuses): the

@@ -148,7 +148,7 @@ _MESSAGES = st.lists(st.one_of(_tool_turn(), _ANY_ROLE.map(lambda m: [m])), max_
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_MESSAGES)
 def test_any_stored_messages_convert_to_a_valid_transcript(stored: list[dict[str, Any]]) -> None:
     before = copy.deepcopy(stored)
