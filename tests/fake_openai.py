@@ -10,6 +10,10 @@ exercised. Each request's `messages` are checked with the transcript rules
             tool_reply(("call_1", "get_weather", '{"city": "Paris"}')),  # the first request
             text_reply("Sunny."),  # the second
         ]
+
+With `context_limit` it refuses a request longer than that (in its own token
+count) with OpenAI's 400 `context_length_exceeded`; requests that do not stream
+(the compaction's summary calls) are answered whole and kept apart.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +118,16 @@ class FakeServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     refused: list[list[str]] = field(default_factory=list)  # transcript problems answered 400
+    # A context window in the fake's own tokens (`fake_tokens`): a longer request is
+    # answered 400 `context_length_exceeded`, as OpenAI does, and each streamed answer's
+    # usage counts the request's prompt so.
+    context_limit: int | None = None
+    too_long: list[int] = field(default_factory=list)  # the token counts refused so
+    # Per request, the chunks to stream (instead of `script`/`chunks`), given the body.
+    respond: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    # Requests with `stream` false (the compaction's summary calls), answered `summary`.
+    summary_requests: list[dict[str, Any]] = field(default_factory=list)
+    summary: str = "The user and the assistant talked about the weather."
 
     @property
     def base_url(self) -> str:
@@ -127,9 +141,21 @@ class FakeServer:
         if problems:
             self.refused.append(problems)
             return _error(400, "; ".join(problems), "invalid_request_error")
+        tokens = fake_tokens(body.get("messages", []))
+        if self.context_limit is not None and tokens > self.context_limit:
+            self.too_long.append(tokens)
+            return _too_long(self.context_limit, tokens)
         if self.status != 200:
             return _error(self.status, f"fake failure {self.status}", "test")
-        chunks = self.script.pop(0) if self.script else self.chunks
+        if not body.get("stream"):
+            self.summary_requests.append(body)
+            return JSONResponse(_completion(self.summary, tokens))
+        if self.respond is not None:
+            chunks = self.respond(body)
+        else:
+            chunks = self.script.pop(0) if self.script else self.chunks
+        if self.context_limit is not None:
+            chunks = [_counted(c, tokens) for c in chunks]
 
         async def sse() -> AsyncIterator[str]:
             for i, data in enumerate(chunks):
@@ -145,6 +171,56 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     error = {"message": message, "type": kind, "param": None, "code": None}
     # retry-after-ms keeps the SDK's one retry of a 5xx fast.
     return JSONResponse({"error": error}, status_code=status, headers={"retry-after-ms": "10"})
+
+
+def fake_tokens(messages: list[Any]) -> int:
+    """The fake's own token count: 4 characters of content a token, 3 more per message."""
+    total = 3
+    for message in messages:
+        if isinstance(message, dict):
+            total += 3 + len(json.dumps(message.get("content") or "")) // 4
+            total += len(json.dumps(message.get("tool_calls") or "")) // 4
+    return total
+
+
+def _too_long(limit: int, tokens: int) -> JSONResponse:
+    message = (
+        f"This model's maximum context length is {limit} tokens. However, your messages "
+        f"resulted in {tokens} tokens. Please reduce the length of the messages."
+    )
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    return JSONResponse({"error": error}, status_code=400)
+
+
+def _counted(chunk: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """A usage chunk with the request's prompt tokens as the fake counts them."""
+    if not chunk.get("usage"):
+        return chunk
+    usage = chunk["usage"] | {"prompt_tokens": tokens}
+    usage["total_tokens"] = tokens + usage["completion_tokens"]
+    return chunk | {"usage": usage}
+
+
+def _completion(text: str, prompt_tokens: int) -> dict[str, Any]:
+    """A whole (not streamed) `chat.completion`."""
+    message = {"role": "assistant", "content": text, "refusal": None}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "test-model",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 20,
+            "total_tokens": prompt_tokens + 20,
+        },
+    }
 
 
 def _check_tools(body: dict[str, Any]) -> list[str]:

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,39 +38,44 @@ MISTAKES = {
 }
 
 
-def _serve(directory: Path, variable: str, value: str) -> tuple[subprocess.CompletedProcess, float]:
-    directory.mkdir()
+def test_a_misconfigured_serve_says_what_is_wrong_and_creates_nothing(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In this process: each mistake stops `serve` before anything starts. (One python start-up
+    # each cost a second of CPU; the real process is the next test's.)
+    for n, (mistake, (variable, value)) in enumerate(MISTAKES.items()):
+        directory = fresh / str(n)
+        directory.mkdir()
+        monkeypatch.chdir(directory)
+        result = CliRunner().invoke(
+            app, ["serve", "--port", str(free_port())], env={**DEFAULTS, variable: value}
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1, (mistake, result.stderr)
+        assert isinstance(result.exception, SystemExit), (mistake, result.exception)
+        assert 1 <= len(lines) <= 2 and lines[0].startswith(f"{variable}="), (mistake, lines)
+        assert result.stdout == "", mistake
+        assert "s3cret" not in result.stderr, mistake  # a password is never shown
+        assert sorted(directory.iterdir()) == [], mistake  # nothing was created
+
+
+def test_a_misconfigured_serve_process_exits_1_at_once_with_one_line(tmp_path: Path) -> None:
+    variable, value = MISTAKES["a missing tool policy"]
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "turnstream", "serve", "--port", str(free_port())],
         env={**os.environ, **DEFAULTS, variable: value},
-        cwd=directory,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    return result, time.monotonic() - started
-
-
-def test_a_misconfigured_serve_says_what_is_wrong_and_creates_nothing(tmp_path: Path) -> None:
-    # One serve each, three at a time: eleven Python start-ups at once took both cores from
-    # the timing-sensitive tests running beside this one.
-    with ThreadPoolExecutor(3) as pool:
-        runs = {
-            mistake: pool.submit(_serve, tmp_path / str(n), *setting)
-            for n, (mistake, setting) in enumerate(MISTAKES.items())
-        }
-        outcomes = {mistake: run.result() for mistake, run in runs.items()}
-
-    for n, (mistake, (result, took)) in enumerate(outcomes.items()):
-        variable = MISTAKES[mistake][0]
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 1, (mistake, result.stderr)
-        assert 1 <= len(lines) <= 2 and lines[0].startswith(f"{variable}="), (mistake, lines)
-        assert "Traceback" not in result.stderr and result.stdout == "", mistake
-        assert "s3cret" not in result.stderr, mistake  # a password is never shown
-        assert sorted((tmp_path / str(n)).iterdir()) == [], mistake  # nothing was created
-        assert took < 20, (mistake, took)
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"{variable}={value}: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(tmp_path.iterdir()) == []
+    assert took < 20, took
 
 
 def test_a_broken_agent_says_which_and_why(fresh: Path) -> None:

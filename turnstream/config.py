@@ -81,6 +81,27 @@ class Settings(BaseSettings):
     tool_approval: str | None = Field(None, max_length=4096)
     tool_policy: str | None = Field(None, max_length=512)  # package.module:callable
     approval_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86_400)
+    # Passed to OpenAI-style models as `reasoning_effort` (`minimal`, `low`, `medium`,
+    # `high`, ...; unset: the model's default); PydanticAI gets it as its model setting.
+    reasoning_effort: str | None = Field(None, pattern=r"^[a-z]{1,16}$")
+
+    # Long conversations (turnstream/context/, docs/long-conversations.md). The history an
+    # agent gets is fitted to `context_tokens` (unset: the model's window, from a table in
+    # context/budget.py, else 32,000) less `reserve_tokens`, kept for the reply and for
+    # what the token estimate misses. To fit, the tool results older than the newest
+    # `context_keep_tool_results` are cut to `context_tool_result_chars` characters, then
+    # the oldest turns are summarised by `summary_model` (unset: openai_model) in at most
+    # `summary_tokens` tokens, and the summary is stored for later turns.
+    context_tokens: int | None = Field(None, ge=1000)
+    reserve_tokens: int = Field(4096, ge=0)
+    context_keep_tool_results: int = Field(3, ge=0)
+    context_tool_result_chars: int = Field(2000, ge=100)
+    summary_model: str | None = None
+    summary_tokens: int = Field(1000, ge=100, le=100_000)
+    # The Claude Agent SDK adapter keeps each conversation's Claude Code session in SQL
+    # (store/claude_sessions.py), at most this many bytes of transcript; past it, the next
+    # turn starts a new session from the fitted history. 0: no session is kept.
+    claude_session_bytes: int = Field(16 * 1024 * 1024, ge=0)
     # MCP servers whose tools join the tool loop as `mcp__SERVER__TOOL` (turnstream/mcp/,
     # docs/mcp.md): a JSON file in the `mcpServers` format of Claude Desktop and Claude
     # Code. A server has `mcp_start_seconds` to start and list its tools.
@@ -203,6 +224,11 @@ class Settings(BaseSettings):
     @cached_property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def has_openai_endpoint(self) -> bool:
+        """An OpenAI-compatible endpoint is configured (a key or a base URL)."""
+        return self.openai_api_key is not None or self.openai_base_url is not None
 
 
 def default_database_url(data_dir: Path | str) -> str:

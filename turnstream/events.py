@@ -29,6 +29,9 @@ class EventType(enum.StrEnum):
     # user; the run holds no worker until every call of its step is decided
     APPROVAL_REQUEST = "approval_request"
     APPROVAL = "approval"  # {"approvalId", "toolCallId", "approved", "reason"}: decided
+    # {"summarizedThrough", "tokensBefore", "tokensAfter", "model"} or, when the summary
+    # failed, {"summarizedThrough": null, "droppedThrough", "error", ...}: context/compaction.py
+    COMPACTION = "compaction"
     ERROR = "error"  # {"message", "code"}
     END = "end"  # {"status", "messageId"}: always the last event, exactly once
 
@@ -92,6 +95,30 @@ def approval_request(
 def approval(approval_id: str, call_id: str, *, approved: bool, reason: str) -> Event:
     data = {"approvalId": approval_id, "toolCallId": call_id, "approved": approved}
     return Event(EventType.APPROVAL, data | {"reason": reason})
+
+
+def compaction(
+    *,
+    tokens_before: int,
+    tokens_after: int,
+    summarized_through: str | None = None,
+    model: str | None = None,
+    dropped_through: str | None = None,
+    error: str | None = None,
+) -> Event:
+    """The history was compacted before the agent ran: the oldest turns, through message
+    `summarized_through`, are a stored summary now (written by `model`; None: a note), or,
+    when the summary failed (`error`), left out of this turn through `dropped_through`."""
+    data: dict[str, Any] = {
+        "summarizedThrough": summarized_through,
+        "tokensBefore": tokens_before,
+        "tokensAfter": tokens_after,
+    }
+    if dropped_through is None:
+        data["model"] = model
+    else:
+        data |= {"droppedThrough": dropped_through, "error": error}
+    return Event(EventType.COMPACTION, data)
 
 
 def error(message: str, code: str) -> Event:

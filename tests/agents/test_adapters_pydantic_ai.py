@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -22,9 +23,12 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 from pydantic_ai.models.test import TestModel
 
+from turnstream.agents.base import RunContext
 from turnstream.agents.pydantic_ai import from_pydantic_ai
+from turnstream.config import Settings
 from turnstream.events import EventType
 
+from . import support
 from .adapter_support import (
     cancel_mid_stream,
     first_delta,
@@ -262,3 +266,25 @@ async def test_the_tool_policy_keeps_a_call_from_running_and_the_model_reads_why
     assert ran == ["Paris"] and any(
         not isinstance(e, str) and e.data.get("content") == "sunny in Paris" for e in allowed
     )
+
+
+async def test_the_reasoning_effort_setting_reaches_the_model_settings() -> None:
+    seen: list[Any] = []
+
+    async def answers(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        seen.append(info.model_settings)
+        yield "ok"
+
+    agent = from_pydantic_ai(
+        Agent(FunctionModel(stream_function=answers)), model_settings={"temperature": 0.5}
+    )
+    async for _item in agent(make_ctx_with(Settings(reasoning_effort="high"), "think hard")):
+        pass
+    await run(agent, [user("as you like")])  # unset: only the agent's own settings
+
+    assert seen[0] == {"openai_reasoning_effort": "high", "temperature": 0.5}
+    assert seen[1] == {"temperature": 0.5}
+
+
+def make_ctx_with(settings: Settings, text: str) -> RunContext:
+    return support.make_ctx(settings, [user(text)])

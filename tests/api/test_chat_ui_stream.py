@@ -270,3 +270,22 @@ def test_the_answers_response_sends_only_what_follows_the_requests_it_answers():
 def test_a_decision_for_a_request_never_sent_is_left_out():
     chunks = _run(events.approval("a9", "c9", approved=False, reason=""))
     assert _types(chunks) == ["start"]
+
+
+def test_a_compaction_is_a_transient_data_part_before_the_reply():
+    compaction = events.compaction(
+        tokens_before=9000, tokens_after=3000, summarized_through="m0", model="gpt-4o-mini"
+    )
+    chunks = _run(compaction, events.delta("Hi"), events.end("completed", "m1"))
+    assert chunks[1] == {
+        "type": "data-compaction",
+        "data": {
+            "summarizedThrough": "m0",
+            "tokensBefore": 9000,
+            "tokensAfter": 3000,
+            "model": "gpt-4o-mini",
+        },
+        "transient": True,
+    }
+    assert _types(chunks)[2:] == ["start-step", "text-start", "text-delta", "text-end",
+                                  "finish-step", "finish"]  # fmt: skip

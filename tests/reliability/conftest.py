@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,8 +52,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, postgres_url) -> Iterator[Callable[..., Cluster]]:
-    """`cluster(**env)` -> a migrated deployment on Redis + PostgreSQL, with no processes yet.
+def cluster(tmp_path, redis_url, migrated_postgres_url) -> Iterator[Callable[..., Cluster]]:
+    """`cluster(**env)` -> a deployment on Redis + PostgreSQL, with no processes yet.
 
     The demo agent writes 120 words 40 ms apart (about 5 s); leases are short so
     that a lost worker is noticed in a few seconds. `env` overrides TURNSTREAM_* variables.
@@ -66,7 +63,7 @@ def cluster(tmp_path, redis_url, postgres_url) -> Iterator[Callable[..., Cluster
     def make(**env: str) -> Cluster:
         full = {
             "TURNSTREAM_REDIS_URL": redis_url,
-            "TURNSTREAM_DATABASE_URL": postgres_url,
+            "TURNSTREAM_DATABASE_URL": migrated_postgres_url,
             "TURNSTREAM_DEMO_WORDS": "120",
             "TURNSTREAM_DEMO_DELAY_MS": "40",
             "TURNSTREAM_LEASE_SECONDS": "3",
@@ -74,14 +71,6 @@ def cluster(tmp_path, redis_url, postgres_url) -> Iterator[Callable[..., Cluster
             "TURNSTREAM_QUEUE_NAME": f"turnstream:test:{tmp_path.name}",
             **env,
         }
-        migrate = subprocess.run(
-            [sys.executable, "-m", "turnstream", "migrate"],
-            env={**os.environ, **full},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert migrate.returncode == 0, migrate.stderr
         made.append(Cluster(full, tmp_path))
         return made[-1]
 

@@ -24,9 +24,9 @@ WORDS = 150
 class Reader(threading.Thread):
     """A client that reads one run to its `end`, resuming whenever its stream is cut."""
 
-    def __init__(self, client: httpx.Client, bases: list[str], cid: str, first) -> None:
+    def __init__(self, client: httpx.Client, bases: list[str], cid: str, sid: str, first) -> None:
         super().__init__()
-        self.client, self.bases, self.cid, self.stream = client, bases, cid, first
+        self.client, self.bases, self.cid, self.sid, self.stream = client, bases, cid, sid, first
         self.seen: list[tuple] = []
         self.interruptions: list[str] = []
 
@@ -44,12 +44,11 @@ class Reader(threading.Thread):
                 self.interruptions.append(type(exc).__name__)
             time.sleep(0.3)  # a frontend's back-off before it resumes: behaviour, not a wait
             base = self.bases[attempt % len(self.bases)]
-            sid = self.seen[0][2]["sessionId"]
             self.stream = follow(
                 self.client,
                 "GET",
-                f"{base}/api/v1/conversations/{self.cid}/resume/{sid}",
-                headers={"Last-Event-ID": self.seen[-1][0]},
+                f"{base}/api/v1/conversations/{self.cid}/resume/{self.sid}",
+                headers={"Last-Event-ID": self.seen[-1][0]} if self.seen else {},
             )
 
 
@@ -87,13 +86,8 @@ def test_redis_going_away_mid_run_loses_nothing(own_redis, cluster, how):
             yield from posted
 
         readers = [
-            Reader(client, [a.url, b.url], cid, posted_rest()),
-            Reader(
-                client,
-                [b.url, a.url],
-                cid,
-                follow(client, "GET", f"{b.url}/api/v1/conversations/{cid}/resume/{sid}"),
-            ),
+            Reader(client, [a.url, b.url], cid, sid, posted_rest()),
+            Reader(client, [b.url, a.url], cid, sid, _resume(client, b.url, cid, sid)),
         ]
         for reader in readers:
             reader.start()
@@ -109,7 +103,11 @@ def test_redis_going_away_mid_run_loses_nothing(own_redis, cluster, how):
         for reader in readers:
             reader.join(TIMEOUT)
             assert not reader.is_alive(), f"a client still has no end: {reader.interruptions}"
-        full = list(follow(client, "GET", f"{b.url}/api/v1/conversations/{cid}/resume/{sid}"))
+        # The whole run from its start, as a client arriving now reads it; from one process,
+        # which may still be reconnecting its own notices (then it says so, and is asked again).
+        latecomer = Reader(client, [b.url], cid, sid, _resume(client, b.url, cid, sid))
+        latecomer.run()
+        full = latecomer.seen
         messages = client.get(f"{b.url}/api/v1/conversations/{cid}/messages").json()["items"]
         run = client.get(f"{b.url}/api/v1/conversations/{cid}/runs/{sid}").json()
 
@@ -125,6 +123,10 @@ def test_redis_going_away_mid_run_loses_nothing(own_redis, cluster, how):
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[0]["content"] == "one" and messages[1]["status"] == "complete"
     assert messages[3]["content"] == text and messages[3]["status"] == "complete"
+
+
+def _resume(client: httpx.Client, base: str, cid: str, sid: str):
+    return follow(client, "GET", f"{base}/api/v1/conversations/{cid}/resume/{sid}")
 
 
 def _wait_for_deltas(client: httpx.Client, base: str, cid: str, sid: str) -> None:

@@ -37,7 +37,6 @@ from servers import Server, create_token
 from sse import follow
 
 from turnstream.runs.reply import CANCELLED_CALL, FAILED_CALL
-from turnstream.store.migrate import upgrade
 
 TESTS_DIR = str(Path(__file__).resolve().parents[1])
 TOOLS = {"lookup", "slow_lookup"}
@@ -339,8 +338,9 @@ def _cut_off_script() -> list[list[dict[str, Any]]]:
 
 
 def test_a_turn_stopped_during_a_tool_then_a_new_turn(
-    fake, tools_dir, tmp_path, redis_url, postgres_url
+    fake, tools_dir, tmp_path, redis_url, migrated_postgres_url
 ):
+    postgres_url = migrated_postgres_url
     fake.script = _cut_off_script()
     env = {
         "TURNSTREAM_REDIS_URL": redis_url,
@@ -348,7 +348,6 @@ def test_a_turn_stopped_during_a_tool_then_a_new_turn(
         "TURNSTREAM_QUEUE_NAME": f"turnstream:test:{tmp_path.name}",
         **agent_env(fake, tools_dir),
     }
-    upgrade(postgres_url)
     headers = {"Authorization": f"Bearer {create_token(postgres_url, 'alice')}"}
     started = time.monotonic()
     with (

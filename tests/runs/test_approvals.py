@@ -241,3 +241,25 @@ async def test_a_message_enqueued_behind_a_waiting_run_holds_no_worker_and_runs_
         assert first[-1].data["ts"] <= start.data["ts"]  # it started after the first ended
         roles = [m["role"] for m in await _messages(client, alice, cid)]
         assert roles == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+
+
+async def test_a_run_whose_stream_was_trimmed_while_it_waited_goes_on_whole(settings):
+    # Two entries kept in Redis: the call and the request are in SQL's archive only.
+    overrides = {"tool_approval": "calculator", "stream_maxlen": 2}
+    async with api_for(settings, **overrides) as (client, alice, app):
+        cid = await _conversation(client, alice)
+        posting = _send(client, alice, cid, SIX_TIMES_SEVEN)
+        k, asked = await _asked(app, cid)
+        rt = app.state.runtime
+        await eventually(lambda: rt.redis.hget(k.run, "trimmed_through"), timeout=5, what="a trim")
+        await _decide(client, alice, cid, asked["approvalId"], approved=True)
+        await asyncio.wait_for(posting, 15)
+        stored = await _messages(client, alice, cid)
+        assert [(m["role"], m["status"]) for m in stored] == [
+            ("user", "complete"),
+            ("assistant", "complete"),
+            ("tool", "complete"),
+            ("assistant", "complete"),
+        ]
+        assert stored[1]["tool_calls"][0]["id"] == asked["toolCallId"]
+        assert stored[2]["content"] == "42" and stored[3]["content"] == "6*7 = 42."

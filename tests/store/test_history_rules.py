@@ -148,7 +148,7 @@ _MESSAGES = st.lists(st.one_of(_tool_turn(), _ANY_ROLE.map(lambda m: [m])), max_
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_MESSAGES)
 def test_any_stored_messages_convert_to_a_valid_transcript(stored: list[dict[str, Any]]) -> None:
     before = copy.deepcopy(stored)
@@ -300,7 +300,7 @@ def _check_run(stored: list[MessageView], run: Run, message_id: str, sid: str) -
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(runs=_conversation())
 async def test_stored_runs_give_a_valid_history_from_the_cache_and_the_database(

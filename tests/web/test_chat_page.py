@@ -315,3 +315,22 @@ def test_the_markdown_renderer_makes_only_its_own_tags(served, context):
     assert "<script>alert(1)</script>" in found[0]["text"]
     assert found[1]["text"] == "<img src=x onerror=alert(1)>"
     assert "href" not in str(found[2]["attributes"])  # javascript: stays text
+
+
+def test_a_compacted_history_shows_a_quiet_line_above_the_reply(context, tmp_path):
+    """A budget of 1,000 tokens: the fourth long message is over it, and the demo (no model
+    to summarise with) leaves the oldest turns out, saying so above its reply."""
+    quick = {"TURNSTREAM_DEMO_DELAY_MS": "0", "TURNSTREAM_RESERVE_TOKENS": "0"}
+    with serve(tmp_path, TURNSTREAM_CONTEXT_TOKENS="1000", **quick) as served:
+        user = served.user("ines")
+        cid = user.conversation()
+        page = context.new_page()
+        open_chat(page, served, user, cid)
+        for n in range(4):
+            reply = send(page, f"message {n} " + "words " * 200)
+            expect(reply).to_have_attribute("data-status", "completed")
+        line = page.locator(f"{REPLY} .compaction")
+        expect(line).to_have_count(1)
+        expect(line).to_contain_text("Earlier messages are no longer sent to the model")
+        expect(page.locator(REPLY).last.locator(".compaction")).to_have_count(1)
+        assert len(user.messages(cid)) == 8  # every message is still stored

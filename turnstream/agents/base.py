@@ -13,6 +13,10 @@ what it streamed so far is stored. Raising does the same, with code
 `agent_error`. Cancellation cancels the
 generator's task, so an agent need not poll `ctx.cancelled()` unless it does
 work that ignores task cancellation.
+
+The history an agent gets fits the model's context budget already
+(context/compaction.py); a model step that still finds it too long raises
+`ContextTooLong`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from turnstream.config import Settings
 from turnstream.events import Event
 from turnstream.live.approvals import Decision
+from turnstream.store.claude_sessions import ClaudeSessions
 from turnstream.store.workspace import Workspace
 
 AgentEvent = Event | str
@@ -44,6 +49,18 @@ class RunContext:
     # A run going on after the user decided on its tool calls (docs/approvals.md): those
     # calls, in call order, which the tool loop answers first; empty otherwise.
     decided: tuple[Decision, ...] = ()
+    # A tighter fit of a transcript, for the one retry after the model answered that its
+    # input is too long (context/fit.py `tighter`); None: no retry.
+    refit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+    # The conversation's Claude Code session in SQL, for the Claude Agent SDK adapter
+    # (agents/claude_sessions.py); None outside a run, or with TURNSTREAM_CLAUDE_SESSION_BYTES=0.
+    claude_sessions: ClaudeSessions | None = None
+
+
+class ContextTooLong(Exception):
+    """The model refused the input as longer than its context window (HTTP 400
+    `context_length_exceeded`); the message says so. The tool loop retries once with
+    `RunContext.refit`, then ends the run with code `context_length_exceeded`."""
 
 
 Agent = Callable[[RunContext], AsyncIterator[AgentEvent]]

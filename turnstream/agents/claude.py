@@ -18,10 +18,15 @@ subagents (those with a `parent_tool_use_id`) are not shown, nor the tools the
 API runs itself (`server_tool_use` blocks): no result of turnstream's kind
 comes for them, and their effect is in the text.
 
-Claude Code takes only user messages as input, so the conversation's earlier
-turns (the OpenAI chat messages of the history, tool calls and results
-included) reach it as a transcript in the prompt, ahead of the new message,
-rather than as its own tool-use blocks.
+Each conversation keeps its own Claude Code session in turnstream's database
+(agents/claude_sessions.py): a turn resumes it on whichever worker runs it, with
+the earlier turns' tool calls and results as Claude Code's own blocks, and sends
+only the new user message. A conversation with no such session (its first turn,
+or one that is missing, invalid, past TURNSTREAM_CLAUDE_SESSION_BYTES or not
+ending where the conversation does) gets the earlier turns as a transcript in
+the prompt instead (the OpenAI chat messages of the fitted history, tool calls
+and results included), ahead of the new message, and a new session starts;
+so does every turn with a custom `transport`.
 
 Cancelling the run cancels the agent's task: the SDK then stops the program
 (or closes the transport) before the cancellation goes on.
@@ -60,6 +65,7 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import StreamEvent, ToolPermissionContext
 
 from turnstream import events
+from turnstream.agents import claude_sessions
 from turnstream.agents.base import Agent, AgentEvent, RunContext
 from turnstream.agents.policy import CANNOT_ASK, has_policy, judge
 
@@ -83,15 +89,24 @@ def from_claude(
         chosen = options(ctx) if callable(options) else options or ClaudeAgentOptions()
         chosen = dataclasses.replace(chosen, include_partial_messages=True)
         chosen = _with_policy(ctx, chosen)
+        turn = await claude_sessions.prepare(
+            ctx,
+            chosen,
+            custom_transport=transport is not None,
+            new_message=new_message,
+            transcript=prompt_of,
+        )
         stream = query(
-            prompt=prompt_of(ctx),
-            options=chosen,
+            prompt=turn.prompt,
+            options=turn.options,
             transport=transport(ctx) if transport is not None else None,
         )
         translator = _Translator()
         # query() is an async generator: close it now if we stop early, not when it is collected.
         async with aclosing(cast("AsyncGenerator[Message, None]", stream)) as messages:
             async for message in messages:
+                if turn.mirror is not None:
+                    await turn.mirror.seen(message)
                 for item in translator.feed(message):
                     yield item
 
@@ -192,12 +207,19 @@ def _result(message: ResultMessage) -> Iterator[AgentEvent]:
         yield events.error(f"Claude Code: {why}", code)
 
 
+def new_message(ctx: RunContext) -> str:
+    """The user message this run answers, as stored (with its note of uploaded files)."""
+    history = ctx.history
+    if history and history[-1].get("role") == "user":
+        return _text(history[-1].get("content"))
+    return ctx.message
+
+
 def prompt_of(ctx: RunContext) -> str:
     """The new user message, after a transcript of the conversation's earlier turns."""
     history = ctx.history
-    message = ctx.message
+    message = new_message(ctx)
     if history and history[-1].get("role") == "user":
-        message = _text(history[-1].get("content"))
         history = history[:-1]
     if not history:
         return message

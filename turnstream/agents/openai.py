@@ -15,25 +15,34 @@ Tool-call fragments are assembled by index; when the stream ends the tool loop
 model again with the assistant message and the tool results appended. Every
 SDK failure is raised as one `OpenAIAgentError` whose message says which setting
 to check, so the run can show the user something actionable instead of an SDK
-traceback.
+traceback, except a refusal of the input as too long (`context_length_exceeded`):
+`ContextTooLong`, which the tool loop retries once on a tighter history.
+`TURNSTREAM_REASONING_EFFORT` goes with every call as `reasoning_effort`.
+`summariser` writes the compactions' summaries (context/compaction.py) on the
+same endpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import ssl
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypedDict
 
+import certifi
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from turnstream import events
-from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.base import AgentEvent, ContextTooLong, RunContext
 from turnstream.agents.toolloop import StepOutcome, ToolCall, tool_loop
 from turnstream.agents.tools import offered_tools
 from turnstream.config import Settings
+from turnstream.context.compaction import Summarise
 
 logger = logging.getLogger("turnstream.agents.openai")
 
@@ -57,7 +66,10 @@ async def openai_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
             list(tools),
         )
         schemas = [tool.openai_schema() for tool in tools.values()]
-        step = partial(_model_step, client, settings.openai_model, schemas)
+        extra: dict[str, Any] = {"tools": schemas} if schemas else {}
+        if settings.reasoning_effort is not None:
+            extra["reasoning_effort"] = settings.reasoning_effort
+        step = partial(_model_step, client, settings.openai_model, extra)
         async with aclosing(tool_loop(ctx, tools, step)) as loop:
             async for event in loop:
                 yield event
@@ -66,19 +78,20 @@ async def openai_agent(ctx: RunContext) -> AsyncGenerator[AgentEvent, None]:
 async def _model_step(
     client: openai.AsyncOpenAI,
     model: str,
-    tools: list[dict[str, Any]],
+    extra: dict[str, Any],
     messages: list[dict[str, Any]],
     outcome: StepOutcome,
 ) -> AsyncGenerator[AgentEvent, None]:
-    """One streamed chat completion: its events, then its text and tool calls in `outcome`."""
+    """One streamed chat completion: its events, then its text and tool calls in `outcome`.
+
+    `extra`: the request's other fields (tools, reasoning_effort)."""
     where = str(client.base_url)
     calls: dict[int, ToolCall] = {}
     usage = None
-    extra: dict[str, Any] = {"tools": tools} if tools else {}
     try:
         stream = await client.chat.completions.create(
             model=model,
-            messages=_messages(messages),
+            **_history(messages),
             stream=True,
             stream_options={"include_usage": True},
             **extra,
@@ -99,12 +112,44 @@ async def _model_step(
                     for fragment in delta.tool_calls or ():
                         _add_fragment(calls, fragment)
     except openai.OpenAIError as exc:
+        if _too_long(exc):
+            raise ContextTooLong(_explain(exc, where, model)) from exc
         raise OpenAIAgentError(_explain(exc, where, model)) from exc
     outcome.calls = [calls[index] for index in sorted(calls)]
     for call in outcome.calls:
         call.arguments = call.arguments or "{}"
     if usage is not None:
         yield events.usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+def summariser(settings: Settings) -> Summarise | None:
+    """The compaction's summary writer on the OpenAI-compatible endpoint; None when no
+    endpoint is configured (no key, no base URL): the compaction leaves a note instead."""
+    if not settings.has_openai_endpoint:
+        return None
+    model = settings.summary_model or settings.openai_model
+
+    async def summarise(messages: list[dict[str, Any]]) -> str:
+        async with _client(settings) as client:
+            try:
+                answer = await client.chat.completions.create(
+                    model=model,
+                    **_history(messages),
+                    max_completion_tokens=settings.summary_tokens,
+                )
+            except openai.OpenAIError as exc:
+                raise OpenAIAgentError(_explain(exc, str(client.base_url), model)) from exc
+        choice = answer.choices[0] if answer.choices else None
+        return (choice.message.content or "") if choice else ""
+
+    return summarise
+
+
+def _too_long(exc: openai.OpenAIError) -> bool:
+    """OpenAI's `context_length_exceeded`, or the wording other servers (vLLM) use."""
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    return exc.code == "context_length_exceeded" or "maximum context length" in str(exc)
 
 
 def _client(settings: Settings) -> openai.AsyncOpenAI:
@@ -116,10 +161,22 @@ def _client(settings: Settings) -> openai.AsyncOpenAI:
                 "(or TURNSTREAM_OPENAI_BASE_URL for a local server that needs none)"
             )
         api_key = "not-needed"  # local servers (vLLM, Ollama) ignore the key
-    kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 1, "timeout": _TIMEOUT}
+    kwargs: dict[str, Any] = {
+        "api_key": api_key,
+        "max_retries": 1,
+        "timeout": _TIMEOUT,
+        "http_client": openai.DefaultAsyncHttpxClient(verify=_tls()),
+    }
     if settings.openai_base_url is not None:
         kwargs["base_url"] = settings.openai_base_url
     return openai.AsyncOpenAI(**kwargs)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The CA certificates, loaded once per process: a client of its own loads them again,
+    25 ms a run. SSL_CERT_FILE when set, as the SDK's client reads it, else certifi's."""
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 def _reasoning(delta: Any) -> str | None:
@@ -170,9 +227,19 @@ def _explain(exc: openai.OpenAIError, where: str, model: str) -> str:
     return f"The chat completions call to {where} for model {model!r} failed: {exc}; {_CHECK}"
 
 
-def _messages(history: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
-    """The history in the SDK's message type: `store.history.to_openai` builds these shapes."""
-    return cast("list[ChatCompletionMessageParam]", history)
+def _history(history: list[dict[str, Any]]) -> _HistoryArgs:
+    """The request's `messages`, sent as they are: `store.history.to_openai` built them.
+
+    Through `extra_body`, which the SDK sends untouched: as `messages=` it walks every
+    message of every call with its type hints (10 ms a call at 300 turns, a quarter of
+    the test's time, and growing with the history).
+    """
+    return {"messages": [], "extra_body": {"messages": history}}
+
+
+class _HistoryArgs(TypedDict):
+    messages: list[ChatCompletionMessageParam]
+    extra_body: dict[str, Any]
 
 
 def _detail(exc: openai.APIStatusError) -> str:

@@ -82,7 +82,8 @@ def from_pydantic_ai(
 
     `deps(ctx)` builds the run's dependencies from the turnstream run context
     (the user id, the conversation id, ...); `run_options` go to
-    `run_stream_events` as they are (`model_settings`, `usage_limits`, ...).
+    `run_stream_events` as they are (`model_settings`, `usage_limits`, ...), with
+    TURNSTREAM_REASONING_EFFORT as `openai_reasoning_effort` unless they set it.
     """
 
     async def run(ctx: RunContext) -> AsyncIterator[AgentEvent]:
@@ -90,6 +91,11 @@ def from_pydantic_ai(
         options = dict(run_options)
         if deps is not None:
             options["deps"] = deps(ctx)
+        effort = ctx.settings.reasoning_effort
+        if effort is not None:  # for OpenAI models; other providers ignore the key
+            options["model_settings"] = {"openai_reasoning_effort": effort} | dict(
+                options.get("model_settings") or {}
+            )
         with _under_policy(agent, ctx):
             async with agent.run_stream_events(prompt, message_history=history, **options) as s:
                 async for event in s:

@@ -20,23 +20,30 @@ Nothing a tool does crashes the run: every failure of a call is its error result
 (agents/calls.py). Stopping a run cancels the task that pulls this generator (or
 closes it): the calls still running are cancelled and awaited before it goes on,
 so no task outlives the run.
+
+A model step that raises `ContextTooLong` before its first event (the model
+said its input is too long) is tried once more on `ctx.refit(messages)`; a
+second refusal ends the run with code `context_length_exceeded`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from turnstream import events
-from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.agents.base import AgentEvent, ContextTooLong, RunContext
 from turnstream.agents.calls import ToolCall, ToolResult, cap, run_calls
 from turnstream.agents.policy import ALLOW, Verdict, judge
 from turnstream.agents.tools import Tool, ToolArgumentsError
 from turnstream.clock import now_ms
 from turnstream.events import Event
 from turnstream.ids import uuid7
+
+logger = logging.getLogger("turnstream.agents.tools")
 
 __all__ = ["ModelStep", "StepOutcome", "ToolCall", "ToolResult", "tool_loop"]
 
@@ -72,9 +79,12 @@ async def tool_loop(
         messages.extend(tool_message(call.id, results[call.id]) for call in calls)
     for step in range(1, limit + 1):
         outcome = StepOutcome()
-        async with aclosing(model_step(messages, outcome)) as stream:
-            async for event in stream:
+        try:
+            async for event in _step(ctx, model_step, messages, outcome):
                 yield event
+        except ContextTooLong as exc:
+            yield events.error(str(exc), "context_length_exceeded")
+            return
         if not outcome.calls:
             return
         _name_calls(outcome.calls, seen)
@@ -155,6 +165,28 @@ async def _decided_calls(
     async with aclosing(run_calls(ctx, tools, approved)) as running:
         async for item in running:
             yield item
+
+
+async def _step(
+    ctx: RunContext, model_step: ModelStep, messages: list[dict[str, Any]], outcome: StepOutcome
+) -> AsyncGenerator[AgentEvent, None]:
+    """One model step; refused as too long before any event, once more on a tighter fit
+    (`messages` is replaced in place, so the later steps build on it)."""
+    for attempt in (1, 2):
+        produced = False
+        try:
+            async with aclosing(model_step(messages, outcome)) as stream:
+                async for event in stream:
+                    produced = True
+                    yield event
+            return
+        except ContextTooLong:
+            if attempt == 2 or produced or ctx.refit is None:
+                raise
+            logger.warning(
+                "run %s: the model found its input too long; retrying tighter", ctx.session_id
+            )
+            messages[:] = ctx.refit(messages)
 
 
 def _name_calls(calls: list[ToolCall], seen: set[str]) -> None:

@@ -66,7 +66,7 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-class _Text(BaseModel):
+class TextBody(BaseModel):
     """A request body whose every string is valid Unicode."""
 
     model_config = ConfigDict(extra="forbid")
@@ -79,12 +79,12 @@ class _Text(BaseModel):
         return data
 
 
-class ConversationCreate(_Text):
+class ConversationCreate(TextBody):
     title: str | None = Field(None, min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=_MAX_METADATA_KEYS)
 
 
-class ConversationUpdate(_Text):
+class ConversationUpdate(TextBody):
     title: str = Field(min_length=1, max_length=200)
 
 

@@ -15,6 +15,7 @@ The `/chat` routes (routes/chat.py) feed each native event (SPEC §5) to a
     approval                  tool-approval-response {approvalId, approved, reason};
                               tool-output-denied too when denied
     file                      file {url, mediaType}: the signed link; nothing for a deletion
+    compaction                data-compaction {data: the event's fields}, transient
     error                     [text-end | reasoning-end] error {errorText}
     end                       [text-end | reasoning-end] [finish-step] [abort] finish; [DONE]
     (Redis lost mid-stream)   error {errorText}, and no [DONE]: the run goes on; reconnect
@@ -132,6 +133,8 @@ class UIMessageStream:
                 if data.get("deleted") or not data.get("url"):
                     return []
                 return [{"type": "file", "url": data["url"], "mediaType": data.get("mediaType")}]
+            case EventType.COMPACTION:  # a transient data part: not kept in the message
+                return [{"type": "data-compaction", "data": dict(data), "transient": True}]
             case EventType.ERROR:
                 return [*self._close_parts(), {"type": "error", "errorText": _error_text(data)}]
             case EventType.END:

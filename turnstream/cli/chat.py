@@ -28,14 +28,18 @@ commands do not pay for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from turnstream.cli.checks import fail
 
 if TYPE_CHECKING:
+    from turnstream.cli.chat_session import ChatSession
     from turnstream.client import ClientError
 
 
@@ -75,15 +79,24 @@ def chat(
     from turnstream.client import ClientError
 
     session = ChatSession(url, token, sys.stdout)
+    # Ctrl-C leaves at once: the run goes on on the server, and nothing here needs more
+    # closing than the exit does. (Cancelling the chat's task and waiting for its cleanup,
+    # asyncio.run's way, was seen to hang for good on a loaded machine.)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: _leave(session))
     try:
         asyncio.run(session.run(resume))
-    # Ctrl-C cancels the chat's main task; asyncio.run then raises KeyboardInterrupt, or the
-    # CancelledError itself if the task was cancelled more than once on its way out. Both
-    # are a Ctrl-C here: nothing else cancels this task.
-    except (KeyboardInterrupt, asyncio.CancelledError, Detached):
+    except Detached:
         session.detach()
     except ClientError as exc:  # only the first requests: later ones are reported inline
         raise fail(_why_not(exc, url, resume)) from None
+
+
+def _leave(session: ChatSession) -> NoReturn:
+    """Say how to come back, and exit."""
+    with contextlib.suppress(RuntimeError):  # the signal came inside a write to the screen
+        session.detach()
+        sys.stdout.flush()
+    os._exit(0)
 
 
 def _why_not(exc: ClientError, url: str, resume: str | None) -> str:

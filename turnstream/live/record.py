@@ -28,6 +28,7 @@ class RunRecord:
     error: str | None
     user_message_id: str | None
     multitask_after: str | None  # the run this one waits for (multitask=enqueue)
+    waited: bool = False  # it waited for approvals before: its decisions are read when it goes on
 
     @classmethod
     def from_hash(cls, h: dict[str, str], newest: StreamEntry | None) -> RunRecord:
@@ -51,6 +52,7 @@ class RunRecord:
             error=h.get(RunField.ERROR) or None,
             user_message_id=h.get(RunField.USER_MESSAGE_ID) or None,
             multitask_after=h.get(RunField.AFTER) or None,
+            waited=bool(h.get(RunField.ASKED)),
         )
 
     @classmethod

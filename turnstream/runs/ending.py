@@ -14,6 +14,7 @@ from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
+from turnstream.store.context import note_context
 
 
 async def end_run(
@@ -52,13 +53,7 @@ async def end_run(
         keep_existing=require is not None and not replace,
         only_if=still_required if require is not None else None,
     )
-    if reply.prompt_tokens or reply.completion_tokens:
-        await rt.store.record_usage(
-            cid=k.cid,
-            session_id=k.sid,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
+    await _store_usage(rt, k, reply)
     await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
     ended_at = await rt.runs.finish(
         k,
@@ -73,3 +68,22 @@ async def end_run(
     metrics.run_ended(status.value, created_at_ms=record.created_at, ended_at_ms=ended_at)
     await archiver.save_end(rt, k, status, error, ended_at)  # `error`/`end`, and the run log
     return True
+
+
+async def _store_usage(rt: Runtime, k: RunKeys, reply: Reply) -> None:
+    """The run's token usage; and the estimate of its history beside the model's count of
+    it, which calibrates the next turns' estimate (context/budget.py)."""
+    if reply.prompt_tokens or reply.completion_tokens:
+        await rt.store.record_usage(
+            cid=k.cid,
+            session_id=k.sid,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
+    if reply.context_estimate and reply.first_prompt_tokens:
+        await note_context(
+            rt.sessions,
+            session_id=k.sid,
+            estimate=reply.context_estimate,
+            tokens=reply.first_prompt_tokens,
+        )

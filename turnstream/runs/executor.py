@@ -3,6 +3,7 @@
 The shape of an execution:
 
     claim (queued -> running, atomically)
+    the history, fitted to the model (context/compaction.py): maybe a `compaction` event
     pull task: agent events -> outbox (outbox.py: adjacent deltas merged, batches numbered)
     consume loop: outbox -> Redis, the first event at once, then one batch per window
     watcher beside it: renews the lease, notices a stop, cancels the pull task
@@ -23,11 +24,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
+from functools import partial
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from turnstream import events, metrics
 from turnstream.agents.base import AgentEvent, RunContext
+from turnstream.config import Settings
+from turnstream.context.compaction import Summarise, prepare
+from turnstream.context.fit import tighter
 from turnstream.events import Event, EventType
 from turnstream.keys import RunKeys
 from turnstream.live import tokens
@@ -38,6 +44,7 @@ from turnstream.runs.ending import end_run
 from turnstream.runs.outbox import Outbox
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
+from turnstream.store.claude_sessions import ClaudeSessions
 from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
 
 logger = logging.getLogger("turnstream.runs")
@@ -77,6 +84,18 @@ async def _its_turn(rt: Runtime, before: RunKeys) -> bool:
         if ahead is not None and ahead.status is RunStatus.WAITING:
             return False
     return True
+
+
+def _summariser(settings: Settings) -> Summarise | None:
+    """The compaction's summary writer, if an OpenAI-compatible endpoint is configured.
+
+    The openai SDK is imported only then: it adds half a second to every process start.
+    """
+    if not settings.has_openai_endpoint:
+        return None
+    from turnstream.agents.openai import summariser
+
+    return summariser(settings)
 
 
 class _Execution:
@@ -142,7 +161,7 @@ class _Execution:
 
     async def _context(self) -> RunContext:
         message, enqueued = await self.rt.runs.question(self.k)
-        decided = await self.rt.approvals.decisions(self.k)
+        decided = await self.rt.approvals.decisions(self.k) if self.record.waited else []
         if decided:  # it goes on after waiting: its events so far are its reply so far
             self.reply = await archiver.reply_so_far(self.rt, self.k)
         elif enqueued and self.record.user_message_id:
@@ -152,19 +171,44 @@ class _Execution:
                 self.rt.files, self.k.cid, message_id=self.record.user_message_id, content=message
             )
             await self.rt.store.save(cid=self.k.cid, message=question)
-        limits = Limits.of(self.rt.settings)
+        settings = self.rt.settings
+        limits = Limits.of(settings)
         return RunContext(
             conversation_id=self.k.cid,
             user_id=self.record.user_id,
             session_id=self.k.sid,
             message_id=self.record.message_id,
             message=message,
-            history=await self.rt.store.history(cid=self.k.cid),
-            settings=self.rt.settings,
+            history=await self._history(),
+            settings=settings,
             cancelled=lambda: self.stop_asked,
             workspace=Workspace(self.rt.files, self.k.cid, limits, on_change=self._file_changed),
             decided=tuple(decided),
+            refit=partial(
+                tighter,
+                keep=settings.context_keep_tool_results,
+                chars=settings.context_tool_result_chars,
+            ),
+            claude_sessions=(
+                ClaudeSessions(self.rt.sessions, self.k.cid, limit=settings.claude_session_bytes)
+                if settings.claude_session_bytes
+                else None
+            ),
         )
+
+    async def _history(self) -> list[dict[str, Any]]:
+        """The conversation's history fitted to the model (context/); a compaction's event."""
+        sessions = self.rt.sessions
+        prepared = await prepare(
+            sessions,
+            cid=self.k.cid,
+            settings=self.rt.settings,
+            summarise=_summariser(self.rt.settings),
+        )
+        if prepared.event is not None:
+            self._add(prepared.event)
+        self.reply.context_estimate = prepared.estimate  # stored with the run's end
+        return prepared.history
 
     async def _file_changed(self, change: FileChange) -> None:
         """A tool wrote or deleted a workspace file: a `file` event, with a signed link."""

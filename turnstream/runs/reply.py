@@ -82,6 +82,8 @@ class Reply:
         self.steps: list[_Step] = [_Step()]
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.first_prompt_tokens = 0
+        self.context_estimate: int | None = None  # of the history the agent was given
         self._step_of_call: dict[str, _Step] = {}  # every call of the run stored, by id
         self._called: set[str] = set()  # every call id the run sent, stored or not
         self._answered: set[str] = set()
@@ -101,6 +103,8 @@ class Reply:
             self._after_result = self._after_result or str(data.get("id", "")) in self._called
             self._result(data)
         elif type == EventType.USAGE:
+            # The first call's prompt is the history the run was given, as the model counts it.
+            self.first_prompt_tokens = self.first_prompt_tokens or int(data.get("prompt_tokens", 0))
             self.prompt_tokens += int(data.get("prompt_tokens", 0))
             self.completion_tokens += int(data.get("completion_tokens", 0))
         elif type == EventType.FILE and isinstance(data.get("path"), str):

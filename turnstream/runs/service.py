@@ -235,7 +235,7 @@ async def _end_queued(rt: Runtime, k: RunKeys) -> None:
     before = record.multitask_after
     if before and is_live(maybe_text(await rt.redis.get(RunKeys(k.cid, before).status))):
         return
-    if await rt.approvals.decisions(k):  # it waited for approvals and was to go on
+    if record.waited:  # it waited for approvals and was to go on
         await _end_waited(rt, k, record, RunStatus.QUEUED)
         return
     await end_run(rt, k, record, RunStatus.CANCELLED, Reply(), require=RunStatus.QUEUED)

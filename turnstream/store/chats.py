@@ -262,16 +262,14 @@ class ChatStore:
     # -- reads through the cache ---------------------------------------------
 
     async def load(self, *, cid: str) -> CachedConversation | None:
-        """The conversation with all its messages: the cached copy if current, else SQL.
-
-        Current: at least the row's version, read first by primary key (store/cache.py).
-        """
+        """The conversation with all its messages: the cached copy if current and whole,
+        else SQL. Current: at least the row's version, read first by primary key."""
         async with self.sessions() as db:
             version = await db.scalar(select(Conversation.version).where(Conversation.id == cid))
         if version is None:
             return None
         cached = await self.cache.get(cid=cid)
-        if cached is not None and cached.version >= version:
+        if cached is not None and cached.version >= version and not cached.truncated:
             return cached
         cached = await self._load_from_db(cid)
         if cached is not None:

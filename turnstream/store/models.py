@@ -90,7 +90,11 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("conversation_id", "sequence"),)
+    # The session index finds a run's messages (save_run) without reading the conversation's.
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "sequence"),
+        Index("ix_messages_session", "conversation_id", "session_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -124,6 +128,10 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # The history the run's agent got: its estimated tokens, and the prompt tokens the
+    # model counted in its first call (context/budget.py calibrates the estimate by them).
+    context_estimate: Mapped[int | None] = mapped_column(Integer)
+    context_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -167,3 +175,78 @@ class WorkspaceFile(Base):
     uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     modified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ContextSummary(Base):
+    """The summary of a conversation's oldest messages, through `through_sequence`
+    (context/compaction.py). Each later turn starts from the newest one; the messages
+    themselves are never changed. `model` None: no model wrote it, it says what is left out.
+    """
+
+    __tablename__ = "context_summaries"
+    __table_args__ = (
+        Index("ix_context_summaries_conversation", "conversation_id", "through_sequence"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    through_sequence: Mapped[int] = mapped_column(Integer)
+    through_message_id: Mapped[str] = mapped_column(String(36))
+    content: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# Entries are numbered in append order on every database: SQLite autoincrements only an
+# INTEGER primary key.
+_Position = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ClaudeSession(Base):
+    """The Claude Code session a conversation resumes (store/claude_sessions.py).
+
+    `session_id` is set once a run's reply has been mirrored whole, with the run it
+    answered (`through_run`); `bytes` counts its stored entries against
+    TURNSTREAM_CLAUDE_SESSION_BYTES, and `full` says the last run went past it, so the
+    entries are not whole and the next turn starts a new session.
+    """
+
+    __tablename__ = "claude_sessions"
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    through_run: Mapped[str | None] = mapped_column(String(160))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClaudeSessionEntry(Base):
+    """One line of a Claude Code session transcript, as the SDK mirrored it: opaque JSON.
+
+    Keyed like the SDK's `SessionKey` (`subpath` "" for the main transcript), within
+    the conversation; an entry's `uuid` is stored once per key.
+    """
+
+    __tablename__ = "claude_session_entries"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id",
+            "project_key",
+            "session_id",
+            "subpath",
+            "uuid",
+            name="uq_claude_session_entries_key_uuid",
+        ),
+    )
+
+    position: Mapped[int] = mapped_column(_Position, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    project_key: Mapped[str] = mapped_column(String(255))
+    session_id: Mapped[str] = mapped_column(String(255))
+    subpath: Mapped[str] = mapped_column(String(255))
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    entry: Mapped[str] = mapped_column(Text)  # the JSON text
+    size: Mapped[int] = mapped_column(Integer)  # its UTF-8 bytes

@@ -50,10 +50,15 @@ class ConversationView(BaseModel):
 
 
 class CachedConversation(ConversationView):
-    """The `chat:session:{cid}` value: the conversation, all its messages, and its version."""
+    """The `chat:session:{cid}` value: the conversation, its messages, and its version.
+
+    Loaded from SQL it has them all; cached, only the newest `CACHED_MESSAGES`, with
+    `truncated` when older ones exist (store/cache.py says why).
+    """
 
     version: int
     messages: list[MessageView]
+    truncated: bool = False
 
 
 class NewMessage(_MessageFields):

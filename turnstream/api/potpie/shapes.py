@@ -15,9 +15,9 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
-from turnstream.api.schemas import has_lone_surrogate
+from turnstream.api.schemas import TextBody
 from turnstream.store.views import ConversationView
 
 METADATA_KEY = "potpie"
@@ -29,17 +29,10 @@ _Id = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 _Ids = Annotated[list[_Id], Field(max_length=100)]
 
 
-class _Body(BaseModel):
+class _Body(TextBody):
     """A body of potpie-ui's: fields it sends that are not read here are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        if has_lone_surrogate(data):
-            raise ValueError("text must be valid Unicode (no lone surrogates)")
-        return data
 
 
 class CreateBody(_Body):

@@ -50,6 +50,7 @@ from turnstream.live.stream import expired
 from turnstream.runs import approving
 from turnstream.runs.service import Multitask, start_run
 from turnstream.runtime import Runtime
+from turnstream.store.context import last_user_message
 
 logger = logging.getLogger("turnstream.api")
 
@@ -181,9 +182,7 @@ async def _decide(
 
 async def last_user_text(rt: Runtime, cid: str) -> str:
     """What a regenerate answers again: the newest user message; NothingToRegenerate if none."""
-    loaded = await rt.store.load(cid=cid)
-    messages = loaded.messages if loaded else []
-    last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+    last_user = await last_user_message(rt.sessions, cid=cid)
     if last_user is None:
         raise NothingToRegenerate(cid)
     return last_user.content or ""

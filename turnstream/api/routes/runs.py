@@ -40,7 +40,7 @@ from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
 from turnstream.runs.service import Multitask, Started, start_run, stop_run
 from turnstream.runtime import Runtime
-from turnstream.store import runlog
+from turnstream.store import context, runlog
 
 router = APIRouter(prefix="/conversations/{cid}", tags=["runs"], responses=documented(AccessDenied))
 
@@ -116,10 +116,7 @@ async def regenerate(
     options: RunOptionsDep,
 ) -> Response:
     """Answer the last user message again, replacing the reply that followed it."""
-    loaded = await rt.store.load(cid=conversation.id)
-    last_user = (
-        next((m for m in reversed(loaded.messages) if m.role == "user"), None) if loaded else None
-    )
+    last_user = await context.last_user_message(rt.sessions, cid=conversation.id)
     if last_user is None:
         raise NothingToRegenerate(conversation.id)
     content = last_user.content or ""
@@ -274,12 +271,7 @@ async def _answer(rt: Runtime, cid: str, started: Started, *, stream: bool) -> R
         return event_stream(rt, k, "0-0")
     async for _batch in rt.hub.follow(k, "0-0"):
         pass  # wait for the end: the reply is stored before it
-    messages = await rt.store.load(cid=cid)
-    reply = (
-        next((m for m in messages.messages if m.id == started.message_id), None)
-        if messages
-        else None
-    )
+    reply = await context.message(rt.sessions, cid=cid, message_id=started.message_id)
     if reply is None:
         # The reply was stored before the end, so a later regenerate has replaced it
         # since: point the client at the run whose reply now counts, as other 409s do.

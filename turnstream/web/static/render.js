@@ -182,6 +182,9 @@ export class TurnView {
       case "file":
         this.addFile(event);
         break;
+      case "compaction":
+        this.addCompaction(event);
+        break;
       case "error":
         this.setError(event.message);
         break;
@@ -217,6 +220,15 @@ export class TurnView {
     const call = (name === "bash" && bashCommand(args)) ? bashCall(id, args) : genericCall(id, name, args);
     this.step.tools.append(call.node);
     if (id) this.calls.set(id, call);
+  }
+
+  // The history was compacted before this reply: a quiet line above it.
+  addCompaction(event) {
+    const tokens = `about ${event.tokensBefore} → ${event.tokensAfter} tokens`;
+    let text = `Earlier messages were left out of this reply: their summary failed (${tokens}).`;
+    if (event.summarizedThrough && event.model) text = `Earlier messages were summarised to fit the model (${tokens}).`;
+    else if (event.summarizedThrough) text = `Earlier messages are no longer sent to the model: none is set to summarise them (${tokens}).`;
+    this.node.prepend(el("p", { class: "compaction", text }));
   }
 
   // A file the run wrote (or deleted): one line per path, the newest write or deletion.
