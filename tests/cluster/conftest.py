@@ -17,6 +17,11 @@ from redis.cluster import RedisCluster
 from turnstream.config import Settings
 
 
+@pytest.fixture(autouse=True)
+def _layout(cluster_layout: None) -> None:
+    """The keys as a cluster names them, and SPEC's names again for the tests after these."""
+
+
 @pytest.fixture
 def cluster_url() -> Iterator[str]:
     """The URL of one node of an empty cluster; the client finds the others."""

@@ -16,6 +16,9 @@ from turnstream.keys import RunField, RunKeys
 from turnstream.live.state import RunState
 from turnstream.live.status import RunStatus
 
+# The cluster's layout, whose 16 shards these tests spread runs over, on one node.
+pytestmark = pytest.mark.usefixtures("cluster_layout")
+
 
 @pytest.fixture
 async def redis(redis_url):
