@@ -11,6 +11,7 @@ from turnstream import events, keys
 from turnstream.clock import now_ms
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
+from turnstream.runs import archiver
 from turnstream.runs.executor import execute
 from turnstream.runs.reaper import reap_once
 from turnstream.runs.service import Multitask, start_run
@@ -68,6 +69,30 @@ async def test_reaper_ends_a_run_whose_lease_lapsed_and_keeps_the_partial_reply(
     assert types[-2:] == ["error", "end"] and types.count("end") == 1
     reply = next(m for m in (await rt.store.load(cid=k.cid)).messages if m.id == started.message_id)
     assert (reply.content, reply.status) == ("half a reply", "error")
+
+
+async def test_a_run_lost_after_its_worker_stored_the_whole_reply_ends_completed(app):
+    """The worker stored the reply (the first step of an end) and died before ending the run:
+    the reaper ends it as the conversation holds it, not with an error it does not show."""
+    rt = app.state.runtime
+    k, started = await _queued_run(rt)
+    assert await rt.runs.claim(k, worker="dead-worker", lease_seconds=0.05)
+    await rt.runs.append(k, [events.delta("the whole reply")])
+    record = await rt.runs.get(k)
+    reply = await archiver.reply_so_far(rt, k)
+    stored = reply.messages(RunStatus.COMPLETED, message_id=record.message_id, session_id=k.sid)
+    await rt.store.save_run(cid=k.cid, session_id=k.sid, messages=stored)
+    await asyncio.sleep(0.1)  # the 50 ms lease lapsing is what this test is about
+
+    assert await reap_once(rt) == 1
+    assert (await rt.runs.get(k)).status is RunStatus.COMPLETED
+    entries = await rt.redis.xrange(k.stream)
+    assert [f["type"] for _id, f in entries][-2:] == ["delta", "end"]
+    assert json.loads(entries[-1][1]["data"])["status"] == "completed"
+    reply_row = next(
+        m for m in (await rt.store.load(cid=k.cid)).messages if m.id == started.message_id
+    )
+    assert (reply_row.content, reply_row.status) == ("the whole reply", "complete")
 
 
 async def test_a_batch_sent_again_after_a_lost_reply_is_written_once(app):

@@ -15,6 +15,7 @@ from turnstream.runs import archiver
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store.context import note_context
+from turnstream.store.views import MessageView
 
 
 async def end_run(
@@ -46,13 +47,17 @@ async def end_run(
         current = await rt.runs.get(k)
         return current is not None and current.status is require
 
-    await rt.store.save_run(
+    stored = await rt.store.save_run(
         cid=k.cid,
         session_id=k.sid,
         messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
         keep_existing=require is not None and not replace,
         only_if=still_required if require is not None else None,
     )
+    if require is not None and status is RunStatus.ERROR and _whole(stored, record.message_id):
+        # Its worker stored the whole reply and was lost before it could end the run: the
+        # end says what the conversation holds, not an error the reply does not show.
+        status, error = RunStatus.COMPLETED, None
     await _store_usage(rt, k, reply)
     await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
     ended_at = await rt.runs.finish(
@@ -68,6 +73,11 @@ async def end_run(
     metrics.run_ended(status.value, created_at_ms=record.created_at, ended_at_ms=ended_at)
     await archiver.save_end(rt, k, status, error, ended_at)  # `error`/`end`, and the run log
     return True
+
+
+def _whole(stored: list[MessageView], message_id: str) -> bool:
+    """Whether the run's reply is stored complete (by its worker: a reaper's would not be)."""
+    return any(m.id == message_id and m.status == "complete" for m in stored)
 
 
 async def _store_usage(rt: Runtime, k: RunKeys, reply: Reply) -> None:
