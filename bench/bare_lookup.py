@@ -24,6 +24,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from turnstream import keys
+
 
 def bare_app(redis_url: str) -> FastAPI:
     r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
@@ -36,8 +38,8 @@ def bare_app(redis_url: str) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
 
     async def run_of(cid: str) -> dict[str, Any] | None:
-        sid = await r.get(f"chat:active:{cid}")
-        run: dict[str, Any] = await r.hgetall(f"chat:run:{cid}:{sid}") if sid else {}
+        sid = await r.get(keys.active(cid))
+        run: dict[str, Any] = await r.hgetall(keys.run_prefix(cid) + sid) if sid else {}
         return run or None
 
     @app.get("/{cid}/active-session")
@@ -84,16 +86,16 @@ def seed_app(url: str) -> FastAPI:
 
     @app.get("/{method}/{cid}/{endpoint}")
     async def lookup(method: str, cid: str, endpoint: str) -> JSONResponse:
-        pattern = f"chat:stream:{cid}:*"
+        pattern = keys.stream_prefix(cid) + "*"
         if method == "keys":
             found = await r.keys(pattern)
         else:
             found = [k async for k in r.scan_iter(match=pattern, count=1000)]
         if not found:
             return JSONResponse({"error": "not found", "conversationId": cid}, 404)
-        sid = found[0][len(f"chat:stream:{cid}:") :]
+        sid = found[0][len(keys.stream_prefix(cid)) :]
         newest = await r.xrevrange(found[0], count=1)
-        status = await r.get(f"task:status:{cid}:{sid}")
+        status = await r.get(keys.status_prefix(cid) + sid)
         entry_id = newest[0][0] if newest else "0-0"
         return JSONResponse({"sessionId": sid, "status": status, "cursor": entry_id,
                              "conversationId": cid, "endpoint": endpoint})  # fmt: skip

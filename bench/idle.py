@@ -211,7 +211,7 @@ async def start_runs(redis_url: str, runs: list[tuple[str, str]]) -> None:
 
     for i in range(0, len(runs), 200):
         await asyncio.gather(*(one(c, s) for c, s in runs[i : i + 200]))
-        # create.lua reads every run in the user's cap set: keep it short.
+        # The user's cap set holds every run started here: keep it short.
         await state.redis.delete(user_runs(USER))
     await state.redis.aclose()
 

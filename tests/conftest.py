@@ -27,6 +27,7 @@ from helpers import pg_admin
 from servers import RedisServer
 from sqlalchemy.engine import make_url
 
+from turnstream import keys
 from turnstream.config import Settings
 
 
@@ -47,6 +48,19 @@ def _redis_server_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{server.port}/0"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster_layout() -> Iterator[None]:
+    """Keys named as on a Redis Cluster (hash tags, 16 index shards), for this test only.
+
+    One node serves them as well: what the layout changes is testable without a cluster.
+    """
+    keys.use_cluster_layout(True)
+    try:
+        yield
+    finally:
+        keys.use_cluster_layout(False)
 
 
 @pytest.fixture

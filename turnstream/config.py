@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         default_factory=lambda data: default_database_url(data.get("data_dir", ".turnstream"))
     )
     redis_url: str | None = None
+    # redis_url names one node of a Redis Cluster (7+: sharded pub/sub); the client finds
+    # the others. docs/cluster.md.
+    redis_cluster: bool = False
 
     # Auth. Opaque bearer tokens always work; HS256 JWTs too when a secret is set.
     jwt_secret: str | None = None
@@ -203,6 +206,13 @@ class Settings(BaseSettings):
                 "PostgreSQL (postgresql+asyncpg://user:password@host/database)"
             )
         return url
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _a_node_of_it(cls, cluster: bool, info: ValidationInfo) -> bool:
+        if cluster and not info.data.get("redis_url"):
+            raise ValueError("needs TURNSTREAM_REDIS_URL: the URL of any node of the cluster")
+        return cluster
 
     @field_validator("sandbox_python")
     @classmethod

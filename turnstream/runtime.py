@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from turnstream import keys
 from turnstream.agents import Agent, load_agent
 from turnstream.config import Settings
 from turnstream.live.approvals import Approvals
@@ -41,6 +42,8 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, redis: Redis) -> Runtime:
+        # Before any key is named: hash tags on a cluster, SPEC's names on one node.
+        keys.use_cluster_layout(settings.redis_cluster)
         engine = create_engine(settings.database_url, outages=True)
         sessions = session_factory(engine)
         runs = RunState(

@@ -105,7 +105,7 @@ async def test_running_run_is_active_with_an_estimate_from_recent_durations(api)
         run = (await http.get(f"/api/v1/conversations/{cid}/runs/{sid}", headers=headers)).json()
         # No completed run yet: start + the configured default (30 s).
         assert task.json()["estimatedCompletion"] == run["startedAt"] + 30_000
-        await r.lpush(keys.DURATIONS, 90_000, 20_000, 10_000)
+        await r.lpush(keys.durations(keys.shard_of(cid)), 90_000, 20_000, 10_000)
         with_history = (await _both(http, headers, cid))[1].json()
         newest = await r.xrevrange(RunKeys(cid, sid).stream, count=1)
         streaming.cancel()

@@ -78,7 +78,7 @@ async def test_an_asked_call_waits_on_no_worker_and_goes_on_in_the_same_stream(s
         }
         # It waits with nothing held: no task, no lease; it is still the live run.
         await eventually(lambda: not rt.running, timeout=5, what="the worker let go")
-        assert await rt.redis.zscore(keys.LEASES, k.lease_member) is None
+        assert await rt.redis.zscore(keys.leases(k.shard), k.lease_member) is None
         status = await client.get(f"/api/v1/conversations/{cid}/task-status", headers=alice)
         assert status.json()["isActive"] is True
         session = await client.get(f"/api/v1/conversations/{cid}/active-session", headers=alice)

@@ -15,6 +15,7 @@ from helpers import eventually
 from sqlalchemy import delete, func, select
 from sse import parse_sse
 
+from turnstream import keys
 from turnstream.keys import RunField, RunKeys
 from turnstream.store import archive
 from turnstream.store.models import RunEvents
@@ -163,7 +164,7 @@ async def test_a_running_runs_trimmed_cursor_is_still_409(api):
         posting = asyncio.create_task(_post(http, headers, cid))
 
         async def trimmed_while_running():
-            sid = await rt.redis.get(f"chat:active:{cid}")
+            sid = await rt.redis.get(keys.active(cid))
             if sid is None:
                 return None
             k = RunKeys(cid, sid)

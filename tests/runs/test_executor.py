@@ -113,10 +113,12 @@ async def test_reaper_leaves_a_run_with_a_live_lease_alone(app):
     k, _started = await _queued_run(rt)
     assert await rt.runs.claim(k, worker="live-worker", lease_seconds=60)
     assert await reap_once(rt) == 0
-    # A lease that lapsed in the index but was renewed since is re-checked in the script.
-    await rt.redis.zadd(keys.LEASES, {k.lease_member: now_ms() - 1000})
+    # A lease that lapsed in the index but was renewed since is checked against the run,
+    # and the index entry moved to the renewal.
+    await rt.redis.zadd(keys.leases(k.shard), {k.lease_member: now_ms() - 1000})
     assert await reap_once(rt) == 0
     assert (await rt.runs.get(k)).status is RunStatus.RUNNING
+    assert await rt.redis.zscore(keys.leases(k.shard), k.lease_member) > now_ms()
 
 
 async def test_shutdown_ends_in_flight_runs_instead_of_leaving_them_running(settings):

@@ -90,7 +90,7 @@ async def test_a_queued_run_no_process_can_run_ends_with_not_started_after_the_s
         records = [await rt.runs.get(k) for k in (first, second)]
         events = [await _events(rt, k) for k in (first, second)]
         messages = (await rt.store.load(cid=cid)).messages
-        assert await rt.redis.zcard(keys.QUEUED) == 0
+        assert await rt.runs.indexes.count(keys.queued) == 0
 
     for record, written in zip(records, events, strict=True):
         assert [e["type"] for e in written] == ["queued", "error", "end"]
@@ -126,7 +126,7 @@ async def test_a_run_whose_message_was_lost_is_handed_out_again_and_completes(qu
         )
         types = [e["type"] for e in await _events(rt, k)]
         messages = (await rt.store.load(cid=cid)).messages
-        assert await rt.redis.zcard(keys.QUEUED) == 0
+        assert await rt.runs.indexes.count(keys.queued) == 0
     assert types[:2] == ["queued", "start"] and types[-1] == "end"
     assert types.count("start") == 1 and types.count("end") == 1 and "error" not in types
     assert [m.role for m in messages] == ["user", "assistant"]

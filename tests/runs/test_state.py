@@ -121,7 +121,7 @@ async def test_claim_is_a_compare_and_set(runs, redis):
     assert record is not None and (record.status, record.worker) == (RunStatus.RUNNING, "w1")
     assert await redis.get(k.status) == "running"
     assert [e.type for e in await _entries(redis, k)] == ["queued", "start"]
-    lease = await redis.zscore(keys.LEASES, k.lease_member)
+    lease = await redis.zscore(keys.leases(k.shard), k.lease_member)
     assert lease == int(await redis.hget(k.run, RunField.LEASE_UNTIL))
 
 
@@ -179,10 +179,10 @@ async def test_trimming_records_the_newest_id_trimmed_away(redis):
 
 async def test_heartbeat_renews_the_lease_and_the_keys(runs, redis):
     k = await _running(runs, RunKeys("c1", "s1"))
-    before = await redis.zscore(keys.LEASES, k.lease_member)
+    before = await redis.zscore(keys.leases(k.shard), k.lease_member)
     await redis.pexpire(k.stream, 1000)
     assert await runs.heartbeat(k, worker="w", lease_seconds=LEASE_SECONDS * 2) == 0
-    assert await redis.zscore(keys.LEASES, k.lease_member) > before
+    assert await redis.zscore(keys.leases(k.shard), k.lease_member) > before
     assert await redis.pttl(k.stream) > 1000
     await runs.ask_stop(k)
     assert await runs.heartbeat(k, worker="w", lease_seconds=LEASE_SECONDS) == 1
@@ -214,7 +214,7 @@ async def test_finish_writes_one_end_and_a_second_finish_is_a_no_op(runs, redis)
     assert record is not None and (record.status, record.error) == (RunStatus.ERROR, "It broke.")
     assert record.ended_at == ended_at
     assert await redis.get(k.status) == "error"
-    assert await redis.zscore(keys.LEASES, k.lease_member) is None
+    assert await redis.zscore(keys.leases(k.shard), k.lease_member) is None
 
 
 async def test_finish_refuses_a_run_not_in_the_required_status(runs, redis):
@@ -234,12 +234,14 @@ async def test_finish_refuses_a_run_not_in_the_required_status(runs, redis):
 async def test_completed_runs_keep_a_capped_list_of_durations(runs, redis):
     cancelled = await _running(runs, RunKeys("c1", "s1"))
     await runs.finish(cancelled, status=RunStatus.CANCELLED, message_id="m")
-    assert await redis.llen(keys.DURATIONS) == 0  # only completed runs count
-    await redis.rpush(keys.DURATIONS, *["999999"] * keys.DURATIONS_KEPT)
-    k = await _running(runs, RunKeys("c2", "s2"))
+    assert await redis.llen(keys.durations(cancelled.shard)) == 0  # only completed runs count
+    k = RunKeys("c2", "s2")
+    durations = keys.durations(k.shard)  # each index shard keeps its own runs' durations
+    await redis.rpush(durations, *["999999"] * keys.DURATIONS_KEPT)
+    await _running(runs, k)
     await runs.finish(k, status=RunStatus.COMPLETED, message_id="m")
-    assert await redis.llen(keys.DURATIONS) == keys.DURATIONS_KEPT
-    assert int(await redis.lindex(keys.DURATIONS, 0)) < 999999  # the newest first
+    assert await redis.llen(durations) == keys.DURATIONS_KEPT
+    assert int(await redis.lindex(durations, 0)) < 999999  # the newest first
 
 
 # the queued-run index (chat:queued) and the requeue script
@@ -248,7 +250,8 @@ async def test_completed_runs_keep_a_capped_list_of_durations(runs, redis):
 async def _due(redis: Redis, k: RunKeys, *, ago_ms: int, deadline_too: bool = True) -> None:
     """Make the run due `ago_ms` ago in chat:queued (and its claim deadline too)."""
     past = now_ms() - ago_ms
-    await redis.zadd(keys.QUEUED, {k.lease_member: past})
+    await redis.zadd(keys.queued(k.shard), {k.lease_member: past})
+    await redis.hset(k.run, RunField.LOOK_AT, past)
     if deadline_too:
         await redis.hset(k.run, RunField.CLAIM_BY, past)
 
@@ -260,18 +263,22 @@ async def test_create_indexes_a_queued_run_and_claim_or_finish_take_it_out(redis
     await _create(runs, claimed)
     await _create(runs, ended)
     assert await _create(runs, refused) == (False, "s2")  # reject: nothing indexed
-    indexed = dict(await redis.zrange(keys.QUEUED, 0, -1, withscores=True))
+    indexed = {
+        member: score
+        for shard in keys.every_shard(keys.queued)
+        for member, score in await redis.zrange(shard, 0, -1, withscores=True)
+    }
     assert set(indexed) == {claimed.lease_member, ended.lease_member}
     deadline = int(await redis.hget(claimed.run, RunField.CLAIM_BY))
     assert indexed[claimed.lease_member] == deadline
     assert before + 30_000 <= deadline <= now_ms() + 30_000
     assert await runs.claim(claimed, worker="w", lease_seconds=LEASE_SECONDS)
     await runs.finish(ended, status=RunStatus.CANCELLED, message_id="m")
-    assert await redis.zcard(keys.QUEUED) == 0
+    assert await runs.indexes.count(keys.queued) == 0
     # An enqueued run is indexed too: the reapers move its deadline on while it waits.
     waiting = RunKeys("c1", "s4")
     assert await _create(runs, waiting, enqueue=True) == (True, "s1")
-    assert await redis.zscore(keys.QUEUED, waiting.lease_member) is not None
+    assert await redis.zscore(keys.queued(waiting.shard), waiting.lease_member) is not None
 
 
 async def test_requeue_hands_out_a_late_run_once_a_window_until_it_gives_it_up(runs, redis):
@@ -284,7 +291,7 @@ async def test_requeue_hands_out_a_late_run_once_a_window_until_it_gives_it_up(r
     assert await runs.requeue(k, caller="look", give_up_seconds=60) is Requeue.NOTHING
     assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.KICK
     # The next look is one claim window away (no second kick meanwhile); the deadline stays.
-    assert await redis.zscore(keys.QUEUED, k.lease_member) > now_ms()
+    assert await redis.zscore(keys.queued(k.shard), k.lease_member) > now_ms()
     assert int(await redis.hget(k.run, RunField.CLAIM_BY)) < now_ms()
     assert await runs.due_queued(before=now_ms()) == []
     assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.NOTHING
@@ -296,9 +303,9 @@ async def test_requeue_hands_out_a_late_run_once_a_window_until_it_gives_it_up(r
     assert await redis.get(k.status) == "queued"  # the caller ends it (runs/requeue.py)
     # Once it has ended (or been claimed), a look drops it from the index.
     await runs.finish(k, status=RunStatus.ERROR, message_id="m", require=RunStatus.QUEUED)
-    await redis.zadd(keys.QUEUED, {k.lease_member: 0})  # as if a look raced the finish
+    await redis.zadd(keys.queued(k.shard), {k.lease_member: 0})  # as if a look raced the end
     assert await runs.requeue(k, caller="kick", give_up_seconds=60) is Requeue.NOTHING
-    assert await redis.zcard(keys.QUEUED) == 0
+    assert await runs.indexes.count(keys.queued) == 0
 
 
 async def test_requeue_moves_the_deadline_of_a_run_waiting_its_turn(runs, redis):
@@ -309,7 +316,7 @@ async def test_requeue_moves_the_deadline_of_a_run_waiting_its_turn(runs, redis)
     await redis.pexpire(second.run, 1000)
     assert await runs.requeue(second, caller="kick", give_up_seconds=60) is Requeue.WAITING
     assert int(await redis.hget(second.run, RunField.CLAIM_BY)) > now_ms()
-    assert await redis.zscore(keys.QUEUED, second.lease_member) > now_ms()
+    assert await redis.zscore(keys.queued(second.shard), second.lease_member) > now_ms()
     assert await redis.pttl(second.run) > 1000  # its keys live on while it waits
     # Its turn has come: now it is late, and handed out.
     await runs.finish(first, status=RunStatus.COMPLETED, message_id="m")

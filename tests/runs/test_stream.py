@@ -117,7 +117,7 @@ async def test_a_follower_that_leaves_while_subscribing_does_not_block_the_next(
     await hub.start()
     try:
         k = await _running_run(rt.runs, 0)
-        async with hub._commands:  # another follower's (un)subscribe holds the connection
+        async with hub._notices._by_node[""]._commands:  # another follower (un)subscribes
             gone = asyncio.create_task(anext(aiter(hub.follow(k, "0-0"))))
             # It has joined the run's channel and now waits for the connection to subscribe.
             await eventually(

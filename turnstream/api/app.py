@@ -82,7 +82,7 @@ def create_app(
             await asyncio.to_thread(embedded.start)
             redis = embedded.client()
         else:
-            redis = connect_redis(settings.redis_url)
+            redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
         if migrate and settings.database_url.startswith("sqlite"):
             await asyncio.to_thread(upgrade, settings.database_url)
         runtime = Runtime.open(settings, redis)

@@ -1,7 +1,8 @@
 """The checks a command runs before any start-up work, and how it says what is wrong.
 
     check_port        `serve` could listen on host:port
-    check_redis       Redis answers at TURNSTREAM_REDIS_URL
+    check_redis       Redis answers at TURNSTREAM_REDIS_URL (with TURNSTREAM_REDIS_CLUSTER:
+                      the cluster, every slot covered, Redis 7+)
     check_loading     the agent and the tools load; a sandbox can be made if `bash` is one
     prepare_database  the database answers and its schema is current (or is migrated)
 
@@ -17,7 +18,7 @@ import errno
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import typer
@@ -94,20 +95,64 @@ def check_port(host: str, port: int) -> None:
                 ) from None
 
 
-def check_redis(url: str) -> None:
+def check_redis(url: str, *, cluster: bool = False) -> None:
     import redis
 
+    if cluster:
+        if problem := cluster_problem(url):
+            raise fail(f"Cannot use the Redis Cluster at {redact(url)}: {problem}.")
+        return
     try:
         client = redis.Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT / 3, socket_timeout=CONNECT_TIMEOUT / 3
         )
         with client:
-            client.ping()
+            clustered = _is_cluster_node(client)
     except (redis.RedisError, OSError, ValueError) as exc:
         raise fail(
             f"Cannot use Redis at {redact(url)} ({reason(exc, url)}).\n"
             "Start Redis there, or correct TURNSTREAM_REDIS_URL."
         ) from None
+    if clustered:
+        raise fail(f"Redis at {redact(url)} is a cluster node: set TURNSTREAM_REDIS_CLUSTER=true.")
+
+
+def _is_cluster_node(client: Any) -> bool:
+    """Whether a single-node client was pointed at a cluster node (INFO may be denied: no)."""
+    import redis
+
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:
+        client.ping()
+        return False
+
+
+def cluster_problem(url: str) -> str | None:
+    """What keeps turnstream off the cluster `url` names, in a few words; None if nothing.
+
+    It must answer, hold every one of the 16,384 slots (a slot nobody holds is a
+    conversation nobody can write), and run Redis 7 or later (sharded pub/sub).
+    """
+    import redis
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    try:
+        client = RedisCluster.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT / 3, socket_timeout=CONNECT_TIMEOUT / 3
+        )
+        with client:
+            info = client.cluster_info()
+            version = str(client.info("server").get("redis_version", "0"))
+    except (redis.RedisError, RedisClusterException, OSError, ValueError) as exc:
+        return reason(exc, url)
+    if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_assigned", 0)) < 16384:
+        covered = info.get("cluster_slots_ok", 0)
+        return f"state {info.get('cluster_state')}, {covered} of 16384 slots covered"
+    if int(version.split(".")[0]) < 7:
+        return f"Redis {version}; sharded pub/sub needs 7 or later"
+    return None
 
 
 def is_sqlite(settings: Settings) -> bool:

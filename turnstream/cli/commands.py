@@ -58,7 +58,7 @@ def serve(
     from turnstream.embedded import owner_of
 
     if settings.redis_url is not None:
-        check_redis(settings.redis_url)
+        check_redis(settings.redis_url, cluster=settings.redis_cluster)
     elif (owner := owner_of(settings.data_dir)) is not None:
         raise fail(
             f"The data directory {settings.data_dir.resolve()} is in use by another turnstream "
@@ -124,7 +124,7 @@ def worker(
     if settings.redis_url is None:
         raise fail("turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis.")
     check_loading(settings, runs_agents=True)
-    check_redis(settings.redis_url)
+    check_redis(settings.redis_url, cluster=settings.redis_cluster)
     say(f"Database: {prepare_database(settings, upgrade=False)}")
 
     from taskiq.acks import AcknowledgeType

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import typer
 
-from turnstream.cli.checks import CONNECT_TIMEOUT, reason, schema_revision
+from turnstream.cli.checks import CONNECT_TIMEOUT, cluster_problem, reason, schema_revision
 from turnstream.cli.configured import loading_problems, redact, shown_value, variable
 from turnstream.config import Settings
 
@@ -87,6 +87,10 @@ def _redis(settings: Settings) -> tuple[str, list[str]]:
 
     url = settings.redis_url
     spec = f"{variable('redis_url')}={redact(url)}"
+    if settings.redis_cluster:
+        if problem := cluster_problem(url):
+            return "", [f"{spec}: the Redis Cluster cannot be used: {problem}."]
+        return f"{redact(url)}: a Redis Cluster, every slot covered", []
     try:
         client = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT / 3)
         with client:

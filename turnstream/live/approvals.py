@@ -9,7 +9,8 @@ hash (`waiting`, the approvals) and its stream, kept past the approvals' expiry.
 Its task:status stays `running`, so the session endpoints and the multitask
 rules treat it as the conversation's live run. The two scripts, `wait.lua` and
 `decide.lua`, run after `_prelude.lua` like the other run scripts
-(live/state.py).
+(live/state.py); the reapers' index of waiting runs (`chat:waiting:{shard-N}`,
+by expiry) is kept around them as live/indexes.py says.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from turnstream import keys
 from turnstream.clock import now_ms
 from turnstream.events import Event
 from turnstream.keys import RunField, RunKeys
-from turnstream.live.client import maybe_text, members
+from turnstream.live.client import maybe_text
 from turnstream.live.state import RunState, run_script
 from turnstream.live.status import RunStatus
 
@@ -79,10 +80,17 @@ class Approvals:
             for a in approvals:
                 pipe.set(keys.approval(k.cid, a["approvalId"]), k.sid, px=keep_ms)
             await pipe.execute()
+        await self.runs.indexes.add(keys.waiting, k, expires)  # listed before it waits
         args = self.runs.script_args(
-            k, worker, k.lease_member, expires, keep_ms, json.dumps(approvals), events=requests
+            k, worker, expires, keep_ms, json.dumps(approvals), events=requests
         )
-        return bool(await self._wait(keys=self.runs.script_keys(k, keys.WAITING), args=args))
+        waits = await self._wait(keys=self.runs.script_keys(k), args=args)
+        if not waits[0]:
+            await self.runs.indexes.drop_if(keys.waiting, k, expires)
+            return False
+        if lease_until := maybe_text(waits[1]):  # no lease while it waits
+            await self.runs.indexes.drop_if(keys.leases, k, int(lease_until))
+        return True
 
     async def run_of(self, cid: str, approval_id: str) -> RunKeys | None:
         """The run that asked approval `approval_id` in conversation `cid`, while it is kept."""
@@ -104,15 +112,16 @@ class Approvals:
         Returns what the script found and the decision that stands (for SAME and OTHER,
         the earlier one).
         """
+        claim_by = now_ms() + self.runs.claim_ms
+        # Listed as queued before it may go on: if this decision is the last, a worker
+        # must claim it by then (a later entry than any before, see live/indexes.py).
+        await self.runs.indexes.add(keys.queued, k, claim_by)
         args = self.runs.script_args(
-            k,
-            approval_id or "",
-            "1" if approved else "0",
-            reason,
-            k.lease_member,
-            now_ms() + self.runs.claim_ms,
+            k, approval_id or "", "1" if approved else "0", reason, claim_by
         )
-        found, word = await self._decide(keys=self.runs.script_keys(k, keys.WAITING), args=args)
+        found, word, *rest = await self._decide(keys=self.runs.script_keys(k), args=args)
+        if found == Decided.READY and rest and (wait_until := maybe_text(rest[0])):
+            await self.runs.indexes.drop_if(keys.waiting, k, int(wait_until))
         return Decided(int(found)), maybe_text(word) == "approved"
 
     async def decisions(self, k: RunKeys) -> list[Decision]:
@@ -142,5 +151,4 @@ class Approvals:
 
     async def expired(self, *, limit: int = 100) -> list[RunKeys]:
         """Up to `limit` waiting runs whose approvals expired before now, oldest first."""
-        due = await self.redis.zrangebyscore(keys.WAITING, "-inf", now_ms(), 0, limit)
-        return [RunKeys.from_lease_member(m) for m in members(due)]
+        return await self.runs.indexes.lapsed(keys.waiting, RunField.WAIT_UNTIL, limit=limit)

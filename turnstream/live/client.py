@@ -20,13 +20,19 @@ so a raw client handed in by mistake still reads right. We did not write a
 typed facade (a Protocol of the commands we use, returning `str`): it would
 restate dozens of redis-py signatures, pipelines and scripts included, and
 drift from the library's; the client stays a plain `redis.asyncio.Redis`.
+
+On a Redis Cluster (`connect_redis(url, cluster=True)`) it is redis-py's
+`RedisCluster`, which has the same command methods, scripts and pipelines
+(routed by key; a pipeline's commands go to their nodes) but is not a `Redis`
+subclass. It is typed as `Redis` here, once: the few things that differ (pub/sub
+per node, the stream hub's sweep, which is one script per slot) ask `is_cluster`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from turnstream.events import StreamEntry
 
@@ -37,12 +43,23 @@ SOCKET_TIMEOUT = 5.0
 MAX_CONNECTIONS = 256
 
 
-def connect_redis(url: str) -> Redis:
+def connect_redis(url: str, *, cluster: bool = False) -> Redis:
     """The one way this process talks to Redis: strings in and out, outages noticed quickly.
 
     A blocking pool: a burst of requests waits briefly for a connection instead of
     failing with "Too many connections" (redis-py's default pool refuses at once).
+    With `cluster`, `url` names any node of a Redis Cluster; the client finds the rest
+    and keeps up to MAX_CONNECTIONS to each node.
     """
+    if cluster:
+        client = RedisCluster.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=2.0,
+        )
+        return cast(Redis, client)  # the same commands; see the module's docstring
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -52,6 +69,11 @@ def connect_redis(url: str) -> Redis:
         socket_connect_timeout=2.0,
     )
     return Redis(connection_pool=pool)
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether the client is a Redis Cluster's (see `connect_redis`)."""
+    return isinstance(redis, RedisCluster)
 
 
 def text(value: bytes | str) -> str:

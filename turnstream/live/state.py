@@ -17,6 +17,12 @@ that write, trim and keep): `run_script` puts it in front of each one's text.
 Every event gets the next `seq` from the run hash inside the script that
 writes it, so the API, the worker and the reaper can all write to one stream.
 
+Each script touches only the run's conversation's keys (one hash slot of a
+cluster). What lives elsewhere is done around it, here: the user's place under
+the cap (live/admission.py) before the create, the reapers' index shards
+(live/indexes.py: an entry before the change that needs it, conditional removals
+after), and at the end the duration sample and the cap's place given back.
+
 Length: one class for every script and read of a run's live state, each next to the
 others it must agree with; split, they would be read side by side anyway.
 """
@@ -32,10 +38,12 @@ from redis.asyncio import Redis
 
 from turnstream import events, keys, lua
 from turnstream.clock import now_ms
-from turnstream.errors import ActiveRunLimit
+from turnstream.errors import RedisUnavailable
 from turnstream.events import Event, StreamEntry, dumps
 from turnstream.keys import RunField, RunKeys
-from turnstream.live.client import maybe_text, members
+from turnstream.live.admission import RESERVE_WINDOW_MS, Admission
+from turnstream.live.client import is_cluster, maybe_text
+from turnstream.live.indexes import Indexes
 from turnstream.live.record import RunRecord
 from turnstream.live.status import Requeue, RunStatus, is_live
 
@@ -64,6 +72,7 @@ class RunState:
 
     `claim_seconds`: a queued run that could start must be claimed within it (`chat:queued`).
     `archive`: runs are archived to SQL, so the trim keeps what SQL lacks (`archived`).
+    Notices go out with SPUBLISH on a cluster (sharded pub/sub, live/notices.py), else PUBLISH.
     """
 
     def __init__(
@@ -76,6 +85,9 @@ class RunState:
         archive: bool = False,
     ) -> None:
         self.redis = redis
+        self.publish = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
+        self.indexes = Indexes(redis)
+        self.admission = Admission(redis, ttl_ms=ttl_seconds * 1000)
         self.maxlen = maxlen
         self.archive = archive
         self.ttl_ms = ttl_seconds * 1000
@@ -91,13 +103,13 @@ class RunState:
         self._count_start = redis.register_script(_COUNT_START)
 
     def script_keys(self, k: RunKeys, *more: str) -> list[str]:
-        """The prelude's KEYS[1..8], then a script's own."""
-        prelude = [k.stream, k.run, k.status, k.cancel, k.active, keys.LEASES, keys.DURATIONS]
-        return [*prelude, keys.QUEUED, *more]
+        """The prelude's KEYS[1..5], then a script's own (all in the conversation's slot)."""
+        return [k.stream, k.run, k.status, k.cancel, k.active, *more]
 
     def script_args(self, k: RunKeys, *extra: Any, events: Sequence[Event] = ()) -> list[Any]:
-        """The prelude's ARGV[1..5], a script's own, then the events as (type, data) pairs."""
-        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.channel, k.sid, *extra]
+        """The prelude's ARGV[1..6], a script's own, then the events as (type, data) pairs."""
+        flat: list[Any] = [now_ms(), self.maxlen, self.ttl_ms, k.channel, k.sid, self.publish]
+        flat += extra
         for event in events:
             flat += [event.type.value, dumps(event.data)]
         return flat
@@ -120,7 +132,9 @@ class RunState:
         is active: with `enqueue`, the new run waits for it and (True, its id) is
         returned; else nothing is created and (False, its id) is returned.
         Raises ActiveRunLimit when the user already has `max_active` active runs.
+        Two steps in two slots: the user's place, then the run (live/admission.py).
         """
+        reserved_at = await self.admission.reserve(user_id, k, cap=max_active)
         fields = {
             RunField.SESSION_ID: k.sid,
             RunField.CONVERSATION_ID: k.cid,
@@ -131,32 +145,44 @@ class RunState:
         }
         if self.archive:
             fields[RunField.ARCHIVED_THROUGH] = "0-0"  # nothing in SQL yet: trim nothing
-        queued = events.queued(k.sid)
-        mode = "enqueue" if enqueue else "reject"
+        claim_by = now_ms() + self.claim_ms
+        await self.indexes.add(keys.queued, k, claim_by)  # listed before it is queued
         args = self.script_args(
             k,
             json.dumps(fields),
-            mode,
+            "enqueue" if enqueue else "reject",
             keys.status_prefix(k.cid),
-            max_active,
-            now_ms() + self.claim_ms,
-            k.lease_member,
-            events=[queued],
+            claim_by,
+            reserved_at,
+            RESERVE_WINDOW_MS,
+            events=[events.queued(k.sid)],
         )
-        created, other = await self._create(
-            keys=self.script_keys(k, keys.user_runs(user_id)), args=args
-        )
-        if created == -1:
-            raise ActiveRunLimit(max_active)
+        # Should this call fail without an answer, the reservation stays: it is its run's
+        # if the create ran, else let go at the cap after admission.GRACE_MS.
+        created, other = await self._create(keys=self.script_keys(k), args=args)
+        if created != 1:  # refused: nothing holds the place or the entry
+            await self.admission.release(user_id, k)
+            await self.indexes.drop_if(keys.queued, k, claim_by)
+        if created == -1:  # the reservation aged out: Redis (or this process) stalled that long
+            raise RedisUnavailable
         return bool(created), other or None
 
     async def claim(self, k: RunKeys, *, worker: str, lease_seconds: float) -> bool:
         """Take a queued run for `worker` and write `start`; False if it was not queued."""
-        start = events.start(worker)
-        args = self.script_args(
-            k, worker, _lease_until(lease_seconds), k.lease_member, events=[start]
-        )
-        return bool(await self._claim(keys=self.script_keys(k), args=args))
+        lease_until = _lease_until(lease_seconds)
+        # Leased in the index first; a claim that loses leaves an entry the reaper drops.
+        await self.indexes.add(keys.leases, k, lease_until)
+        args = self.script_args(k, worker, lease_until, events=[events.start(worker)])
+        claimed = await self._claim(keys=self.script_keys(k), args=args)
+        if not claimed[0]:  # the entry is the run's lease, if another claim holds one
+            if held := maybe_text(claimed[1]):
+                await self.indexes.move(keys.leases, k, int(held))
+            else:
+                await self.indexes.drop_if(keys.leases, k, lease_until)
+            return False
+        if look_at := maybe_text(claimed[1]):
+            await self.indexes.drop_if(keys.queued, k, int(look_at))
+        return True
 
     async def append(
         self, k: RunKeys, events: Sequence[Event], *, batch: int | None = None
@@ -175,8 +201,12 @@ class RunState:
 
         Returns -1 if the run is no longer `worker`'s, else 1 if a stop was asked, 0 if not.
         """
-        args = self.script_args(k, worker, _lease_until(lease_seconds), k.lease_member)
-        return int(await self._heartbeat(keys=self.script_keys(k), args=args))
+        lease_until = _lease_until(lease_seconds)
+        args = self.script_args(k, worker, lease_until)
+        state = int(await self._heartbeat(keys=self.script_keys(k), args=args))
+        if state >= 0:
+            await self.indexes.add(keys.leases, k, lease_until)
+        return state
 
     async def finish(
         self,
@@ -205,12 +235,25 @@ class RunState:
             error[0] if error else "",
             require.value if require else "",
             lapsed_before,
-            k.lease_member,
-            keys.DURATIONS_KEPT,
             events=written,
         )
         ended = await self._finish(keys=self.script_keys(k), args=args)
-        return int(args[0]) if ended else None  # args[0]: the `now` the script wrote
+        if not ended[0]:
+            return None
+        await self._after_end(k, user_id=maybe_text(ended[1]) or "", duration=ended[2])
+        return int(args[0])  # the `now` the script wrote
+
+    async def _after_end(self, k: RunKeys, *, user_id: str, duration: int | str) -> None:
+        """What an end changes outside the run's slot. A crash before it leaves index
+        entries the readers drop, a place the cap lets go, one duration sample less."""
+        await self.indexes.drop_all(k, (keys.leases, keys.queued, keys.waiting))
+        if user_id:
+            await self.admission.release(user_id, k)
+        if isinstance(duration, int):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(keys.durations(k.shard), duration)
+                pipe.ltrim(keys.durations(k.shard), 0, keys.DURATIONS_KEPT - 1)
+                await pipe.execute()
 
     async def archived(self, k: RunKeys, through: str) -> bool:
         """Note that SQL holds the run's events through id `through`; trim what that frees."""
@@ -232,14 +275,20 @@ class RunState:
         waits_for = [RunKeys(k.cid, after).status] if after else []
         now = now_ms()
         line = now - int(give_up_seconds * 1000)
-        args = self.script_args(k, k.lease_member, now + self.claim_ms, line, caller)
-        return Requeue(int(await self._requeue(keys=self.script_keys(k, *waits_for), args=args)))
+        args = self.script_args(k, now + self.claim_ms, line, caller)
+        code, look_at = await self._requeue(keys=self.script_keys(k, *waits_for), args=args)
+        if str(look_at):
+            await self.indexes.move(keys.queued, k, int(look_at))  # where the hash says
+        else:  # no longer queued: its entry goes, unless it was listed again meanwhile
+            await self.indexes.drop_if(keys.queued, k, now, mode="le")
+        return Requeue(int(code))
 
     async def due_queued(self, *, before: int | None, limit: int = 100) -> list[RunKeys]:
-        """Up to `limit` queued runs due at `before` (ms) or earlier (None: any), oldest first."""
-        line = "+inf" if before is None else before
-        due = await self.redis.zrangebyscore(keys.QUEUED, "-inf", line, 0, limit)
-        return [RunKeys.from_lease_member(m) for m in members(due)]
+        """Up to `limit` queued runs due at `before` (ms) or earlier (None: any), oldest first.
+
+        Index entries: the requeue script checks each against the run's hash.
+        """
+        return [k for k, _ in await self.indexes.due(keys.queued, before=before, limit=limit)]
 
     async def count_start(self, user_id: str, sid: str, *, per_minute: int) -> int:
         """Count a run the user starts now; 0, or the ms to wait if the minute's quota is used."""
@@ -300,8 +349,7 @@ class RunState:
 
     async def lapsed_leases(self, *, limit: int = 100) -> list[RunKeys]:
         """Up to `limit` runs whose lease expired before now, oldest first (the reaper's input)."""
-        leases = await self.redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)
-        return [RunKeys.from_lease_member(m) for m in members(leases)]
+        return await self.indexes.lapsed(keys.leases, RunField.LEASE_UNTIL, limit=limit)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

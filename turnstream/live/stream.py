@@ -1,12 +1,13 @@
-"""Reading run streams: one subscriber per process for every run its clients follow.
+"""Reading run streams: one subscriber per process (per cluster node) for every run followed.
 
 The stream is the record; a notice is the doorbell. The append script
 PUBLISHes every entry it writes to the run's channel. Each API process keeps
-one pub/sub connection, subscribed to the channels of the runs its clients
-follow, and hands each entry, parsed once, to every follower of that run: one
-message per event, whatever the number of runs followed. (A single XREAD over
-all followed streams costs O(runs) per round trip: measured at 200 runs it
-topped out near 2,000 events/s.)
+one pub/sub connection (on a cluster, one per master: live/notices.py),
+subscribed to the channels of the runs its clients follow, and hands each
+entry, parsed once, to every follower of that run: one message per event,
+whatever the number of runs followed. (A single XREAD over all followed
+streams costs O(runs) per round trip: measured at 200 runs it topped out near
+2,000 events/s.)
 
     follower: subscribe, wait for the confirmation, XRANGE after its cursor
     hub: notices -> each follower's queue; every `idle_seconds`, a sweep
@@ -23,6 +24,9 @@ stream and its status itself every 2 s: at 10,000 idle streams that was 10,000
 round trips a second, a whole core, for nothing.) A follower given a `stop`
 (the API's drain, when its server shuts down) is ended by a last item in its
 queue once `stop` is set.
+
+Length: the follow protocol and the hub that feeds it, which must agree on every
+step (confirm, catch up, skip, nudge, sweep); apart, each would be read beside the other.
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Protocol
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,7 +45,8 @@ from turnstream import lua
 from turnstream.background import stop_task
 from turnstream.events import StreamEntry, cursor_key
 from turnstream.keys import RunField, RunKeys
-from turnstream.live.client import entries, maybe_text, text
+from turnstream.live.client import entries, is_cluster, maybe_text, text
+from turnstream.live.notices import Subscribers
 from turnstream.live.status import is_live
 
 logger = logging.getLogger("turnstream.stream")
@@ -106,30 +110,33 @@ class _Channel:
 
 
 class StreamHub:
-    """This process's one pub/sub connection, shared by every client following a run."""
+    """This process's pub/sub connections, shared by every client following a run.
+
+    One on a single Redis; on a cluster (sharded pub/sub), one per master that holds
+    a followed run, made when the first one is followed.
+    """
 
     def __init__(self, redis: Redis, *, idle_seconds: float = IDLE_SECONDS) -> None:
         self.redis = redis
         self.idle_seconds = idle_seconds
-        self._pubsub: PubSub = redis.pubsub()
+        self.sharded = is_cluster(redis)
         self._heads = redis.register_script(_HEADS)
         self._channels: dict[str, _Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._notices = Subscribers(
+            redis, self._deliver, idle_seconds=idle_seconds, stopping=self._stopping
+        )
         self._joined = 0
-        self._commands = asyncio.Lock()  # one (un)subscribe at a time on the connection
-        self._subscribed = asyncio.Event()  # wakes the listener once it has something to read
 
     async def start(self) -> None:
-        # Connect once, up front: redis-py's PubSub opens a connection per concurrent
-        # first subscribe and keeps only one, so the others' confirmations never come.
-        await self._pubsub.connect()
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._sweep())]
+        await self._notices.start()
+        self._tasks = [asyncio.create_task(self._sweep())]
 
     async def close(self) -> None:
         for task in self._tasks:
             await stop_task(task, self._stopping)
-        await self._pubsub.aclose()
+        await self._notices.close()
 
     async def follow(
         self, k: RunKeys, cursor: str, *, stop: Stop | None = None
@@ -192,8 +199,7 @@ class StreamHub:
         channel.followers.add(follower)
         # Shielded: if this follower's client goes away now, the others that join the
         # channel meanwhile still need the subscription.
-        await asyncio.shield(self._command(self._pubsub.subscribe, name))
-        self._subscribed.set()
+        await asyncio.shield(self._notices.subscribe(name))
         return channel
 
     async def _leave(self, name: str, follower: _Follower) -> None:
@@ -204,40 +210,20 @@ class StreamHub:
         if not channel.followers:
             del self._channels[name]
             with contextlib.suppress(RedisError):
-                await asyncio.shield(self._command(self._pubsub.unsubscribe, name))
+                await asyncio.shield(self._notices.unsubscribe(name))
 
-    async def _command(self, command: Callable[[str], Awaitable[object]], name: str) -> None:
-        """One (un)subscribe at a time on the connection, in the order they were asked for."""
-        async with self._commands:
-            await command(name)
-
-    async def _listen(self) -> None:
-        while not self._stopping.is_set():
-            if not self._pubsub.subscribed:
-                # Woken by the next subscribe: its confirmation (which the follower awaits)
-                # is read at once, not after a poll interval.
-                self._subscribed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._subscribed.wait(), 0.05)
-                continue
-            try:
-                message = await self._pubsub.get_message(timeout=self.idle_seconds)
-            except RedisError as exc:
-                logger.warning("stream notices interrupted: %s; reconnecting", exc)
-                await asyncio.sleep(0.5)
-                continue
-            if message is None:
-                continue
-            channel = self._channels.get(text(message["channel"]))
-            if channel is None:
-                continue
-            if message["type"] == "subscribe":
-                channel.confirmed.set()
-            elif message["type"] == "message":
-                channel.heard = True
-                batch = [StreamEntry.from_notice(text(message["data"]))]
-                for follower in channel.followers:
-                    follower.put(batch)
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """A message a subscriber read: a confirmation, or a notice for the run's followers."""
+        channel = self._channels.get(text(message["channel"]))
+        if channel is None:
+            return
+        if message["type"] in ("subscribe", "ssubscribe"):
+            channel.confirmed.set()
+        elif message["type"] in ("message", "smessage"):
+            channel.heard = True
+            batch = [StreamEntry.from_notice(text(message["data"]))]
+            for follower in channel.followers:
+                follower.put(batch)
 
     async def _sweep(self) -> None:
         current = 0
@@ -260,7 +246,7 @@ class StreamHub:
                 channel.heard = False
         if not quiet:
             return
-        heads = await self._heads(keys=[channel.run for channel in quiet])
+        heads = await self._read_heads([channel.run for channel in quiet])
         for i, channel in enumerate(quiet):
             seq, status = heads[2 * i], heads[2 * i + 1]
             newest = int(seq or 0)
@@ -268,6 +254,16 @@ class StreamHub:
             for follower in channel.followers:
                 if not live or newest > (follower.last_seq or 0):
                     follower.put(_NUDGE)
+
+    async def _read_heads(self, runs: list[str]) -> list[Any]:
+        """Each run hash's `seq` and `status`, flat: one script on one Redis; on a cluster,
+        where the hashes sit in many slots, one pipeline (a round trip per node)."""
+        if not self.sharded:
+            return list(await self._heads(keys=runs))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run in runs:
+                pipe.hmget(run, [RunField.SEQ, RunField.STATUS])
+            return [value for pair in await pipe.execute() for value in pair]
 
     async def _range(self, stream: str, after: str, inclusive: bool = False) -> list[StreamEntry]:
         return entries(await self.redis.xrange(stream, after if inclusive else f"({after}", "+"))

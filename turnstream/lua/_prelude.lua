@@ -10,20 +10,23 @@
 -- KEYS[3] status     task:status:{cid}:{sid}
 -- KEYS[4] cancel     cancel:{cid}:{sid}
 -- KEYS[5] active     chat:active:{cid}
--- KEYS[6] leases     chat:leases
--- KEYS[7] durations  chat:durations
--- KEYS[8] queued     chat:queued              queued runs, for the reapers
 -- ARGV[1] now (ms)
 -- ARGV[2] maxlen     entries kept in the stream
 -- ARGV[3] ttl (ms)   the run's keys' lifetime
 -- ARGV[4] channel    chat:notify:{cid}:{sid}, where each entry is published
 -- ARGV[5] run_sid    the session id
--- A script's own arguments start at ARGV[6]; its events, as (type, data) pairs, come last.
+-- ARGV[6] publish    'PUBLISH', or 'SPUBLISH' (sharded pub/sub: Redis 7+, and a cluster)
+-- A script's own arguments start at ARGV[7]; its events, as (type, data) pairs, come last.
+--
+-- Every key a run script touches carries the conversation's hash tag `{cid}`: these
+-- five, and the few a script names from a value it read (a status key built from
+-- `task:status:{cid}:` and a session id), whose tag is in the prefix. So each script
+-- stays in one slot of a cluster. The reapers' indexes (chat:leases:{shard-N}, ...)
+-- live elsewhere: the caller updates them around the script (live/indexes.py).
 
-local stream, run, status, cancel, active, leases, durations, queued =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local stream, run, status, cancel, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, maxlen, ttl, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local run_sid = ARGV[5]
+local run_sid, publish = ARGV[5], ARGV[6]
 local slack = math.max(1, math.floor(maxlen / 10))
 local last_id = false
 
@@ -56,7 +59,7 @@ local function add(etype, data)
   last_id = redis.call('XADD', stream, '*', 'type', etype, 'seq', seq, 'ts', now, 'data', data)
   -- Followers get the entry pushed at once, one field a line
   -- (StreamEntry.from_notice reads it back).
-  redis.call('PUBLISH', channel,
+  redis.call(publish, channel,
     last_id .. '\n' .. etype .. '\n' .. seq .. '\n' .. now .. '\n' .. data)
   trim(seq)
 end

@@ -1,8 +1,8 @@
 -- append: write a batch of events while the run is running.
 --
--- Runs after _prelude.lua: KEYS[1..8] and ARGV[1..5] are the prelude's.
--- ARGV[6]  the batch's number ('' for none)
--- ARGV[7..] events, as (type, data) pairs
+-- Runs after _prelude.lua: KEYS[1..5] and ARGV[1..6] are the prelude's.
+-- ARGV[7]  the batch's number ('' for none)
+-- ARGV[8..] events, as (type, data) pairs
 -- Returns {the last id written ('' if none), whether a stop was asked (0/1)};
 -- {'', 1} once the run is no longer running.
 --
@@ -10,7 +10,7 @@
 -- is written once: its number is kept. The hot path: no TTL refresh here, the
 -- worker's heartbeat does that.
 
-local batch = ARGV[6]
+local batch = ARGV[7]
 
 if redis.call('HGET', run, 'status') ~= 'running' then return {'', 1} end
 if batch ~= '' then
@@ -19,5 +19,5 @@ if batch ~= '' then
   end
   redis.call('HSET', run, 'batch', batch)
 end
-add_from(7)
+add_from(8)
 return {last_id, redis.call('EXISTS', cancel)}

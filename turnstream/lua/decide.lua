@@ -1,19 +1,19 @@
 -- decide: the user's decision on one approval; the run goes on once all are decided.
 --
--- Runs after _prelude.lua: KEYS[1..8] and ARGV[1..5] are the prelude's.
--- KEYS[9]  chat:waiting
--- ARGV[6]  the approval id, or '' for every undecided one (the reapers' expiry)
--- ARGV[7]  '1' approved, '0' denied
--- ARGV[8]  the reason ('' for none)
--- ARGV[9]  the run's member in chat:queued and chat:waiting ("{cid} {sid}")
+-- Runs after _prelude.lua: KEYS[1..5] and ARGV[1..6] are the prelude's.
+-- ARGV[7]  the approval id, or '' for every undecided one (the reapers' expiry)
+-- ARGV[8]  '1' approved, '0' denied
+-- ARGV[9]  the reason ('' for none)
 -- ARGV[10] the claim deadline (ms) if the run goes on now
--- Returns {code, 'approved'|'denied'}: code 1 decided now and the run still waits, 2 decided
--- now and the run is queued to go on (the caller hands it to a worker), 3 the same decision
+-- The caller listed the run in chat:queued:{shard-N} with that deadline before this, and
+-- takes it out of chat:waiting:{shard-N} after a code 2 (live/indexes.py).
+-- Returns {code, 'approved'|'denied'} ({2, word, its `wait_until`} for code 2): code 1
+-- decided now and the run still waits, 2 decided now and the run is queued to go on
+-- (the caller hands it to a worker), 3 the same decision
 -- was made before, 4 another decision was made before (the second part is that one),
 -- 0 no such approval, 5 it expired, 6 the run no longer waits (it ended).
 
-local waiting = KEYS[9]
-local id, approved, reason, member, claim_by = ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10]
+local id, approved, reason, claim_by = ARGV[7], ARGV[8] == '1', ARGV[9], ARGV[10]
 local function word(yes) if yes then return 'approved' end return 'denied' end
 
 local function decide(field, a)
@@ -26,10 +26,7 @@ end
 
 local left
 if id == '' then
-  if redis.call('HGET', run, 'status') ~= 'waiting' then
-    redis.call('ZREM', waiting, member)
-    return {6, ''}
-  end
+  if redis.call('HGET', run, 'status') ~= 'waiting' then return {6, ''} end
   for _, asked in ipairs(cjson.decode(redis.call('HGET', run, 'asked'))) do
     local field = 'approval:' .. asked
     local a = cjson.decode(redis.call('HGET', run, field))
@@ -50,9 +47,7 @@ else
   left = decide(field, a)
 end
 if left ~= 0 then return {1, word(approved)} end
-redis.call('HSET', run, 'status', 'queued', 'claim_by', claim_by)
+redis.call('HSET', run, 'status', 'queued', 'claim_by', claim_by, 'look_at', claim_by)
 redis.call('SET', status, 'queued')
-redis.call('ZREM', waiting, member)
-redis.call('ZADD', queued, claim_by, member)
 keep(ttl)
-return {2, word(approved)}
+return {2, word(approved), redis.call('HGET', run, 'wait_until') or ''}

@@ -4,6 +4,7 @@ In-process (`serve` with its worker): taskiq's InMemoryBroker runs the task
 as an asyncio task of the API process. Across processes (`serve --no-worker`
 plus `turnstream worker`): taskiq-redis's RedisStreamBroker, a consumer group
 with acknowledgements, so a message a crashed worker took is delivered again.
+On a Redis Cluster, taskiq-redis's cluster broker (runs/cluster_broker.py).
 Either way the task only names the run; the run's claim makes a second
 delivery harmless.
 
@@ -34,6 +35,7 @@ from turnstream.errors import Misconfigured
 from turnstream.ids import session_user
 from turnstream.keys import RunKeys
 from turnstream.live.status import RunStatus
+from turnstream.runs.cluster_broker import cluster_stream_broker
 from turnstream.runs.executor import execute
 from turnstream.runtime import Runtime
 
@@ -142,7 +144,10 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
     else:
         if settings.redis_url is None:
             raise Misconfigured("A Redis Streams broker needs TURNSTREAM_REDIS_URL.")
-        broker = stream_broker(settings.redis_url, settings.queue_name)
+        if settings.redis_cluster:
+            broker = cluster_stream_broker(settings.redis_url, settings.queue_name)
+        else:
+            broker = stream_broker(settings.redis_url, settings.queue_name)
     broker.register_task(run_task, task_name=TASK_NAME)
     broker.state.worker_name = f"{socket.gethostname()}:{os.getpid()}"
     # Every run task of this process, claimed or still waiting (Runtime.running: claimed),

@@ -2,7 +2,8 @@
 
 A worker that dies (SIGKILL, lost machine) leaves its runs `running`. Every
 process runs this loop; it reads the lapsed leases from the `chat:leases`
-index, rebuilds each run's messages from its own stream (with the builder the
+index (every shard of it, each entry checked against its run: live/indexes.py),
+rebuilds each run's messages from its own stream (with the builder the
 executor uses, runs/reply.py, so they are the ones its worker would have
 stored), stores them, and ends the run with `error`. The finish script
 re-checks the lease, so a reaper racing a live worker or another reaper
@@ -19,7 +20,7 @@ import logging
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from turnstream import keys, metrics
+from turnstream import metrics
 from turnstream.clock import now_ms
 from turnstream.errors import DatabaseUnavailable
 from turnstream.live.status import RunStatus
@@ -38,8 +39,7 @@ async def reap_once(rt: Runtime) -> int:
     for k in await rt.runs.lapsed_leases():
         record = await rt.runs.get(k)
         if record is None or not record.status.active:
-            await rt.redis.zrem(keys.LEASES, k.lease_member)
-            continue
+            continue  # it ended meanwhile; its end took it out of the index
         reply = await archiver.reply_so_far(rt, k)
         if await end_run(
             rt,

@@ -8,9 +8,10 @@ SIGKILLed `turnstream worker` held it pending (taskiq-redis reclaims such a
 message only after 10 minutes idle). Queued runs have no lease, so the
 reaper's lease index never sees them.
 
-So the create script also indexes each queued run in `chat:queued`, with the
-deadline by which a worker must have claimed it (`claim_seconds` from now;
-`claim_by` in its hash), and claim and finish take it out. Every process looks
+So each queued run is also indexed in `chat:queued` (its shards), just before
+its create, with the deadline by which a worker must have claimed it
+(`claim_seconds` from now; `claim_by` in its hash), and claim and finish take it
+out (live/indexes.py: the run's hash is the truth, the entry a hint). Every process looks
 at the index beside its reaper, and at a due run's status in one script
 (`requeue.lua`):
 

@@ -35,7 +35,8 @@ async def _startup(state: TaskiqState) -> None:
         raise Misconfigured(
             "turnstream worker needs TURNSTREAM_REDIS_URL: it takes runs from Redis."
         )
-    state.runtime = Runtime.open(settings, connect_redis(settings.redis_url))
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+    state.runtime = Runtime.open(settings, redis)
     state.reaper_stopping = asyncio.Event()
     state.reaper = asyncio.create_task(reap_forever(state.runtime, state.reaper_stopping))
     # Queued runs no worker claimed in time go on the stream again (runs/requeue.py).

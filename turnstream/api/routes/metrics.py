@@ -20,8 +20,8 @@ from turnstream import keys, metrics
 from turnstream.api.deps import RuntimeDep
 from turnstream.clock import now_ms
 from turnstream.config import Settings
-from turnstream.keys import RunField, RunKeys
-from turnstream.live.client import maybe_text, members
+from turnstream.keys import RunField
+from turnstream.live.client import maybe_text
 from turnstream.runtime import Runtime
 
 router = APIRouter(tags=["metrics"])
@@ -68,16 +68,15 @@ def is_loopback(host: str | None) -> bool:
 
 
 async def read_live(rt: Runtime) -> metrics.Live | None:
-    """Runs running and queued, from Redis's indexes (O(1)); None if Redis cannot say."""
+    """Runs running and queued, from Redis's indexes (one read a shard); None if Redis
+    cannot say. The indexes may hold a few entries of runs that just moved on."""
     try:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.LEASES)
-            pipe.zcard(keys.QUEUED)
-            pipe.zrange(keys.QUEUED, 0, 0)
-            active, queued, head = await pipe.execute()
+        active = await rt.runs.indexes.count(keys.leases)
+        queued = await rt.runs.indexes.count(keys.queued)
+        head = await rt.runs.indexes.due(keys.queued, before=None, limit=1)
         age = 0.0
-        if head := members(head):
-            k = RunKeys.from_lease_member(head[0])
+        if head:
+            k = head[0][0]
             created = maybe_text(await rt.redis.hget(k.run, RunField.CREATED_AT))
             if created:
                 age = max(0.0, (now_ms() - int(created)) / 1000)

@@ -1,0 +1,57 @@
+"""A Redis Cluster of three masters on loopback (scripts/test starts it), for tests/cluster/.
+
+Every test here runs on one cluster, shared by the pytest workers: they all sit in
+one module, which `--dist loadfile` keeps on one worker, so that emptying the cluster
+before each test is safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from turnstream.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _layout(cluster_layout: None) -> None:
+    """The keys as a cluster names them, and SPEC's names again for the tests after these."""
+
+
+@pytest.fixture
+def cluster_url() -> Iterator[str]:
+    """The URL of one node of an empty cluster; the client finds the others."""
+    url = os.environ.get("TURNSTREAM_TEST_REDIS_CLUSTER_URL")
+    if not url:
+        pytest.skip("Redis Cluster tests run under scripts/test (it starts the cluster)")
+    with RedisCluster.from_url(url) as client:
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield url
+
+
+@pytest.fixture
+def masters(cluster_url: str) -> Iterator[list[redis.Redis]]:
+    """A plain client of each master, to ask each one what it holds."""
+    with RedisCluster.from_url(cluster_url) as client:
+        nodes = client.get_primaries()
+    clients = [redis.Redis(host=n.host, port=n.port, decode_responses=True) for n in nodes]
+    yield clients
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def cluster_settings(sqlite_url: str, cluster_url: str, tmp_path) -> Settings:
+    """An in-process app's settings on the cluster; a quick demo agent."""
+    return Settings(
+        database_url=sqlite_url,
+        redis_url=cluster_url,
+        redis_cluster=True,
+        data_dir=tmp_path / "data",
+        demo_words=8,
+        demo_delay_ms=5,
+    )

@@ -1,0 +1,191 @@
+"""A master killed while 20 runs stream, on a cluster of three masters with a replica each.
+
+Opt-in (TURNSTREAM_TEST_FAILOVER=1): it starts six servers of its own and waits out a
+failover (`cluster-node-timeout` 2 s, then an election), about 15 s, more than the
+suite's budget for the cluster. What it checks is what docs/cluster.md says: every run
+ends with exactly one `end`, and a resume after the end replays one consistent stream;
+what it prints is what the asynchronous replica lost.
+
+Not reliable yet, hence `xfail` (not strict): with redis-py 8.1.0, a write on a
+connection the failover closed can raise AttributeError or TypeError from asyncio's
+transport instead of redis-py's ConnectionError (redis/redis-py#4287), which no
+retry in redis-py or turnstream catches; a run then fails (`error`) instead of
+waiting out the failover. Seen in one of two runs here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from api_support import api_for
+from helpers import eventually, wait_until
+from sse import parse_sse
+
+from turnstream import keys
+from turnstream.config import Settings
+from turnstream.keys import RunKeys
+
+RUNS = 20
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(30000, 39999)  # the bus port (+10000) stays below 50000
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture
+def six_nodes(tmp_path: Path) -> Iterator[list[int]]:
+    if not os.environ.get("TURNSTREAM_TEST_FAILOVER"):
+        pytest.skip("the failover test is opt-in: TURNSTREAM_TEST_FAILOVER=1 scripts/test …")
+    binary = os.environ["TURNSTREAM_TEST_REDIS_SERVER"]
+    ports = _ports(6)
+    for port in ports:
+        folder = tmp_path / str(port)
+        folder.mkdir()
+        subprocess.run(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize",
+             "yes", "--dir", str(folder), "--cluster-enabled", "yes", "--cluster-config-file",
+             "nodes.conf", "--cluster-node-timeout", "2000", "--pidfile", str(folder / "pid"),
+             "--repl-diskless-sync-delay", "0"],
+            check=True,
+        )  # fmt: skip
+    try:
+        for port in ports:
+            wait_until(lambda p=port: _answers(p), timeout=5, what=f"redis on {port}")
+        nodes = [f"127.0.0.1:{p}" for p in ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True)
+        wait_until(lambda: _state_ok(ports), timeout=15, what="cluster_state:ok everywhere")
+        # A replica that never finished its first sync cannot take over: wait for them.
+        wait_until(lambda: _replicas_synced(ports), timeout=15, what="the replicas in sync")
+        yield ports
+    finally:
+        for port in ports:
+            pid = tmp_path / str(port) / "pid"
+            if pid.exists():
+                with contextlib.suppress(ProcessLookupError):  # the one the test killed
+                    os.kill(int(pid.read_text()), signal.SIGKILL)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.RedisError:
+        return False
+
+
+def _state_ok(ports: list[int]) -> bool:
+    try:
+        return all(redis.Redis(port=p).cluster("info").get("cluster_state") == "ok" for p in ports)
+    except redis.RedisError:
+        return False
+
+
+def _replicas_synced(ports: list[int]) -> bool:
+    roles = [redis.Redis(port=p).info("replication") for p in ports]
+    replicas = [r for r in roles if r["role"] == "slave"]
+    return len(replicas) == 3 and all(r["master_link_status"] == "up" for r in replicas)
+
+
+def _master_of(ports: list[int], key: str) -> int:
+    client = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    try:
+        return int(client.get_node_from_key(key).port)
+    finally:
+        client.close()
+
+
+@pytest.mark.xfail(reason="redis-py 8.1.0 leaks non-Redis errors on failover (#4287)")
+async def test_a_master_killed_mid_stream_every_run_ends_once_and_replays_whole(
+    six_nodes: list[int], tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/ts.db",
+        redis_url=f"redis://127.0.0.1:{six_nodes[0]}/0",
+        redis_cluster=True,
+        data_dir=tmp_path / "data",
+        demo_words=200,
+        demo_delay_ms=30,
+        lease_seconds=10,
+        max_active_runs=RUNS,  # one user's twenty runs at once
+        runs_per_minute=100,
+    )
+    async with asyncio.timeout(60), api_for(settings) as (http, headers, _app):
+        cids = []
+        for _ in range(RUNS):
+            created = await http.post("/api/v1/conversations", headers=headers)
+            cids.append(created.json()["id"])
+        posts = [
+            asyncio.create_task(
+                http.post(
+                    f"/api/v1/conversations/{cid}/message/?stream=true",
+                    headers=headers,
+                    data={"content": "hello"},
+                )
+            )
+            for cid in cids
+        ]
+        rt = _app.state.runtime
+
+        async def all_streaming() -> bool:
+            sids = [await rt.redis.get(keys.active(cid)) for cid in cids]
+            statuses = [
+                await rt.redis.get(RunKeys(c, s).status)
+                for c, s in zip(cids, sids, strict=True)
+                if s
+            ]
+            return statuses.count("running") == RUNS
+
+        await eventually(all_streaming, timeout=20, what="every run streaming")
+        victim = _master_of(six_nodes, RunKeys(cids[0], "x").run)
+        held = sum(_master_of(six_nodes, RunKeys(cid, "x").run) == victim for cid in cids)
+        os.kill(int((tmp_path / str(victim) / "pid").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        seen = [parse_sse((await post).text) for post in posts]
+        ended_after = time.monotonic() - killed
+        replays = []
+        for cid, events in zip(cids, seen, strict=True):
+            sid = events[0].data["sessionId"]
+            resumed = await http.get(f"/api/v1/conversations/{cid}/resume/{sid}", headers=headers)
+            replays.append(parse_sse(resumed.text))
+    lost = sum(
+        len({e.id for e in a} - {e.id for e in b}) for a, b in zip(seen, replays, strict=True)
+    )
+    differ = sum(
+        [(e.id, e.data) for e in a] != [(e.id, e.data) for e in b]
+        for a, b in zip(seen, replays, strict=True)
+    )
+    statuses = [events[-1].data.get("status") for events in seen]
+    print(
+        f"killed the master of {held}/{RUNS} runs; all ended {ended_after:.1f} s later; "
+        f"statuses {sorted(set(statuses))}; replays that differ from the live stream: "
+        f"{differ}; events the live stream had and the replay lacks: {lost}"
+    )
+    for events in seen + replays:
+        assert [e.event for e in events].count("end") == 1 and events[-1].event == "end"
+    for events in replays:  # a replay is one consistent stream: every seq once, in order
+        assert [e.data["seq"] for e in events] == list(range(1, len(events) + 1))

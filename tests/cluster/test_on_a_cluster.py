@@ -1,0 +1,196 @@
+"""turnstream on a Redis Cluster of three masters: the run's life, the session endpoints,
+a resume on another API process, a stop, an approval; the keys spread, and no lookup scans.
+
+A small set on purpose: the whole suite runs on one Redis; these check that what differs
+on a cluster (a conversation's keys in one slot, the user's in another, the sharded
+indexes, sharded pub/sub per master, the cluster's queue) holds the same promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import typer
+from api_support import api_for
+from helpers import eventually
+from servers import Process, Server, create_token
+from sse import follow, parse_sse
+
+from turnstream import keys
+from turnstream.cli.checks import check_redis, cluster_problem
+from turnstream.keys import RunKeys
+from turnstream.live.client import entries
+from turnstream.store.migrate import upgrade
+
+
+async def _conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    response = await http.post("/api/v1/conversations", headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _post(http, headers, cid: str, content: str = "hello") -> httpx.Response:
+    url = f"/api/v1/conversations/{cid}/message/?stream=true"
+    return await http.post(url, headers=headers, data={"content": content})
+
+
+async def test_a_run_streams_to_its_end_and_the_session_endpoints_answer(cluster_settings):
+    async with api_for(cluster_settings) as (http, headers, app):
+        cid = await _conversation(http, headers)
+        events = parse_sse((await _post(http, headers, cid)).text)
+        sid = events[0].data["sessionId"]
+        active = await http.get(f"/api/v1/conversations/{cid}/active-session", headers=headers)
+        task = await http.get(f"/api/v1/conversations/{cid}/task-status", headers=headers)
+        messages = await http.get(f"/api/v1/conversations/{cid}/messages", headers=headers)
+        rt = app.state.runtime
+        k = RunKeys(cid, sid)
+        stored = entries(await rt.redis.xrange(k.stream))
+        deleted = await http.delete(f"/api/v1/conversations/{cid}", headers=headers)
+        left = await rt.redis.exists(k.stream, k.run, k.status, keys.active(cid))
+    assert deleted.status_code == 204 and left == 0  # one DEL: the keys share a slot
+    assert [e.event for e in events].count("end") == 1 and events[-1].event == "end"
+    assert [e.data["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e.id for e in events] == [e.id for e in stored]
+    assert active.json()["status"] == "completed" and active.json()["sessionId"] == sid
+    assert active.json()["cursor"] == events[-1].id
+    assert task.json()["isActive"] is False and task.json()["sessionId"] == sid
+    reply = messages.json()["items"][-1]
+    text = "".join(e.data["text"] for e in events if e.event == "delta")
+    assert (reply["role"], reply["content"]) == ("assistant", text)
+
+
+async def test_a_stop_ends_the_run_cancelled_with_its_partial_reply(cluster_settings):
+    async with api_for(cluster_settings, demo_words=400, demo_delay_ms=10) as (http, h, app):
+        rt = app.state.runtime
+        cid = await _conversation(http, h)
+        posting = asyncio.create_task(_post(http, h, cid))
+
+        async def running() -> str | None:
+            sid = await rt.redis.get(keys.active(cid))
+            return (
+                sid if sid and await rt.redis.get(RunKeys(cid, sid).status) == "running" else None
+            )
+
+        sid = await eventually(running, timeout=10, what="the run to be running")
+        stopped = await http.post(f"/api/v1/conversations/{cid}/stop", headers=h)
+        events = parse_sse((await posting).text)
+        messages = await http.get(f"/api/v1/conversations/{cid}/messages", headers=h)
+    assert stopped.status_code == 200 and stopped.json() == {
+        "status": "cancelled",
+        "sessionId": sid,
+    }
+    assert events[-1].event == "end" and events[-1].data["status"] == "cancelled"
+    assert messages.json()["items"][-1]["status"] == "cancelled"
+
+
+async def test_an_approval_waits_and_the_run_goes_on_once_decided(cluster_settings):
+    async with api_for(cluster_settings, tool_approval="calculator") as (http, h, app):
+        rt = app.state.runtime
+        cid = await _conversation(http, h)
+        posting = asyncio.create_task(_post(http, h, cid, '/tool calculator {"expression": "6*7"}'))
+
+        async def asked() -> tuple[RunKeys, dict] | None:
+            sid = await rt.redis.get(keys.active(cid))
+            k = RunKeys(cid, sid or "")
+            found = [
+                e for e in entries(await rt.redis.xrange(k.stream)) if e.type == "approval_request"
+            ]
+            return (k, found[0].data) if found else None
+
+        k, request = await eventually(asked, timeout=10, what="an approval_request")
+        # Waiting, it holds no lease: its shard of the lease index does not list it.
+        assert await rt.redis.zscore(keys.leases(k.shard), k.lease_member) is None
+        url = f"/api/v1/conversations/{cid}/approvals/{request['approvalId']}"
+        decided = await http.post(url, headers=h, json={"approved": True})
+        events = parse_sse((await posting).text)
+    assert decided.status_code == 200, decided.text
+    results = [e.data for e in events if e.event == "tool_result"]
+    assert [r["content"] for r in results] == ["42"]
+    assert events[-1].event == "end" and events[-1].data["status"] == "completed"
+    assert [e.data["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_run_started_on_one_api_process_resumes_on_another(cluster_url, postgres_url, tmp_path):
+    """`serve --no-worker` twice and `turnstream worker`: the cluster's queue, and each API
+    process's own subscriber on the master that holds the run."""
+    env = {
+        "TURNSTREAM_REDIS_URL": cluster_url,
+        "TURNSTREAM_REDIS_CLUSTER": "true",
+        "TURNSTREAM_DATABASE_URL": postgres_url,
+        "TURNSTREAM_DEMO_WORDS": "40",
+        "TURNSTREAM_DEMO_DELAY_MS": "20",
+    }
+    upgrade(postgres_url)
+    a, b = (
+        Server(env, tmp_path / "a.log", "--no-worker"),
+        Server(env, tmp_path / "b.log", "--no-worker"),
+    )
+    worker = Process(["worker"], env, tmp_path / "worker.log")
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        headers = {"Authorization": f"Bearer {create_token(postgres_url, 'alice')}"}
+        with httpx.Client(headers=headers, timeout=30) as client:
+            cid = client.post(f"{a.url}/api/v1/conversations").json()["id"]
+            url = f"{a.url}/api/v1/conversations/{cid}/message/?stream=true"
+            dropped = follow(client, "POST", url, data={"content": "hello"})
+            assembled = [next(dropped) for _ in range(5)]
+            dropped.close()  # the client goes away mid-reply, and comes back on B
+            sid = assembled[0][2]["sessionId"]
+            resume = f"{b.url}/api/v1/conversations/{cid}/resume/{sid}"
+            assembled += list(
+                follow(client, "GET", resume, headers={"Last-Event-ID": assembled[-1][0]})
+            )
+            full = list(follow(client, "GET", resume))
+    finally:
+        for process in (a, b, worker):
+            process.stop()
+    assert assembled == full
+    assert [data["seq"] for _id, _type, data in full] == list(range(1, len(full) + 1))
+    assert full[-1][1] == "end" and full[-1][2]["status"] == "completed"
+    for process in (a, b, worker):
+        assert "Traceback" not in process.output(), process.output()[-3000:]
+
+
+async def test_300_conversations_spread_their_keys_over_the_three_masters(
+    cluster_settings, masters
+):
+    async with api_for(cluster_settings) as (http, headers, app):
+        rt = app.state.runtime
+        for i in range(300):
+            cid = await _conversation(http, headers)
+            k = RunKeys(cid, f"conversation:user-{i % 30}:{i}")
+            await rt.runs.create(
+                k, user_id=f"user-{i % 30}", message_id=str(i), user_message_id="",
+                message="x", enqueue=False, max_active=100,
+            )  # fmt: skip
+            await rt.runs.claim(k, worker="w", lease_seconds=60)
+    sizes = [m.dbsize() for m in masters]
+    assert sum(sizes) > 300 * 4  # each conversation's run keys, its owner, ...
+    shares = [size / sum(sizes) for size in sizes]
+    assert all(0.20 <= share <= 0.47 for share in shares), shares
+
+
+async def test_the_session_endpoints_make_no_scan_on_any_master(cluster_settings, masters):
+    async with api_for(cluster_settings) as (http, headers, _app):
+        cid = await _conversation(http, headers)
+        await _post(http, headers, cid)
+        for m in masters:
+            m.config_resetstat()
+        for _ in range(10):
+            for endpoint in ("active-session", "task-status"):
+                answer = await http.get(f"/api/v1/conversations/{cid}/{endpoint}", headers=headers)
+                assert answer.status_code == 200
+    stats = [m.info("commandstats") for m in masters]
+    for s in stats:
+        assert not {"cmdstat_keys", "cmdstat_scan"} & set(s), s
+    assert sum(s.get("cmdstat_evalsha", {}).get("calls", 0) for s in stats) >= 20  # counted
+
+
+def test_the_start_up_check_takes_the_cluster_and_refuses_a_mix_up(cluster_url, redis_url):
+    assert cluster_problem(cluster_url) is None  # it answers, every slot is covered, Redis 7+
+    assert cluster_problem(redis_url)  # a single Redis named as a cluster
+    with pytest.raises(typer.Exit):
+        check_redis(cluster_url)  # a cluster node named as a single Redis
