@@ -15,13 +15,15 @@ import pytest
 import typer
 from api_support import api_for
 from helpers import eventually
+from redis.asyncio import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from servers import Process, Server, create_token
 from sse import follow, parse_sse
 
 from turnstream import keys
 from turnstream.cli.checks import check_redis, cluster_problem
 from turnstream.keys import RunKeys
-from turnstream.live.client import entries
+from turnstream.live.client import connect_redis, entries
 from turnstream.store.migrate import upgrade
 
 
@@ -194,3 +196,22 @@ def test_the_start_up_check_takes_the_cluster_and_refuses_a_mix_up(cluster_url, 
     assert cluster_problem(redis_url)  # a single Redis named as a cluster
     with pytest.raises(typer.Exit):
         check_redis(cluster_url)  # a cluster node named as a single Redis
+
+
+async def test_a_write_on_a_connection_a_failover_closed_is_a_connection_error(cluster_url):
+    """redis-py 8.1.0 lets AttributeError out of a write on a transport closed under it
+    (redis/redis-py#4287); the cluster client retries only a ConnectionError."""
+    client = connect_redis(cluster_url, cluster=True)
+    try:
+        await client.initialize()
+        assert all(node.connection_class is not Connection for node in client.get_nodes())
+        node = client.get_primaries()[0]
+        connection = node.connection_class(host=node.host, port=node.port)
+        await connection.connect()
+        connection._writer = object()  # a transport gone from under the write, as in #4287
+        with pytest.raises(RedisConnectionError, match="lost mid-write"):
+            await connection.send_packed_command(connection.pack_command("PING"))
+        assert not connection.is_connected  # the next command connects afresh
+        assert await client.ping()
+    finally:
+        await client.aclose()

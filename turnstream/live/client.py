@@ -32,11 +32,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from turnstream.events import StreamEntry
 
-if TYPE_CHECKING:  # these aliases came with redis-py 8's precise reply types
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    # these aliases came with redis-py 8's precise reply types
     from redis.typing import StreamRangeResponse, ZSetRangeResponse
 
 SOCKET_TIMEOUT = 5.0
@@ -59,6 +63,7 @@ def connect_redis(url: str, *, cluster: bool = False) -> Redis:
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=2.0,
         )
+        _name_lost_connections(client)
         return cast(Redis, client)  # the same commands; see the module's docstring
     pool = BlockingConnectionPool.from_url(
         url,
@@ -69,6 +74,33 @@ def connect_redis(url: str, *, cluster: bool = False) -> Redis:
         socket_connect_timeout=2.0,
     )
     return Redis(connection_pool=pool)
+
+
+class _NamesLostConnections(Connection):
+    """A connection whose write, on a socket a cluster failover closed under it, fails with
+    the ConnectionError it is: redis-py 8.1.0 lets AttributeError or TypeError out of
+    its transport there (redis/redis-py#4287), which no retry catches, so the run that
+    wrote ended `error` instead of waiting out the failover on the new master."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except (AttributeError, TypeError) as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Connection lost mid-write ({exc!r})") from exc
+
+
+def _name_lost_connections(client: RedisCluster) -> None:
+    """Every node the client knows, and every node it learns of, on such connections (TLS
+    ones too: the class is made on the one the URL chose)."""
+    nodes = client.nodes_manager
+    chosen = nodes.connection_kwargs.get("connection_class", Connection)
+    named = type(f"Named{chosen.__name__}", (_NamesLostConnections, chosen), {})
+    nodes.connection_kwargs["connection_class"] = named
+    for node in nodes.startup_nodes.values():
+        node.connection_class = named
 
 
 def is_cluster(redis: Redis) -> bool:
