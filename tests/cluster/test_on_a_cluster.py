@@ -1,5 +1,6 @@
 """turnstream on a Redis Cluster of three masters: the run's life, the session endpoints,
-a resume on another API process, a stop, an approval; the keys spread, and no lookup scans.
+a stop, an approval; random drops and resumes over two API processes and two workers;
+the keys spread, and no lookup scans; a write on a connection a failover closed.
 
 A small set on purpose: the whole suite runs on one Redis; these check that what differs
 on a cluster (a conversation's keys in one slot, the user's in another, the sharded
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import chaos
 import httpx
 import pytest
 import typer
@@ -18,13 +20,12 @@ from helpers import eventually
 from redis.asyncio import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from servers import Process, Server, create_token
-from sse import follow, parse_sse
+from sse import parse_sse
 
 from turnstream import keys
 from turnstream.cli.checks import check_redis, cluster_problem
 from turnstream.keys import RunKeys
 from turnstream.live.client import connect_redis, entries
-from turnstream.store.migrate import upgrade
 
 
 async def _conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -114,48 +115,6 @@ async def test_an_approval_waits_and_the_run_goes_on_once_decided(cluster_settin
     assert [e.data["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
-def test_a_run_started_on_one_api_process_resumes_on_another(cluster_url, postgres_url, tmp_path):
-    """`serve --no-worker` twice and `turnstream worker`: the cluster's queue, and each API
-    process's own subscriber on the master that holds the run."""
-    env = {
-        "TURNSTREAM_REDIS_URL": cluster_url,
-        "TURNSTREAM_REDIS_CLUSTER": "true",
-        "TURNSTREAM_DATABASE_URL": postgres_url,
-        "TURNSTREAM_DEMO_WORDS": "40",
-        "TURNSTREAM_DEMO_DELAY_MS": "20",
-    }
-    upgrade(postgres_url)
-    a, b = (
-        Server(env, tmp_path / "a.log", "--no-worker"),
-        Server(env, tmp_path / "b.log", "--no-worker"),
-    )
-    worker = Process(["worker"], env, tmp_path / "worker.log")
-    try:
-        a.wait_ready()
-        b.wait_ready()
-        headers = {"Authorization": f"Bearer {create_token(postgres_url, 'alice')}"}
-        with httpx.Client(headers=headers, timeout=30) as client:
-            cid = client.post(f"{a.url}/api/v1/conversations").json()["id"]
-            url = f"{a.url}/api/v1/conversations/{cid}/message/?stream=true"
-            dropped = follow(client, "POST", url, data={"content": "hello"})
-            assembled = [next(dropped) for _ in range(5)]
-            dropped.close()  # the client goes away mid-reply, and comes back on B
-            sid = assembled[0][2]["sessionId"]
-            resume = f"{b.url}/api/v1/conversations/{cid}/resume/{sid}"
-            assembled += list(
-                follow(client, "GET", resume, headers={"Last-Event-ID": assembled[-1][0]})
-            )
-            full = list(follow(client, "GET", resume))
-    finally:
-        for process in (a, b, worker):
-            process.stop()
-    assert assembled == full
-    assert [data["seq"] for _id, _type, data in full] == list(range(1, len(full) + 1))
-    assert full[-1][1] == "end" and full[-1][2]["status"] == "completed"
-    for process in (a, b, worker):
-        assert "Traceback" not in process.output(), process.output()[-3000:]
-
-
 async def test_300_conversations_spread_their_keys_over_the_three_masters(
     cluster_settings, masters
 ):
@@ -215,3 +174,45 @@ async def test_a_write_on_a_connection_a_failover_closed_is_a_connection_error(c
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+def test_random_drops_and_resumes_over_two_apis_and_two_workers_lose_nothing(
+    cluster_url, migrated_postgres_url, tmp_path
+):
+    """tests/chaos.py's tabs on the cluster (as tests/reliability/test_resume_chaos.py on
+    one Redis, smaller): each run's notices come from its own master to either process."""
+    env = {
+        "TURNSTREAM_REDIS_URL": cluster_url,
+        "TURNSTREAM_REDIS_CLUSTER": "true",
+        "TURNSTREAM_DATABASE_URL": migrated_postgres_url,
+        "TURNSTREAM_DEMO_WORDS": str(chaos.WORDS),
+        "TURNSTREAM_DEMO_DELAY_MS": "25",
+        "TURNSTREAM_RUNS_PER_MINUTE": "10000",
+    }
+    apis = [Server(env, tmp_path / f"api{i}.log", "--no-worker") for i in range(2)]
+    workers = [Process(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        for api in apis:
+            api.wait_ready()
+        tokens = [
+            {"Authorization": f"Bearer {create_token(migrated_postgres_url, f'chaos{u}')}"}
+            for u in range(2)
+        ]
+        tally = chaos.Tally()
+        clients = asyncio.run(chaos.storm([a.url for a in apis], tokens, tally, clients=6, runs=3))
+    finally:
+        for process in (*apis, *workers):
+            process.stop()
+    assert chaos.lost_and_duplicated(clients) == (0, 0), f"seed {chaos.SEED}"
+    for client in clients:
+        assert [m["role"] for m in client.messages] == ["user", "assistant"] * 3
+        stored = {m["id"]: m for m in client.messages}
+        for reply in client.replies:
+            assert reply.events == reply.full
+            assert [e.data["seq"] for e in reply.full] == list(range(1, len(reply.full) + 1))
+            assert reply.full[-1].event == "end" and reply.full[-1].data["status"] == "completed"
+            text = "".join(e.data["text"] for e in reply.events if e.event == "delta")
+            assert stored[reply.full[-1].data["messageId"]]["content"] == text
+    assert sum(tally.drops.values()) >= 150 and tally.resumes["on another process"] >= 50
+    for process in (*apis, *workers):
+        assert "Traceback" not in process.output(), process.output()[-3000:]
