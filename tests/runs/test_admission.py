@@ -19,18 +19,6 @@ from turnstream.live.state import RunState
 from turnstream.live.status import RunStatus
 
 
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def runs(redis) -> RunState:
-    return RunState(redis, maxlen=100, ttl_seconds=60)
-
-
 async def _create(runs: RunState, k: RunKeys, *, cap: int = 2) -> tuple[bool, str | None]:
     return await runs.create(
         k,

@@ -8,7 +8,6 @@ reader never acts on an entry without checking the run.
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from turnstream import keys
 from turnstream.clock import now_ms
@@ -18,18 +17,6 @@ from turnstream.live.status import RunStatus
 
 # The cluster's layout, whose 16 shards these tests spread runs over, on one node.
 pytestmark = pytest.mark.usefixtures("cluster_layout")
-
-
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def runs(redis) -> RunState:
-    return RunState(redis, maxlen=100, ttl_seconds=60)
 
 
 async def _queued(runs: RunState, k: RunKeys) -> None:

@@ -19,18 +19,6 @@ from turnstream.live.status import Requeue, RunStatus
 LEASE_SECONDS = 60
 
 
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def runs(redis) -> RunState:
-    return RunState(redis, maxlen=100, ttl_seconds=60)
-
-
 async def _create(
     runs: RunState, k: RunKeys, *, user_id: str = "u", enqueue: bool = False, max_active: int = 5
 ) -> tuple[bool, str | None]:
