@@ -34,8 +34,10 @@ async def _conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str
     return str(response.json()["id"])
 
 
-async def _post(http, headers, cid: str, content: str = "hello") -> httpx.Response:
-    url = f"/api/v1/conversations/{cid}/message/?stream=true"
+async def _post(
+    http, headers, cid: str, content: str = "hello", multitask: str = "reject"
+) -> httpx.Response:
+    url = f"/api/v1/conversations/{cid}/message/?stream=true&multitask={multitask}"
     return await http.post(url, headers=headers, data={"content": content})
 
 
@@ -86,6 +88,41 @@ async def test_a_stop_ends_the_run_cancelled_with_its_partial_reply(cluster_sett
     }
     assert events[-1].event == "end" and events[-1].data["status"] == "cancelled"
     assert messages.json()["items"][-1]["status"] == "cancelled"
+
+
+async def test_multitask_rejects_enqueues_and_interrupts_as_on_one_node(cluster_settings):
+    """The newest run (`chat:active`, the conversation's slot) and the user's cap (the
+    user's slot): a second message is refused, waits its turn, or stops the first."""
+    async with api_for(cluster_settings, demo_words=300, demo_delay_ms=10) as (http, h, app):
+        rt = app.state.runtime
+        cid = await _conversation(http, h)
+        first = asyncio.create_task(_post(http, h, cid, "one"))
+        first_sid = await eventually(
+            lambda: rt.redis.get(keys.active(cid)), timeout=10, what="the first run"
+        )
+        refused = await _post(http, h, cid, "refused")
+        queued = asyncio.create_task(_post(http, h, cid, "two", multitask="enqueue"))
+        await eventually(
+            lambda: _newer(rt, cid, first_sid), timeout=10, what="the second run to be newest"
+        )
+        second_sid = await rt.redis.get(keys.active(cid))
+        interrupting = await _post(http, h, cid, "three", multitask="interrupt")
+        streams = [parse_sse((await run).text) for run in (first, queued)]
+        third = parse_sse(interrupting.text)
+        messages = await http.get(f"/api/v1/conversations/{cid}/messages", headers=h)
+    assert refused.status_code == 409 and refused.json()["sessionId"] == first_sid
+    # The first ran to its end; the second waited for it and was stopped by the third.
+    assert streams[0][-1].data["status"] == "completed"
+    assert [e.event for e in streams[1]][:1] == ["queued"]
+    assert streams[1][-1].data["status"] == "cancelled"
+    assert streams[1][0].data["sessionId"] == second_sid
+    assert third[-1].data["status"] == "completed"
+    questions = [m["content"] for m in messages.json()["items"] if m["role"] == "user"]
+    assert questions == ["one", "two", "three"]  # the refused one was not stored
+
+
+async def _newer(rt, cid: str, sid: str) -> bool:
+    return (await rt.redis.get(keys.active(cid))) not in (None, sid)
 
 
 async def test_an_approval_waits_and_the_run_goes_on_once_decided(cluster_settings):
