@@ -24,6 +24,7 @@ import redis
 from api_support import api_for, client_for, running_app, token_for
 from fastapi import FastAPI
 from helpers import pg_admin
+from redis.cluster import RedisCluster
 from servers import RedisServer
 from sqlalchemy.engine import make_url
 
@@ -132,16 +133,36 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(sqlite_url: str, redis_url: str, tmp_path) -> Settings:
-    """Settings for an in-process app on real Redis and a fresh SQLite file; a quick demo agent."""
+def settings(sqlite_url: str, redis_url: str, tmp_path) -> Iterator[Settings]:
+    """Settings for an in-process app on real Redis and a fresh SQLite file; a quick demo agent.
 
-    return Settings(
-        database_url=sqlite_url,
-        redis_url=redis_url,
-        data_dir=tmp_path / "data",
-        demo_words=8,
-        demo_delay_ms=5,
-    )
+    Under `TURNSTREAM_TEST_ON_CLUSTER=1` the app is on the Redis Cluster that scripts/test
+    starts, emptied first: scripts/test runs the modules in ON_CLUSTER_TOO so, once more,
+    in one process.
+    """
+    if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") != "1":
+        yield Settings(
+            database_url=sqlite_url,
+            redis_url=redis_url,
+            data_dir=tmp_path / "data",
+            demo_words=8,
+            demo_delay_ms=5,
+        )
+        return
+    cluster_url = os.environ["TURNSTREAM_TEST_REDIS_CLUSTER_URL"]
+    with RedisCluster.from_url(cluster_url) as client:
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    try:
+        yield Settings(
+            database_url=sqlite_url,
+            redis_url=cluster_url,
+            redis_cluster=True,
+            data_dir=tmp_path / "data",
+            demo_words=8,
+            demo_delay_ms=5,
+        )
+    finally:
+        keys.use_cluster_layout(False)  # as Runtime.open left it: for the next test
 
 
 @pytest.fixture
@@ -236,3 +257,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+    if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") == "1":
+        on_its_own = pytest.mark.skip(reason="one Redis node of its own (`one_node`)")
+        for item in items:
+            if item.get_closest_marker("one_node"):
+                item.add_marker(on_its_own)

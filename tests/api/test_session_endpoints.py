@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 import redis
 from api_support import client_for, running_app, token_for
 from helpers import eventually
@@ -217,6 +218,7 @@ async def test_expired_after_retention_is_404(api):
     assert task.status_code == 404 and task.json()["error"] == "No background task found"
 
 
+@pytest.mark.one_node
 async def test_lookups_issue_no_keys_or_scan_among_100k_other_keys(api, redis_url):
     sync = redis.Redis.from_url(redis_url)
     with sync.pipeline(transaction=False) as pipe:
@@ -236,6 +238,7 @@ async def test_lookups_issue_no_keys_or_scan_among_100k_other_keys(api, redis_ur
     assert stats["cmdstat_get"]["calls"] >= 40  # the stats are real: the lookups were counted
 
 
+@pytest.mark.one_node
 async def test_redis_down_gives_503_not_404(settings, tmp_path):
     server = ValkeyServer(data_dir=tmp_path / "valkey")
     server.start()
@@ -254,6 +257,7 @@ async def test_redis_down_gives_503_not_404(settings, tmp_path):
         assert response.json()["error"] == "Redis unavailable"
 
 
+@pytest.mark.one_node
 async def test_after_redis_restarts_the_next_requests_are_answered(settings, own_redis):
     """The pool's connections died with the old Redis: each reconnects once, unseen."""
     restarted = settings.model_copy(update={"redis_url": own_redis.url})
