@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -12,6 +13,21 @@ from fastapi import FastAPI
 from turnstream.api.app import create_app
 from turnstream.config import Settings
 from turnstream.store import users
+
+
+def quick_settings(
+    database_url: str, redis_url: str, tmp_path: Path, *, cluster: bool = False
+) -> Settings:
+    """An in-process app's settings: this database and Redis (or Redis Cluster), a quick
+    demo agent."""
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_cluster=cluster,
+        data_dir=tmp_path / "data",
+        demo_words=8,
+        demo_delay_ms=5,
+    )
 
 
 def served_routes(app: FastAPI, prefix: str) -> set[tuple[str, str]]:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import httpx
 import pytest
 import redis
-from api_support import api_for, client_for, running_app, token_for
+from api_support import api_for, client_for, quick_settings, running_app, token_for
 from fastapi import FastAPI
 from helpers import pg_admin
 from redis.cluster import RedisCluster
@@ -141,26 +141,13 @@ def settings(sqlite_url: str, redis_url: str, tmp_path) -> Iterator[Settings]:
     in one process.
     """
     if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") != "1":
-        yield Settings(
-            database_url=sqlite_url,
-            redis_url=redis_url,
-            data_dir=tmp_path / "data",
-            demo_words=8,
-            demo_delay_ms=5,
-        )
+        yield quick_settings(sqlite_url, redis_url, tmp_path)
         return
     cluster_url = os.environ["TURNSTREAM_TEST_REDIS_CLUSTER_URL"]
     with RedisCluster.from_url(cluster_url) as client:
         client.flushall(target_nodes=RedisCluster.PRIMARIES)
     try:
-        yield Settings(
-            database_url=sqlite_url,
-            redis_url=cluster_url,
-            redis_cluster=True,
-            data_dir=tmp_path / "data",
-            demo_words=8,
-            demo_delay_ms=5,
-        )
+        yield quick_settings(sqlite_url, cluster_url, tmp_path, cluster=True)
     finally:
         keys.use_cluster_layout(False)  # as Runtime.open left it: for the next test
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from api_support import quick_settings
 from redis.cluster import RedisCluster
 
 from turnstream.config import Settings
@@ -47,11 +48,4 @@ def masters(cluster_url: str) -> Iterator[list[redis.Redis]]:
 @pytest.fixture
 def cluster_settings(sqlite_url: str, cluster_url: str, tmp_path) -> Settings:
     """An in-process app's settings on the cluster; a quick demo agent."""
-    return Settings(
-        database_url=sqlite_url,
-        redis_url=cluster_url,
-        redis_cluster=True,
-        data_dir=tmp_path / "data",
-        demo_words=8,
-        demo_delay_ms=5,
-    )
+    return quick_settings(sqlite_url, cluster_url, tmp_path, cluster=True)
