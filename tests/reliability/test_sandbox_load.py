@@ -51,10 +51,10 @@ async def test_a_bomb_in_one_run_leaves_another_runs_stream_on_time(api, bomb: s
         bombed = await bombing
 
     (result,) = [e for e in bombed if e.event == "tool_result"]
-    deltas = [e for e in streamed if e.event == "delta"]
+    # B streamed while the bomb went on (on a loaded machine B may finish after it).
+    during = [e for e in streamed if e.event == "delta" and _ms(e) < _ms(result)]
     assert streamed[-1].data["status"] == "completed"
-    assert len(deltas) >= 10
-    assert _ms(result) > _ms(deltas[-1])  # the bomb went on for all of B's reply
+    assert len(during) >= 10, f"{len(during)} of B's words came while the bomb went on"
     times = [_ms(e) for e in streamed]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert max(gaps) < MOST_GAP_MS, f"B's events came {max(gaps)} ms apart (words: {WORD_MS} ms)"
