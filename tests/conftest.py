@@ -133,7 +133,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(sqlite_url: str, redis_url: str, tmp_path) -> Iterator[Settings]:
+def cluster_url() -> Iterator[str]:
+    """The URL of one node of an empty cluster; the client finds the others."""
+    url = os.environ.get("TURNSTREAM_TEST_REDIS_CLUSTER_URL")
+    if not url:
+        pytest.skip("Redis Cluster tests run under scripts/test (it starts the cluster)")
+    with RedisCluster.from_url(url) as client:
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield url
+
+
+@pytest.fixture
+def settings(sqlite_url: str, redis_url: str, tmp_path, request: pytest.FixtureRequest) -> Settings:
     """Settings for an in-process app on real Redis and a fresh SQLite file; a quick demo agent.
 
     Under `TURNSTREAM_TEST_ON_CLUSTER=1` the app is on the Redis Cluster that scripts/test
@@ -141,15 +152,10 @@ def settings(sqlite_url: str, redis_url: str, tmp_path) -> Iterator[Settings]:
     in one process.
     """
     if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") != "1":
-        yield quick_settings(sqlite_url, redis_url, tmp_path)
-        return
-    cluster_url = os.environ["TURNSTREAM_TEST_REDIS_CLUSTER_URL"]
-    with RedisCluster.from_url(cluster_url) as client:
-        client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    try:
-        yield quick_settings(sqlite_url, cluster_url, tmp_path, cluster=True)
-    finally:
-        keys.use_cluster_layout(False)  # as Runtime.open left it: for the next test
+        return quick_settings(sqlite_url, redis_url, tmp_path)
+    request.getfixturevalue("cluster_layout")  # SPEC's names again for the next test
+    cluster_url = request.getfixturevalue("cluster_url")
+    return quick_settings(sqlite_url, cluster_url, tmp_path, cluster=True)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""A Redis Cluster of three masters on loopback (scripts/test starts it), for tests/cluster/.
+"""A Redis Cluster of three masters on loopback (scripts/test starts it; `cluster_url` in
+tests/conftest.py), for tests/cluster/.
 
 Every test here runs on one cluster, shared by the pytest workers: they all sit in
 one module, which `--dist loadfile` keeps on one worker, so that emptying the cluster
@@ -7,7 +8,6 @@ before each test is safe.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,17 +21,6 @@ from turnstream.config import Settings
 @pytest.fixture(autouse=True)
 def _layout(cluster_layout: None) -> None:
     """The keys as a cluster names them, and SPEC's names again for the tests after these."""
-
-
-@pytest.fixture
-def cluster_url() -> Iterator[str]:
-    """The URL of one node of an empty cluster; the client finds the others."""
-    url = os.environ.get("TURNSTREAM_TEST_REDIS_CLUSTER_URL")
-    if not url:
-        pytest.skip("Redis Cluster tests run under scripts/test (it starts the cluster)")
-    with RedisCluster.from_url(url) as client:
-        client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    yield url
 
 
 @pytest.fixture
