@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -48,6 +48,7 @@ from turnstream.store.claude_sessions import ClaudeSessions
 from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
 
 logger = logging.getLogger("turnstream.runs")
+T = TypeVar("T")
 
 
 async def execute(rt: Runtime, cid: str, sid: str, *, worker: str) -> None:
@@ -129,7 +130,7 @@ class _Execution:
         watcher = asyncio.create_task(self._watcher())
         try:
             ctx = await self._context()  # stores an enqueued run's question, in its turn
-            if await self.rt.redis.exists(self.k.cancel):
+            if await self._read(lambda: self.rt.redis.exists(self.k.cancel)):
                 self.stop_asked = True  # stopped while it waited for its turn: no agent
             else:
                 await self._consume(ctx)
@@ -160,10 +161,14 @@ class _Execution:
         await self._end(RunStatus.CANCELLED if status is RunStatus.WAITING else status, error)
 
     async def _context(self) -> RunContext:
-        message, enqueued = await self.rt.runs.question(self.k)
-        decided = await self.rt.approvals.decisions(self.k) if self.record.waited else []
+        message, enqueued = await self._read(lambda: self.rt.runs.question(self.k))
+        decided = (
+            await self._read(lambda: self.rt.approvals.decisions(self.k))
+            if self.record.waited
+            else []
+        )
         if decided:  # it goes on after waiting: its events so far are its reply so far
-            self.reply = await archiver.reply_so_far(self.rt, self.k)
+            self.reply = await self._read(lambda: archiver.reply_so_far(self.rt, self.k))
         elif enqueued and self.record.user_message_id:
             # An enqueued message joins the conversation only once its turn comes, with
             # the files uploaded until then.
@@ -195,6 +200,20 @@ class _Execution:
                 else None
             ),
         )
+
+    async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read the run's start makes in Redis, tried again through a short outage (a
+        restart, a cluster failover) for up to a lease, as the run's writes are held."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rt.settings.lease_seconds
+        while True:
+            try:
+                return await read()
+            except RedisError as exc:
+                if loop.time() >= deadline:
+                    raise
+                logger.warning("run %s: could not reach Redis (%s); retrying", self.k.sid, exc)
+                await asyncio.sleep(0.2)
 
     async def _history(self) -> list[dict[str, Any]]:
         """The conversation's history fitted to the model (context/); a compaction's event."""
