@@ -18,12 +18,14 @@
     │   │   ├── RunEndedFirst         stop: the run ended otherwise (`status`) before it saw it
     │   │   ├── ReplyReplaced         a regenerate replaced the awaited reply (`session_id`)
     │   │   ├── PathConflict          a file where a folder is, or a folder where a file is
-    │   │   └── ApprovalDecided       the other decision stands, or the run no longer waits
-    │   ├── InvalidInput
+    │   │   ├── ApprovalDecided       the other decision stands, or the run no longer waits
     │   │   ├── NothingToRegenerate   the conversation has no user message
+    │   │   ├── NotANewMessage        an AI SDK request with no new user message (an edit)
+    │   │   └── CursorAhead           a cursor past the run's newest event (`newest`)
+    │   ├── InvalidInput
     │   │   ├── InvalidMessage        a message body that cannot be used
     │   │   ├── MessageTooLong        more than `max_chars` characters
-    │   │   ├── InvalidCursor         malformed, or past the run's newest event
+    │   │   ├── InvalidCursor         not a stream entry id
     │   │   ├── InvalidPath           not a valid workspace path (store/paths.py)
     │   │   └── InvalidUpload         an upload body that cannot be read as files
     │   ├── WorkspaceFull             a file or a workspace over its limit (`limit`, `setting`)
@@ -212,16 +214,41 @@ class ApprovalDecided(Conflict):
         self.approved = approved
 
 
-class InvalidInput(Refused):
-    """Input that cannot be used as it is; the message says what is wrong with it."""
-
-
-class NothingToRegenerate(InvalidInput):
+class NothingToRegenerate(Conflict):
     """A regenerate of a conversation that has no user message to answer again."""
 
     def __init__(self, conversation_id: str) -> None:
         super().__init__(f"Conversation {conversation_id} has no user message.")
         self.conversation_id = conversation_id
+
+
+class NotANewMessage(Conflict):
+    """An AI SDK request that brings no new user message, nor answers to approvals.
+
+    Its newest message is not the user's, or its `messageId` asks to edit a sent
+    message: the stored history, which is authoritative, cannot follow either.
+    """
+
+    def __init__(self, detail: str, *, conversation_id: str) -> None:
+        super().__init__(detail)
+        self.conversation_id = conversation_id
+
+
+class CursorAhead(Conflict):
+    """A cursor past the run's `newest` event: another run's id, or events lost in a failover."""
+
+    def __init__(self, *, session_id: str, newest: str) -> None:
+        super().__init__(
+            f"The cursor is past this run's newest event ({newest}): this run did not send "
+            "it, or Redis lost the events after that one (a failover). Rebuild the reply: "
+            "resume from 0-0, or load the conversation's messages once the run has ended."
+        )
+        self.session_id = session_id
+        self.newest = newest
+
+
+class InvalidInput(Refused):
+    """Input that cannot be used as it is; the message says what is wrong with it."""
 
 
 class InvalidMessage(InvalidInput):
@@ -237,7 +264,7 @@ class MessageTooLong(InvalidInput):
 
 
 class InvalidCursor(InvalidInput):
-    """A cursor that is not a stream entry id, or one this run cannot have sent."""
+    """A cursor that is not a stream entry id."""
 
 
 class InvalidPath(InvalidInput):

@@ -186,8 +186,11 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# A stream entry id ("<ms>-<n>"); "0" and "0-0" mean "from the start".
-_CURSOR = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+# A cursor as sent: a stream entry id ("<ms>-<n>", "<ms>" meaning "<ms>-0"), or empty for
+# "from the start", as "0" and "0-0" are. 19 digits keep each number under 2**64, as Redis
+# needs, so that the OpenAPI document (routes/runs.py) states the whole rule.
+CURSOR_PATTERN = r"^(\d{1,19}(-\d{1,19})?)?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 def parse_cursor(raw: str | None) -> str | None:
@@ -197,8 +200,6 @@ def parse_cursor(raw: str | None) -> str | None:
     if not _CURSOR.match(raw):
         return None
     ms, _, n = raw.partition("-")
-    if int(ms) >= 2**64 or (n and int(n) >= 2**64):
-        return None
     return f"{int(ms)}-{int(n or 0)}"
 
 

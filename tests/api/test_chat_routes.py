@@ -203,25 +203,45 @@ async def test_an_unusable_body_is_400_and_starts_nothing(client, alice, cid, bo
     assert await _messages(client, alice, cid) == []
 
 
+_QUESTION = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+
+
 @pytest.mark.parametrize(
-    "newest",
+    "message",
     [
-        {"id": "a", "role": "assistant", "parts": [{"type": "text", "text": "hi"}]},
         {"id": "u", "role": "user", "parts": [{"type": "file", "url": "data:,x"}]},
         {"id": "u", "role": "user", "parts": [{"type": "text", "text": "  "}]},
+        {"id": "u", "role": "user", "parts": [{"type": "text"}]},
         {"id": "u", "role": "user", "parts": [{"type": "text", "text": "a\x00b"}]},
     ],
 )
-async def test_the_newest_message_must_be_the_users_with_text(client, alice, cid, newest):
-    body = {"id": cid, "messages": [newest], "trigger": "submit-message"}
+@pytest.mark.parametrize("where", ["newest", "older"])
+async def test_a_users_message_without_text_is_400(client, alice, cid, message, where):
+    """The document requires it of every user message, as the route does (not only the newest)."""
+    messages = [message] if where == "newest" else [message, _QUESTION]
+    body = {"id": cid, "messages": messages, "trigger": "submit-message"}
     response = await client.post("/api/v1/chat", headers=alice, json=body)
     assert response.status_code == 400, response.text
+    assert response.json()["error"] == "Invalid message"
     assert await _messages(client, alice, cid) == []
 
 
-async def test_an_edit_of_a_sent_message_is_400_and_starts_nothing(client, alice, cid):
+@pytest.mark.parametrize("role", ["assistant", "system"])
+async def test_a_newest_message_not_the_users_is_409_and_starts_nothing(client, alice, cid, role):
+    newest = {"id": "a", "role": role, "parts": [{"type": "text", "text": "hi"}]}
+    body = {"id": cid, "messages": [_QUESTION, newest], "trigger": "submit-message"}
+    response = await client.post("/api/v1/chat", headers=alice, json=body)
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "Not a new message"
+    assert response.json()["conversationId"] == cid
+    assert f"the {role}'s" in response.json()["detail"]
+    assert await _messages(client, alice, cid) == []
+
+
+async def test_an_edit_of_a_sent_message_is_409_and_starts_nothing(client, alice, cid):
     response = await _chat(client, alice, cid, "edited", messageId="u1")
-    assert response.status_code == 400, response.text
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "Not a new message"
     assert "messageId" in response.json()["detail"]
     assert await _messages(client, alice, cid) == []
 
@@ -257,9 +277,9 @@ async def test_regenerate_message_answers_the_last_user_message_again(client, al
     assert chunks[-2:] == [{"type": "finish", "finishReason": "stop"}, DONE]
 
 
-async def test_regenerate_with_no_user_message_is_400(client, alice, cid):
+async def test_regenerate_with_no_user_message_is_409(client, alice, cid):
     response = await _chat(client, alice, cid, trigger="regenerate-message")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {"error": "Nothing to regenerate", "conversationId": cid}
 
 

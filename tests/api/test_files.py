@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import unicodedata
 from urllib.parse import quote
 
 import pytest
@@ -92,6 +93,22 @@ async def test_put_creates_then_replaces_and_keeps_the_content_type(client, alic
     assert second.status_code == 200
     assert second.json()["version"] == 2 and second.json()["mediaType"] == "text/x-rst"
     assert (await client.get(url, headers=alice)).content == b"22"
+
+
+async def test_a_decomposed_name_names_the_same_file_as_the_composed_one(
+    client, alice, cid
+) -> None:
+    """macOS' file names come decomposed (NFD): `café` is the same file however it is sent."""
+    nfd = unicodedata.normalize("NFD", "dossier/café.txt")
+    put = await client.put(files_url(cid, nfd), headers=alice, content=b"one")
+    assert put.status_code == 201 and put.json()["path"] == "dossier/café.txt"
+    again = await upload(client, alice, cid, ("café.txt", b"two", "text/plain"), path="dossier/")
+    assert again.status_code == 201 and again.json()[0]["version"] == 2
+    download = await client.get(files_url(cid, nfd), headers=alice)
+    assert download.content == b"two"
+    listing = await client.get(files_url(cid), headers=alice, params={"prefix": "dossier/"})
+    assert [i["path"] for i in listing.json()["items"]] == ["dossier/café.txt"]
+    assert (await client.delete(files_url(cid, nfd), headers=alice)).status_code == 204
 
 
 async def test_delete_removes_the_file_and_a_second_delete_is_404(client, alice, cid) -> None:

@@ -36,6 +36,8 @@ SAMPLES: list[e.TurnstreamError] = [
     e.RunConflict(active_session_id="s", conversation_id="c"),
     e.ReplyReplaced(session_id="s2", replaced_session_id="s", conversation_id="c"),
     e.CursorExpired(session_id="s", resync_cursor="1-0"),
+    e.CursorAhead(session_id="s", newest="1-0"),
+    e.NotANewMessage("The newest of `messages` is the assistant's", conversation_id="c"),
     e.RunEndedFirst(status="completed", session_id="s", conversation_id="c"),
     e.PathConflict("a/b", "a"),
     e.ApprovalNotFound(approval_id="a", conversation_id="c"),

@@ -132,7 +132,8 @@ async def test_after_the_stream_expired_the_archive_answers(api):
         "estimatedCompletion": events[-1].data["ts"],  # the real end
         "conversationId": cid,
     }
-    assert past.status_code == 400 and past.json()["error"] == "Invalid cursor"
+    assert past.status_code == 409 and past.json()["error"] == "Cursor ahead of the run"
+    assert past.json()["newest"] == events[-1].id
     assert malformed.status_code == 400
 
 

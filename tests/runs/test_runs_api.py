@@ -106,7 +106,9 @@ async def test_resume_after_a_cursor_yields_exactly_the_later_events(client, mak
     assert parse_sse(past_end.text) == []
 
 
-@pytest.mark.parametrize("cursor", ["abc", "1-2-3", "-1", "1-", "99999999999999999999999-0"])
+@pytest.mark.parametrize(
+    "cursor", ["abc", "1-2-3", "-1", "1-", "99999999999999999999999-0", "18446744073709551616-0"]
+)
 async def test_malformed_cursor_is_400(client, make_token, cursor):
     headers = await make_token("alice")
     cid = await _conversation(client, headers)

@@ -4,9 +4,10 @@ Malformed ones are covered in tests/runs/test_runs_api.py (cursors) and
 tests/security/test_isolation.py (conversation ids). Here every value parses,
 but was never issued for the place it is used:
 
-- a cursor past the run's newest event (made up, or taken from a newer run)
-  is 400: waiting after it would silently skip every event still to come,
-  `end` included;
+- a cursor past the run's newest event (made up, taken from a newer run, or
+  one whose events a failover lost) is 409 `Cursor ahead of the run`, naming
+  the run's newest event: waiting after it would silently skip every event
+  still to come, `end` included;
 - a session id of nobody's run, of another user's run, or of another of the
   caller's own conversations is 404 on resume, runs and stop, and stops nothing.
 """
@@ -56,12 +57,13 @@ async def _snapshot(client, headers, cid: str) -> dict:
     return {"messages": messages, "active": active, "runs": runs}
 
 
-def _assert_invalid_cursor(response: httpx.Response) -> str:
-    assert response.status_code == 400, response.text
+def _assert_cursor_ahead(response: httpx.Response, sid: str, newest: str) -> None:
+    assert response.status_code == 409, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert body["error"] == "Invalid cursor"
-    return body["detail"]
+    assert body["error"] == "Cursor ahead of the run"
+    assert (body["sessionId"], body["newest"]) == (sid, newest)
+    assert newest in body["detail"] and "0-0" in body["detail"]  # what to do next
 
 
 @pytest.fixture
@@ -85,7 +87,7 @@ def _after(entry_id: str) -> str:
     ],
 )
 @pytest.mark.parametrize("via", ["cursor", "Last-Event-ID"])
-async def test_a_cursor_past_the_runs_newest_event_is_400(client, alice, forge, via):
+async def test_a_cursor_past_the_runs_newest_event_is_409(client, alice, forge, via):
     cid = await _conversation(client, alice)
     sid = await _run(client, alice, cid)
     full = parse_sse((await _events(client, alice, cid, sid)).text)
@@ -97,8 +99,7 @@ async def test_a_cursor_past_the_runs_newest_event_is_400(client, alice, forge, 
         response = await client.get(
             f"{API}/{cid}/resume/{sid}", headers={**alice, "Last-Event-ID": cursor}
         )
-    detail = _assert_invalid_cursor(response)
-    assert full[-1].id in detail  # where this run's events end
+    _assert_cursor_ahead(response, sid, full[-1].id)
     assert await _snapshot(client, alice, cid) == before
     assert parse_sse((await _events(client, alice, cid, sid)).text) == full
 
@@ -112,7 +113,7 @@ async def test_cursor_0_0_is_the_whole_run(client, alice):
 
 
 async def test_cursors_of_one_run_used_on_another(client, alice):
-    """An older run's cursor on a newer run yields all of it; the reverse is 400."""
+    """An older run's cursor on a newer run yields all of it; the reverse is 409."""
     cid = await _conversation(client, alice)
     older = await _run(client, alice, cid, "first")
     newer = await _run(client, alice, cid, "second")
@@ -121,7 +122,8 @@ async def test_cursors_of_one_run_used_on_another(client, alice):
     # Stream ids grow with time across runs: every entry of the newer run is after it.
     on_newer = await _events(client, alice, cid, newer, cursor=older_events[-1].id)
     assert parse_sse(on_newer.text) == newer_events
-    _assert_invalid_cursor(await _events(client, alice, cid, older, cursor=newer_events[0].id))
+    on_older = await _events(client, alice, cid, older, cursor=newer_events[0].id)
+    _assert_cursor_ahead(on_older, older, older_events[-1].id)
 
 
 # -- session ids ---------------------------------------------------------------------

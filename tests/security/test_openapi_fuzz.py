@@ -8,15 +8,10 @@ an answer has is declared with its body and headers, every request the schemas
 allow is served, every one they forbid is refused, and the links let the
 stateful phase follow a conversation's life (create, send, resume, inspect,
 stop, delete) with real ids, which the last assertion checks.
-
-One allowance: a schema-valid request may be refused with a documented 400
-that a JSON Schema cannot state (DOCUMENTED_400 says which, and why), instead
-of schemathesis' `positive_data_acceptance`, which takes no 400.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +20,6 @@ import redis
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from servers import Server, create_token
 
 SEED = 20261123
@@ -36,49 +30,6 @@ STATEFUL_STEPS = 30
 # What the stateful phase must answer with a run's real id (operationId: statuses): the
 # events, the record, and a stop (of a run that has ended by then: 404 or 409).
 RUN_ROUTES = {"resume|resume_post": {200}, "get_run": {200}, "stop": {200, 202, 404, 409}}
-
-# operationId -> the 400s it may give a schema-valid request, by `error`, each with the
-# words its `detail` has (None: any), because no schema can say what they depend on.
-DOCUMENTED_400: dict[str, dict[str, tuple[str, ...] | None]] = {
-    # The conversation's state: it has no user message yet.
-    "regenerate": {"Nothing to regenerate": None},
-    # Ditto; and the newest of `messages` must be the user's, with text: JSON Schema
-    # cannot single out an array's last item. A `messageId` must name the assistant
-    # message whose tool parts answer approval requests (else it is an edit): nor can
-    # it say that one field names an item of another.
-    "chat": {
-        "Nothing to regenerate": None,
-        "Invalid message": ("newest message", "empty", "Editing a sent message"),
-    },
-    # A cursor past the run's newest event: the schema knows no run.
-    "resume": {"Invalid cursor": ("past this run", "stream entry id")},
-    "resume_post": {"Invalid cursor": ("past this run", "stream entry id")},
-    # A path's Unicode normalization and its size in UTF-8 bytes: no pattern says them.
-    **{
-        operation: {"Invalid path": ("NFC", "bytes")}
-        for operation in ("list_files", "upload_files", "put_file", "download_file", "delete_file")
-    },
-}
-
-
-@schemathesis.check
-def schema_valid_requests_are_served(ctx: Any, response: Any, case: Any) -> bool | None:
-    """schemathesis' positive_data_acceptance, but for the refusals in DOCUMENTED_400."""
-    if response.status_code == 400 and _documented(case.operation.definition.raw, response):
-        return None
-    return positive_data_acceptance(ctx, response, case)
-
-
-def _documented(operation: dict[str, Any], response: Any) -> bool:
-    allowed = DOCUMENTED_400.get(operation.get("operationId", ""), {})
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return False
-    if not isinstance(body, dict) or body.get("error") not in allowed:
-        return False
-    words = allowed[body["error"]]
-    return words is None or any(word in str(body.get("detail", "")) for word in words)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +64,6 @@ def _config(token: str) -> SchemathesisConfig:
                 "deterministic": True,
                 "database": "none",
             },
-            "checks": {"positive_data_acceptance": {"enabled": False}},
             "phases": {
                 **{phase: {"enabled": True} for phase in ("examples", "coverage", "fuzzing")},
                 # Valid calls (the other phases send the invalid ones), enough of them to

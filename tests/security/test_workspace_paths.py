@@ -10,14 +10,16 @@ enumerates them all), and a tool only ever holds its own run's conversation.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 
 import pytest
 from api_support import token_for
 from sse import parse_sse
 
+from turnstream.api.schemas import PATH_PATTERN
 from turnstream.errors import InvalidPath
-from turnstream.store.paths import check_path
+from turnstream.store.paths import MAX_PATH_BYTES, check_path
 
 API = "/api/v1/conversations"
 
@@ -43,7 +45,6 @@ BAD_PATHS = [
     "del\x7f",
     "x" * 256,
     "/".join(["a" * 200] * 6),
-    unicodedata.normalize("NFD", "café"),
 ]
 GOOD_PATHS = [
     "data.csv",
@@ -71,6 +72,27 @@ def test_the_path_check_refuses_each_escape(path: str) -> None:
 @pytest.mark.parametrize("path", GOOD_PATHS, ids=repr)
 def test_the_path_check_keeps_ordinary_names(path: str) -> None:
     assert check_path(path) == path
+
+
+def test_the_documents_pattern_says_the_same_but_for_bytes() -> None:
+    """What the OpenAPI document states (pattern, maxLength) agrees with the check."""
+    pattern = re.compile(rf"^{PATH_PATTERN}$")
+    for path in GOOD_PATHS:
+        assert pattern.match(path) and len(path) <= MAX_PATH_BYTES, path
+    for path in BAD_PATHS:
+        assert not (pattern.match(path) and len(path) <= MAX_PATH_BYTES), path
+    # A pattern counts characters: a segment of 255 three-byte ones is a 400 it cannot state.
+    assert pattern.match("€" * 255)
+    with pytest.raises(InvalidPath, match="255 bytes"):
+        check_path("€" * 255)
+
+
+def test_a_name_in_another_normalization_form_is_taken_in_nfc() -> None:
+    assert check_path(unicodedata.normalize("NFD", "dé/café.txt")) == "dé/café.txt"
+    # The byte limits apply to the NFC form: 128 é decomposed take 384 bytes, composed 256.
+    with pytest.raises(InvalidPath, match="255 bytes"):
+        check_path(unicodedata.normalize("NFD", "é" * 128))
+    assert check_path(unicodedata.normalize("NFD", "é" * 127)) == "é" * 127
 
 
 async def _stored(client, headers, cid) -> list[str]:

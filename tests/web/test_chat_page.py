@@ -13,7 +13,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from helpers import wait_until
-from playwright.sync_api import Page, Response, expect
+from playwright.sync_api import Page, Response, Route, expect
 from web_support import REPLY, WORDS, User, open_chat, send, serve
 
 TEXT = ".msg.assistant .text"
@@ -242,6 +242,33 @@ def test_another_user_sees_none_of_the_first_users_conversations(served, context
     expect(page.locator(".msg")).to_have_count(0)
     expect(page.get_by_text("Alice's secret")).to_have_count(0)
     other.close()
+
+
+def test_a_cursor_ahead_of_the_run_rebuilds_the_reply_from_the_start(served, context):
+    """A page that saw events the server no longer has (a Redis failover lost the last
+    writes) holds a cursor ahead of the run: 409, then the whole run again from 0-0,
+    each event once, and the stored reply at the end."""
+    user = served.user("yara")
+    cid = user.conversation()
+    page = context.new_page()
+    open_chat(page, served, user, cid)
+    reply = send(page, "through a failover")
+    wait_for_words(page, 5)
+    context.set_offline(True)
+    expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    ahead = "99999999999999-0"
+
+    def forge(route: Route) -> None:  # the page's next resume, as if from the lost events
+        route.continue_(url=re.sub(r"cursor=[^&]*", f"cursor={ahead}", route.request.url))
+
+    page.route("**/resume/**", forge, times=1)
+    resumed = resumes(page)
+    context.set_offline(False)
+    expect(reply).to_have_attribute("data-status", "completed")
+    assert_shows_stored_reply(page, user, cid)
+    expect(page.locator(".msg.user")).to_have_count(1)
+    expect(page.locator("#notice")).to_be_hidden()  # followed on, not refused
+    assert resumed == [(ahead, 409), ("0-0", 200)], resumed
 
 
 def test_an_expired_cursor_after_a_reload_shows_the_stored_reply(context, tmp_path):

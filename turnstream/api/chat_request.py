@@ -6,20 +6,22 @@
 The server's stored history is authoritative. Of `messages`, only the newest
 one is read, and only for "submit-message": it must be the user's, and its
 text parts are the new message. Every message is still checked to be a UI
-message as OPENAPI_BODY describes it, so that a body the document calls
-invalid is refused. A "submit-message" with a `messageId` is an
-edit of a sent message (useChat's `sendMessage({messageId})`), which the
-stored history cannot follow: 400 -- unless it names an assistant message
-whose tool parts carry the user's answers to approval requests (state
-`approval-responded`, `approval: {id, approved, reason?}`): that is how
-useChat's `addToolApprovalResponse` sends them, and the request decides them
-instead of sending a message (routes/chat.py). For "regenerate-message",
-`messageId` (the reply to replace) is not used: a regenerate always answers
-the last user message again, as `POST …/regenerate` does.
+message as OPENAPI_BODY describes it (a user's with a text part that is not
+blank), so that a body the document calls invalid is refused (400) and one it
+allows is not. A "submit-message" whose newest message is not the user's, or
+with a `messageId` (an edit of a sent message: useChat's
+`sendMessage({messageId})`), brings no new message the stored history can
+follow: 409 -- unless `messageId` names an assistant message whose tool parts
+carry the user's answers to approval requests (state `approval-responded`,
+`approval: {id, approved, reason?}`): that is how useChat's
+`addToolApprovalResponse` sends them, and the request decides them instead of
+sending a message (routes/chat.py). For "regenerate-message", `messageId` (the
+reply to replace) is not used: a regenerate always answers the last user
+message again, as `POST …/regenerate` does.
 
 Checked in this order, each answer before anything is said about what follows:
 a body that is not a JSON object (400), an `id` the caller does not own (403),
-then the rest (400, or 413 for a message over the limit).
+then the rest (400, 409, or 413 for a message over the limit).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from fastapi import Request
 
 from turnstream.api.schemas import has_lone_surrogate
-from turnstream.errors import AccessDenied, InvalidMessage, MessageTooLong
+from turnstream.errors import AccessDenied, InvalidMessage, MessageTooLong, NotANewMessage
 
 # The whole history comes along with every request; only its newest message is used.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -47,6 +49,12 @@ _PART = {
     "description": "A UI message part; of the newest message, its `text` parts are read",
 }
 _ROLES = ["system", "user", "assistant"]
+# What a user's message needs: a text part that is not blank (`str.strip`'s whitespace).
+_USER_TEXT = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string", "pattern": "\\S"}},
+}
 _UI_MESSAGE = {
     "type": "object",
     "required": ["id", "role", "parts"],
@@ -55,16 +63,21 @@ _UI_MESSAGE = {
         "role": {"type": "string", "enum": _ROLES},
         "parts": {"type": "array", "items": _PART},
     },
+    "anyOf": [
+        {"properties": {"role": {"enum": ["system", "assistant"]}}},
+        {"properties": {"parts": {"contains": _USER_TEXT}}},
+    ],
+    "description": "A user's message has a text part that is not blank",
 }
 # The request body as OpenAPI shows it, checked by `_check_shape` (the route reads it
 # itself, in the order above). What a schema cannot say, the description does.
 OPENAPI_BODY: dict[str, Any] = {
     "required": True,
     "description": "The AI SDK `DefaultChatTransport` request; `id` is the conversation id. "
-    "For `submit-message` the newest of `messages` must be the user's, with text (else "
-    "400), and `messageId` absent or null; or `messageId` names the assistant message "
-    "whose tool parts answer approval requests (`state: approval-responded`, `approval: "
-    "{id, approved, reason?}`), and those answers are decided.",
+    "For `submit-message` the newest of `messages` must be the user's and `messageId` "
+    "absent or null (else 409 `Not a new message`); or `messageId` names the assistant "
+    "message whose tool parts answer approval requests (`state: approval-responded`, "
+    "`approval: {id, approved, reason?}`), and those answers are decided.",
     "content": {
         "application/json": {
             "schema": {
@@ -143,11 +156,19 @@ async def read_chat_request(
             return ChatRequest(cid, trigger, "", answers)
         # useChat's sendMessage({messageId}): an edit, which would cut the client's history
         # short while the stored one kept the old turn.
-        raise InvalidMessage(
+        raise NotANewMessage(
             "Editing a sent message (messageId) is not supported: the stored history stays "
-            "as it is. Send a new message, or regenerate the last reply."
+            "as it is. Send a new message, or regenerate the last reply.",
+            conversation_id=cid,
         )
-    return ChatRequest(cid, trigger, _checked(_newest_user_text(payload["messages"]), max_chars))
+    newest = payload["messages"][-1]
+    if newest["role"] != "user":
+        raise NotANewMessage(
+            f"The newest of `messages` is the {newest['role']}'s, so there is no new question "
+            "to answer. Send the user's message last, or regenerate the last reply.",
+            conversation_id=cid,
+        )
+    return ChatRequest(cid, trigger, _checked(_text_of(newest), max_chars))
 
 
 def _check_shape(payload: dict[str, Any]) -> None:
@@ -170,6 +191,8 @@ def _check_shape(payload: dict[str, Any]) -> None:
                 'Each of "messages" must be a UI message: {"id", "role", "parts": '
                 '[{"type", …}]}, its role "system", "user" or "assistant".'
             )
+        if message["role"] == "user" and not _text_of(message).strip():
+            raise InvalidMessage("A user's message is empty: it needs a text part with text.")
 
 
 def _is_part(part: Any) -> bool:
@@ -216,20 +239,9 @@ def _fits(text: Any, max_chars: int) -> bool:
     return isinstance(text, str) and len(text) <= max_chars and not has_lone_surrogate(text)
 
 
-def _newest_user_text(messages: list[dict[str, Any]]) -> str:
-    """The text parts of the newest message, which must be the user's, joined by newlines."""
-    newest = messages[-1]
-    if newest.get("role") != "user":
-        raise InvalidMessage("The newest message must be the user's (role 'user').")
-    parts = newest["parts"]
-    texts = [
-        part["text"]
-        for part in parts
-        if isinstance(part, dict)
-        and part.get("type") == "text"
-        and isinstance(part.get("text"), str)
-    ]
-    return "\n".join(texts)
+def _text_of(message: dict[str, Any]) -> str:
+    """A message's text parts, joined by newlines."""
+    return "\n".join(part.get("text", "") for part in message["parts"] if part["type"] == "text")
 
 
 def _checked(text: str, max_chars: int) -> str:
@@ -238,8 +250,6 @@ def _checked(text: str, max_chars: int) -> str:
         raise InvalidMessage("The message contains a NUL character.")
     if has_lone_surrogate(text):
         raise InvalidMessage("The message is not valid Unicode (it holds a lone surrogate).")
-    if not text.strip():
-        raise InvalidMessage("The message is empty.")
     if len(text) > max_chars:
         raise MessageTooLong(max_chars)
     return text

@@ -52,6 +52,7 @@ from turnstream.errors import (
     ApprovalDecided,
     ApprovalNotFound,
     Conflict,
+    CursorAhead,
     CursorExpired,
     DatabaseUnavailable,
     FileNotFound,
@@ -64,6 +65,7 @@ from turnstream.errors import (
     NoActiveRun,
     NoActiveSession,
     NoBackgroundTask,
+    NotANewMessage,
     NotFound,
     NothingToRegenerate,
     PathConflict,
@@ -136,9 +138,8 @@ REFUSALS: dict[type[Exception], Documented] = {
     NoActiveRun: Documented(404, schemas.ErrorBody, "Nothing is running"),
     FileNotFound: Documented(404, schemas.FileNotFound, "No such file"),
     ApprovalNotFound: Documented(404, schemas.ApprovalNotFound, "No such approval, or expired"),
-    NothingToRegenerate: Documented(400, schemas.ErrorBody, "No user message to answer again"),
     InvalidMessage: Documented(400, schemas.BadInput, "A message that cannot be used"),
-    InvalidCursor: Documented(400, schemas.BadInput, "A cursor this run did not send"),
+    InvalidCursor: Documented(400, schemas.BadInput, "Not a stream entry id"),
     InvalidPath: Documented(400, schemas.BadInput, "A workspace path that breaks a rule"),
     InvalidUpload: Documented(400, schemas.BadInput, "Not a multipart form of `file` parts"),
     UnicodeDecodeError: Documented(400, schemas.Detail, "The JSON body is not UTF-8"),
@@ -149,6 +150,9 @@ REFUSALS: dict[type[Exception], Documented] = {
         409, schemas.ReplyReplaced, "A regenerate replaced the reply", ("X-Session-Id",)
     ),
     CursorExpired: Documented(409, schemas.CursorExpired, "A running run's cursor, trimmed"),
+    CursorAhead: Documented(409, schemas.CursorAhead, "A cursor past the run's newest event"),
+    NothingToRegenerate: Documented(409, schemas.ErrorBody, "No user message to answer again"),
+    NotANewMessage: Documented(409, schemas.NotANewMessage, "No new user message, nor answers"),
     RunEndedFirst: Documented(409, schemas.RunEndedFirst, "The run ended before the stop"),
     PathConflict: Documented(409, schemas.PathConflict, "A file where a folder is, or under one"),
     ApprovalDecided: Documented(
@@ -247,8 +251,6 @@ def _answer(exc: TurnstreamError) -> _Answer:
             return 401, {"detail": str(exc)}, _CHALLENGE
         case AccessDenied():
             return 403, {"detail": "Access denied to conversation"}, None
-        case NothingToRegenerate():
-            return _about(400, "Nothing to regenerate", exc.conversation_id)
         case InvalidMessage():
             return 400, {"error": "Invalid message", "detail": str(exc)}, None
         case InvalidCursor():
@@ -318,6 +320,19 @@ def _conflict(exc: Conflict) -> _Answer:
             resync = {"cursor": exc.resync_cursor, "detail": str(exc)}
             body = {"error": "Cursor expired", "sessionId": exc.session_id, "resync": resync}
             return 409, body, None
+        case CursorAhead():
+            body = {
+                "error": "Cursor ahead of the run",
+                "sessionId": exc.session_id,
+                "newest": exc.newest,
+                "detail": str(exc),
+            }
+            return 409, body, None
+        case NothingToRegenerate():
+            return _about(409, "Nothing to regenerate", exc.conversation_id)
+        case NotANewMessage():
+            status, body, _ = _about(409, "Not a new message", exc.conversation_id)
+            return status, body | {"detail": str(exc)}, None
         case RunEndedFirst():
             body = {
                 "error": "The run ended before it could be stopped",

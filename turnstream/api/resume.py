@@ -7,8 +7,8 @@
 
 The archive (runs/archiver.py) holds every event of an ended run with its
 stream id and fields, so a replay from it sends the frames the live stream
-sent. A cursor that is malformed, or past the run's newest event, gets 400
-either way.
+sent. A malformed cursor gets 400, one past the run's newest event 409
+(CursorAhead), either way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sse_starlette import EventSourceResponse
 
 from turnstream.api.sse import event_stream
-from turnstream.errors import CursorExpired, InvalidCursor, SessionNotFound
+from turnstream.errors import CursorAhead, CursorExpired, InvalidCursor, SessionNotFound
 from turnstream.events import StreamEntry, cursor_key, parse_cursor
 from turnstream.keys import RunKeys
 from turnstream.live.stream import expired
@@ -59,10 +59,12 @@ async def resume_source(rt: Runtime, k: RunKeys, *, user_id: str, cursor: str | 
         if archived is None:
             raise SessionNotFound(k.cid)
         newest = archived[-1].id
-    position = parse_cursor(cursor)
-    if position is None:
-        raise InvalidCursor("A cursor is a stream entry id such as 1704123456789-0.")
-    _check_not_past(position, newest)
+    position = checked_cursor(cursor)
+    if cursor_key(position) > cursor_key(newest):
+        # No entry of this run can be newer than its newest: the cursor is not one this run
+        # sent, or Redis lost what came after (a failover). Waiting after it would silently
+        # skip every event still to come, `end` included.
+        raise CursorAhead(session_id=k.sid, newest=newest)
     if record is not None:
         resync = await expired(rt.redis, k, position)
         if resync is None:
@@ -74,15 +76,12 @@ async def resume_source(rt: Runtime, k: RunKeys, *, user_id: str, cursor: str | 
     return Source(position, _after(archived or [], position))
 
 
-def _check_not_past(position: str, last_id: str) -> None:
-    if cursor_key(position) > cursor_key(last_id):
-        # No entry of this run can be newer than its newest: the cursor is not one this
-        # run sent (another run's, or made up). Waiting after it would silently skip
-        # every event still to come, `end` included.
-        raise InvalidCursor(
-            f"The cursor is past this run's newest event ({last_id}), so this run "
-            "did not send it. Resume from an id this run sent, or without a cursor."
-        )
+def checked_cursor(raw: str | None) -> str:
+    """`raw` as a normalised cursor ("0-0" for none); InvalidCursor if it is malformed."""
+    position = parse_cursor(raw)
+    if position is None:
+        raise InvalidCursor("A cursor is a stream entry id such as 1704123456789-0.")
+    return position
 
 
 def _after(archived: list[StreamEntry], position: str) -> list[StreamEntry]:

@@ -18,12 +18,13 @@ from turnstream.store.views import ConversationView, MessageView
 
 _MAX_METADATA_KEYS = 64
 
-# A workspace path: store/paths.py's rules as a pattern, but for NFC and the bytes a
-# segment may take. A character but /, backslash, a control character, U+2028/9 ...
+# A workspace path: store/paths.py's rules as a pattern, but for bytes (a pattern counts
+# characters: a segment of 255 may still be over 255 bytes in UTF-8). A character but /,
+# backslash, a control character, U+2028/9 ...
 _CHAR = r"[^/\\\x00-\x1f\x7f-\x9f\u2028\u2029]"
 _NOT_DOT = _CHAR.replace("[^/", "[^/.")
-# ... in segments that are not empty, `.` or `..`; the first not starting with `~`.
-_SEGMENT = rf"(?:{_NOT_DOT}{_CHAR}*|\.{_NOT_DOT}{_CHAR}*|\.\.{_CHAR}+)"
+# ... in segments of 1 to 255 that are not `.` or `..`; the first not starting with `~`.
+_SEGMENT = rf"(?:{_NOT_DOT}{_CHAR}{{0,254}}|\.{_NOT_DOT}{_CHAR}{{0,253}}|\.\.{_CHAR}{{1,253}})"
 _FIRST = _SEGMENT.replace("(?:[^/.", "(?:[^/.~", 1)
 PATH_PATTERN = rf"{_FIRST}(?:/{_SEGMENT})*"
 _BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
@@ -249,6 +250,23 @@ class CursorExpired(BaseModel):
     error: Literal["Cursor expired"]
     sessionId: str
     resync: Resync
+
+
+class CursorAhead(BaseModel):
+    """The cursor is past the run's `newest` event: rebuild the reply from `0-0`."""
+
+    error: Literal["Cursor ahead of the run"]
+    sessionId: str
+    newest: str
+    detail: str
+
+
+class NotANewMessage(BaseModel):
+    """An AI SDK request whose newest message is not the user's, or that edits a sent one."""
+
+    error: Literal["Not a new message"]
+    conversationId: str
+    detail: str
 
 
 class RunEndedFirst(BaseModel):

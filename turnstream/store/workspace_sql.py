@@ -41,7 +41,7 @@ class SqlFileStore:
         return Listing(items, len(items), sum(i.size for i in items))
 
     async def read(self, cid: str, path: str) -> tuple[FileInfo, bytes]:
-        check_path(path)
+        path = check_path(path)
         async with self.sessions() as db:
             row = await db.scalar(
                 select(WorkspaceFile)
@@ -100,7 +100,7 @@ class SqlFileStore:
             return [_info(row) for row in out]
 
     async def delete(self, cid: str, path: str) -> FileInfo:
-        check_path(path)
+        path = check_path(path)
         async with self.sessions() as db, db.begin():
             total_bytes, total_files = await _lock(db, cid)
             row = (await _rows(db, cid, [path])).get(path)

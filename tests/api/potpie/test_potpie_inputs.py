@@ -61,7 +61,7 @@ BAD: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/{cid}/message", {"files": {"content": (None, " ")}}, 400),
     ("POST", "/{cid}/message", {"content": b"hi", "headers": {"content-type": "text/plain"}}, 400),
     ("POST", "/{cid}/message", {"files": {"content": (None, "x" * 101)}}, 413),
-    ("POST", "/{cid}/regenerate", {"json": {"node_ids": []}}, 400),
+    ("POST", "/{cid}/regenerate", {"json": {"node_ids": []}}, 409),
     ("POST", "/{cid}/resume/conversation:alice:x", {}, 404),
     ("POST", "/{cid}/stop", {}, 404),
     ("GET", "/{cid}/active-session", {}, 404),

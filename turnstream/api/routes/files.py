@@ -88,9 +88,7 @@ async def list_files(
     conversation: ConversationDep,
     prefix: Annotated[
         str,
-        Query(
-            max_length=MAX_PATH_BYTES, json_schema_extra={"pattern": rf"^(\.?|{PATH_PATTERN}/?)$"}
-        ),
+        Query(max_length=MAX_PATH_BYTES, json_schema_extra={"pattern": _PREFIX}),
     ] = "",
 ) -> FileList:
     """The workspace's files, sorted by path (those under `prefix` only, if given)."""
@@ -115,7 +113,7 @@ async def put_file(
     path: FilePath,
 ) -> FileEntry:
     """Create (201) or replace (200) the file at `path` with the request's body."""
-    check_path(path)  # before the body is read (the store checks it again as it writes)
+    path = check_path(path)  # before the body is read (the store checks it again as it writes)
     limits = Limits.of(rt.settings)
     data = await read_capped(request, limits.file_bytes, too_large=_file_too_large(limits))
     new = NewFile(path, data, request.headers.get("content-type"))

@@ -14,12 +14,13 @@ from turnstream.api.body import MESSAGE_BODY, read_content
 from turnstream.api.deps import BrokerDep, ConversationDep, CurrentUser, FollowerDep, RuntimeDep
 from turnstream.api.errors import Responses, documented
 from turnstream.api.resume import MAX_SESSION_ID as _MAX_SESSION_ID
-from turnstream.api.resume import resume_stream
+from turnstream.api.resume import checked_cursor, resume_stream
 from turnstream.api.schemas import RunView, Stopping, StopResult, StreamToken
 from turnstream.api.sse import EVENT_STREAM, SESSION_HEADER, event_stream
 from turnstream.errors import (
     AccessDenied,
     ActiveRunLimit,
+    CursorAhead,
     CursorExpired,
     InvalidCursor,
     InvalidMessage,
@@ -33,6 +34,7 @@ from turnstream.errors import (
     SessionNotFound,
     UnknownPath,
 )
+from turnstream.events import CURSOR_PATTERN
 from turnstream.keys import RunKeys
 from turnstream.live import tokens as stream_tokens
 from turnstream.live.client import maybe_text
@@ -124,8 +126,8 @@ async def regenerate(
     return await _answer(rt, conversation.id, started, stream=options.stream)
 
 
-# An event's id, as events.parse_cursor reads it; empty: from the first event.
-_CURSOR: dict[str, Any] = {"pattern": r"^(\d{1,20}(-\d{1,20})?)?$"}
+_CURSOR: dict[str, Any] = {"pattern": CURSOR_PATTERN}
+_RESUME_REFUSALS = (InvalidCursor, SessionNotFound, UnknownPath, CursorExpired, CursorAhead)
 _RESUMED: Responses = {
     200: {
         "description": "The run's events after the cursor, live until its `end`",
@@ -138,13 +140,13 @@ _RESUMED: Responses = {
 @router.get(
     "/resume/{session_id}",
     response_class=Response,
-    responses=documented(InvalidCursor, SessionNotFound, UnknownPath, CursorExpired, ok=_RESUMED),
+    responses=documented(*_RESUME_REFUSALS, ok=_RESUMED),
 )
 @router.post(
     "/resume/{session_id}",
     name="resume_post",
     response_class=Response,
-    responses=documented(InvalidCursor, SessionNotFound, UnknownPath, CursorExpired, ok=_RESUMED),
+    responses=documented(*_RESUME_REFUSALS, ok=_RESUMED),
 )
 async def resume(
     rt: RuntimeDep,
@@ -160,6 +162,8 @@ async def resume(
     `?token=` from `POST …/stream-token` instead.
     """
     k = RunKeys(follower.cid, session_id)
+    # The query wins, but a malformed header is refused all the same, as the document says.
+    checked_cursor(last_event_id)
     position = cursor if cursor is not None else last_event_id
     return await resume_stream(rt, k, user_id=follower.user_id, cursor=position)
 

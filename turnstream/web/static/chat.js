@@ -185,7 +185,7 @@ export class ConversationView {
         this.sync();
         return "refused";
       }
-      if (error instanceof ApiError && [400, 413, 429].includes(error.status)) {
+      if (error instanceof ApiError && [400, 409, 413, 429].includes(error.status)) {
         this.showNotice(error.body.detail || error.message);
         return "refused";
       }

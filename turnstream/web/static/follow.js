@@ -10,7 +10,9 @@
 //   (or a 503's Retry-After); going offline drops it at once, and coming back online
 //   resumes at once; a connection silent for 45 s (the server pings every 15) is dropped;
 // - 409 (cursor expired): resume from `resync.cursor`, noted as a gap (the caller shows the
-//   stored messages once the run has ended); 404: the run's events are gone.
+//   stored messages once the run has ended); 409 (cursor ahead of the run: events this page
+//   saw were lost in a Redis failover): from the start, noted as a gap too, since what
+//   follows the lost events differs from them; 404: the run's events are gone.
 
 import { ApiError, conversationPath, readError, request } from "./api.js";
 import { readFrames } from "./sse.js";
@@ -111,7 +113,8 @@ class Run {
     }
     const error = await readError(response);
     if (error.status === 404 && this.sessionId !== null) return { gone: true };
-    const resync = error.status === 409 && error.body.resync && error.body.resync.cursor;
+    const ahead = error.status === 409 && error.body.error === "Cursor ahead of the run";
+    const resync = ahead ? "0-0" : error.status === 409 && error.body.resync && error.body.resync.cursor;
     if (!resync || this.sessionId === null) throw error;
     this.cursor = resync;
     this.gap = true;
