@@ -211,6 +211,7 @@ _QUESTION = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "hi"
     [
         {"id": "u", "role": "user", "parts": [{"type": "file", "url": "data:,x"}]},
         {"id": "u", "role": "user", "parts": [{"type": "text", "text": "  "}]},
+        {"id": "u", "role": "user", "parts": [{"type": "text", "text": "\x85\x1c\u3000"}]},
         {"id": "u", "role": "user", "parts": [{"type": "text"}]},
         {"id": "u", "role": "user", "parts": [{"type": "text", "text": "a\x00b"}]},
     ],

@@ -9,9 +9,12 @@ and build requests from it alone.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+
+from turnstream.api.schemas import WHITESPACE
 
 API = "/api/v1"
 MESSAGE = API + "/conversations/{cid}/message/"
@@ -194,3 +197,18 @@ async def test_without_authorize_try_it_out_gets_the_same_401_as_before(client, 
     assert basic.status_code == 401
     assert basic.headers["www-authenticate"] == "Bearer"
     assert basic.json() == MISSING
+
+
+async def test_blank_in_the_documents_patterns_is_what_the_routes_strip(document):
+    """`\\s` differs between Python and ECMAScript: the patterns spell blank out, as
+    str.strip() has it, so a text a client's validator calls blank the route does too."""
+    blank = re.compile(f"[{WHITESPACE}]")
+    assert [c for c in range(0x10000) if bool(blank.fullmatch(chr(c))) != chr(c).isspace()] == []
+    body = document["paths"][MESSAGE]["post"]["requestBody"]["content"]
+    assert WHITESPACE in body["application/json"]["schema"]["properties"]["content"]["pattern"]
+    chat = document["paths"][API + "/chat"]["post"]["requestBody"]["content"]["application/json"]
+    user_message = chat["schema"]["properties"]["messages"]["items"]["anyOf"][1]
+    assert (
+        WHITESPACE
+        in user_message["properties"]["parts"]["contains"]["properties"]["text"]["pattern"]
+    )

@@ -34,7 +34,7 @@ from typing import Any
 
 from fastapi import Request
 
-from turnstream.api.schemas import has_lone_surrogate
+from turnstream.api.schemas import WHITESPACE, has_lone_surrogate
 from turnstream.errors import AccessDenied, InvalidMessage, MessageTooLong, NotANewMessage
 
 # The whole history comes along with every request; only its newest message is used.
@@ -49,11 +49,12 @@ _PART = {
     "description": "A UI message part; of the newest message, its `text` parts are read",
 }
 _ROLES = ["system", "user", "assistant"]
-# What a user's message needs: a text part that is not blank (`str.strip`'s whitespace).
+# What a user's message needs: a text part that is not blank.
+_NOT_BLANK = f"[^{WHITESPACE}]"
 _USER_TEXT = {
     "type": "object",
     "required": ["type", "text"],
-    "properties": {"type": {"const": "text"}, "text": {"type": "string", "pattern": "\\S"}},
+    "properties": {"type": {"const": "text"}, "text": {"type": "string", "pattern": _NOT_BLANK}},
 }
 _UI_MESSAGE = {
     "type": "object",

@@ -18,6 +18,10 @@ from turnstream.store.views import ConversationView, MessageView
 
 _MAX_METADATA_KEYS = 64
 
+# The characters str.strip() takes for blank, spelled out for patterns: `\s` means other
+# ones in the ECMAScript patterns OpenAPI tools read (not U+0085 nor U+001C-U+001F).
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
 # A workspace path: store/paths.py's rules as a pattern, but for bytes (a pattern counts
 # characters: a segment of 255 may still be over 255 bytes in UTF-8). A character but /,
 # backslash, a control character, U+2028/9 ...
@@ -102,7 +106,7 @@ class MessageBody(BaseModel):
     """The JSON form of a new message (a form field `content` works too)."""
 
     content: str = Field(
-        pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        pattern=rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$",
         description="The message: not blank, no NUL; at most TURNSTREAM_MAX_MESSAGE_CHARS "
         "(64,000 by default) characters, else 413",
     )

@@ -10,11 +10,12 @@ ever serving something older than the database:
   a reader that loaded the database before a write cannot cache its snapshot
   over the write's.
 - Tombstones. A write patches the cached copy in place only when it holds
-  exactly the previous version. Otherwise (nothing cached, a gap, another
-  writer in between) it leaves a tombstone, `{"version": v, "stale": true}`,
-  which refuses every snapshot older than `v` and yields to the first live
-  copy at `v` or later. A deleted conversation gets a tombstone at
-  `_DELETED_VERSION`, which no conversation reaches.
+  exactly the previous version (`lua/patch.lua` checks it as it writes).
+  Otherwise (nothing cached, a gap, another writer in between) it leaves a
+  tombstone, `{"version": v, "stale": true}`, which refuses every snapshot
+  older than `v` and yields to the first live copy at `v` or later. A deleted
+  conversation gets a tombstone at `_DELETED_VERSION`, which no conversation
+  reaches.
 
 Both rules need the write to reach Redis. One that cannot (Redis down,
 restarting, or cut off from this process alone) leaves the older copy cached
@@ -59,7 +60,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from turnstream import keys, lua
 from turnstream.store.views import CachedConversation, MessageView
@@ -67,6 +68,7 @@ from turnstream.store.views import CachedConversation, MessageView
 logger = logging.getLogger("turnstream.store")
 
 _SET_IF_NEWER = lua.load("set_if_newer")
+_PATCH = lua.load("patch")
 
 # A tombstone version no conversation reaches (and exact in Lua's doubles).
 _DELETED_VERSION = 2**53
@@ -84,6 +86,7 @@ class ConversationCache:
         self.redis = redis
         self.ttl = ttl
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+        self._patch = redis.register_script(_PATCH)
 
     async def get(self, *, cid: str) -> CachedConversation | None:
         """The cached conversation; None if absent, a tombstone, unreadable or Redis is down."""
@@ -120,20 +123,16 @@ class ConversationCache:
         """
         key = keys.session_cache(cid)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                cached = _parse(raw) if raw is not None else None
-                if cached is not None and cached.version == version - 1:
-                    if change is not None:
-                        change(cached)
-                    cached.version, cached.updated_at = version, now
-                    pipe.multi()
-                    pipe.set(key, _trimmed(cached).model_dump_json(), keepttl=True)
-                    await pipe.execute()
+            raw = await self.redis.get(key)
+            cached = _parse(raw) if raw is not None else None
+            if cached is not None and cached.version == version - 1:
+                if change is not None:
+                    change(cached)
+                cached.version, cached.updated_at = version, now
+                patched = _trimmed(cached).model_dump_json()
+                # Written only if no other writer came in between (else the tombstone below).
+                if await self._patch(keys=[key], args=[patched, version - 1]):
                     return
-        except WatchError:
-            pass  # another writer got there first: fall through to the tombstone
         except RedisError as exc:
             logger.warning("could not update the session cache of %s: %s", cid, exc)
             return
