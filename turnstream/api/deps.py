@@ -14,7 +14,9 @@ from taskiq import AsyncBroker
 from turnstream import logs
 from turnstream.api.auth import TokenCache, authenticate, bearer
 from turnstream.errors import AccessDenied, Refused, Unauthorized
+from turnstream.ids import is_uuid
 from turnstream.live import tokens
+from turnstream.live.record import RunRecord
 from turnstream.runtime import Runtime
 from turnstream.store.models import User
 
@@ -63,6 +65,32 @@ async def get_conversation(
 
 
 ConversationDep = Annotated[OwnedConversation, Depends(get_conversation)]
+
+
+@dataclass(frozen=True)
+class NewestRun:
+    """The caller's conversation and its newest run kept in Redis (None if none is)."""
+
+    cid: str
+    user_id: str
+    record: RunRecord | None
+
+
+async def get_newest_run(
+    request: Request, cid: Annotated[str, Path()], authorization: Authorization
+) -> NewestRun:
+    """As ConversationDep, with the conversation's newest run read in the same round trip
+    as its owner: the session endpoints' hot path, polled by every open page."""
+    rt: Runtime = request.app.state.runtime
+    user = await authenticate(rt, request.app.state.token_cache, authorization=authorization)
+    owner, record = await rt.runs.owner_and_newest(cid) if is_uuid(cid) else (None, None)
+    if not await rt.store.is_owner(cid=cid, user_id=user.id, cached=owner):
+        raise AccessDenied()
+    logs.bind(user_id=user.id, conversation_id=cid)
+    return NewestRun(cid, user.id, record)
+
+
+NewestRunDep = Annotated[NewestRun, Depends(get_newest_run)]
 
 
 @dataclass(frozen=True)

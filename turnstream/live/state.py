@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from turnstream import events, keys, lua
 from turnstream.clock import now_ms
@@ -307,19 +308,28 @@ class RunState:
 
     async def newest(self, cid: str) -> RunRecord | None:
         """The conversation's newest run (via `chat:active:{cid}`), or None if none is kept."""
-        reply = await self._newest(
-            keys=[keys.active(cid)], args=[keys.run_prefix(cid), keys.stream_prefix(cid)]
-        )
-        if not reply or not reply[0]:
-            return None
-        flat_hash, newest = reply
-        if RunField.SESSION_ID not in flat_hash[::2]:  # what a write after it expired left
-            return None
+        return (await self.owner_and_newest(cid))[1]
+
+    async def owner_and_newest(self, cid: str) -> tuple[str | None, RunRecord | None]:
+        """The conversation's cached owner (None if not cached) and newest run, in one call.
+
+        A read, so tried twice: a pooled connection that a Redis restart closed fails
+        its first command, and the second gets a new connection.
+        """
+        script_keys = [keys.active(cid), keys.owner(cid)]
+        script_args = [keys.run_prefix(cid), keys.stream_prefix(cid)]
+        try:
+            reply = await self._newest(keys=script_keys, args=script_args)
+        except RedisConnectionError:
+            reply = await self._newest(keys=script_keys, args=script_args)
+        owner, flat_hash, newest = reply
+        if RunField.SESSION_ID not in flat_hash[::2]:  # none, or what a write after it expired left
+            return maybe_text(owner), None
         entry = None
         if newest:
             entry_id, flat_fields = newest[0]
             entry = StreamEntry.from_redis(entry_id, _pairs(flat_fields))
-        return RunRecord.from_hash(_pairs(flat_hash), entry)
+        return maybe_text(owner), RunRecord.from_hash(_pairs(flat_hash), entry)
 
     async def question(self, k: RunKeys) -> tuple[str, bool]:
         """The run's question, and whether it was enqueued (so not stored yet)."""

@@ -71,15 +71,16 @@ class ChatStore:
         await self.cache.set_owner(cid=row.id, user_id=user_id, only_if_absent=False)
         return ConversationView.model_validate(row)
 
-    async def is_owner(self, *, cid: str, user_id: str) -> bool:
+    async def is_owner(self, *, cid: str, user_id: str, cached: str | None = None) -> bool:
         """Whether `user_id` owns the conversation: one Redis GET on the hot path.
 
         Owners never change, so `chat:owner:{cid}` is filled once (NX, so it can
-        never overwrite the "" a delete leaves) and read from then on.
+        never overwrite the "" a delete leaves) and read from then on. `cached` is
+        that key's value if the caller read it already, with reads of its own.
         """
         if not is_uuid(cid):
             return False
-        owner = await self.cache.owner(cid=cid)
+        owner = cached if cached is not None else await self.cache.owner(cid=cid)
         if owner is None:
             async with self.sessions() as db:
                 row = await db.get(Conversation, cid)

@@ -32,6 +32,7 @@ from turnstream.api.deps import (
     ConversationDep,
     CurrentUser,
     FollowerDep,
+    NewestRunDep,
     OwnedConversation,
     RuntimeDep,
 )
@@ -143,8 +144,8 @@ async def regenerate(
 
 
 @_route("/{cid}/active-session", "GET")
-async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Response:
-    body = await sessions.newest_session(rt, conversation.id)
+async def active_session(rt: RuntimeDep, newest: NewestRunDep) -> Response:
+    body = await sessions.session_body(rt, newest.cid, newest.record)
     if body.status == "active":
         body = body.model_copy(update={"cursor": START})
     return JSONResponse(body.model_dump())

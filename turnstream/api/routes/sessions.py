@@ -15,11 +15,12 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from turnstream import keys
-from turnstream.api.deps import ConversationDep, RuntimeDep
+from turnstream.api.deps import NewestRunDep, RuntimeDep
 from turnstream.api.errors import documented
 from turnstream.api.schemas import ActiveSession, TaskStatus
 from turnstream.clock import now_ms
 from turnstream.errors import AccessDenied, NoActiveSession, NoBackgroundTask
+from turnstream.live.record import RunRecord
 from turnstream.live.status import RunStatus
 from turnstream.runs import archiver
 from turnstream.runtime import Runtime
@@ -43,13 +44,14 @@ _SESSION_STATUS: dict[RunStatus, Literal["active", "completed", "idle"]] = {
     response_model=ActiveSession,
     responses=documented(NoActiveSession),
 )
-async def active_session(rt: RuntimeDep, conversation: ConversationDep) -> Response:
-    return _json(await newest_session(rt, conversation.id))
+async def active_session(rt: RuntimeDep, newest: NewestRunDep) -> Response:
+    return _json(await session_body(rt, newest.cid, newest.record))
 
 
-async def newest_session(rt: Runtime, cid: str) -> ActiveSession:
-    """`active-session`'s body: the conversation's newest run; NoActiveSession if it keeps none."""
-    record = await rt.runs.newest(cid) or await archiver.newest(rt, cid)
+async def session_body(rt: Runtime, cid: str, record: RunRecord | None) -> ActiveSession:
+    """`active-session`'s body: the conversation's newest run (`record`, kept in Redis, or
+    else the archive's); NoActiveSession if it keeps none."""
+    record = record or await archiver.newest(rt, cid)
     if record is None:
         raise NoActiveSession(cid)
     return ActiveSession(
@@ -67,12 +69,12 @@ async def newest_session(rt: Runtime, cid: str) -> ActiveSession:
     response_model=TaskStatus,
     responses=documented(NoBackgroundTask),
 )
-async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> Response:
-    record = await rt.runs.newest(conversation.id) or await archiver.newest(rt, conversation.id)
+async def task_status(rt: RuntimeDep, newest: NewestRunDep) -> Response:
+    record = newest.record or await archiver.newest(rt, newest.cid)
     if record is None:
-        raise NoBackgroundTask(conversation.id)
+        raise NoBackgroundTask(newest.cid)
     if record.status.active:
-        expected = await _typical_duration_ms(rt, conversation.id)
+        expected = await _typical_duration_ms(rt, newest.cid)
         estimate = max((record.started_at or record.created_at) + expected, now_ms())
     else:
         estimate = record.ended_at or record.last_activity or record.created_at
@@ -80,7 +82,7 @@ async def task_status(rt: RuntimeDep, conversation: ConversationDep) -> Response
         isActive=record.status.active,
         sessionId=record.session_id,
         estimatedCompletion=estimate,
-        conversationId=conversation.id,
+        conversationId=newest.cid,
     )
     return _json(body)
 
