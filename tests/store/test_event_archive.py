@@ -26,14 +26,15 @@ def _entries(first: int, last: int, *, ms: int = 1_700_000_000_000) -> list[Stre
 
 
 async def _run(sessions, cid: str, user_id: str, sid: str = "conversation:alice:r1") -> str:
-    await runlog.record_run(
-        sessions,
+    row = runlog.new_run(
         session_id=sid,
         conversation_id=cid,
         user_id=user_id,
         message_id="m",
         created_at_ms=1_700_000_000_000,
     )
+    async with sessions() as db, db.begin():
+        db.add(row)
     return sid
 
 

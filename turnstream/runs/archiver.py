@@ -7,9 +7,9 @@ never drops an entry past it, so no event is lost to the hot buffer:
     while it runs    its stream is over `stream_maxlen`: beside each lease renewal,
                      the executor's watcher has what the trim waits to drop copied
                      (`KeepUp`), and the archived script trims it
-    end_run          before the finish script, like the reply: every entry so far
-                     (`save`); after it: `error` and `end`, with the run's end in
-                     `runs`, in one transaction (`save_end`)
+    end_run          before the finish script, in the reply's transaction: every
+                     entry so far (`unarchived`); after it: `error` and `end`, with
+                     the run's end in `runs`, in one transaction (`save_end`)
 
 So a client that sees `end` finds every event before it in SQL, and `end`
 itself a moment later. Until then the stream holds the tail (it is the newest:
@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from turnstream.errors import DatabaseUnavailable
 from turnstream.events import StreamEntry
@@ -54,8 +55,8 @@ async def save(rt: Runtime, k: RunKeys, end: RunEnd | None = None) -> None:
 
     A run created without archiving (no `archived_through`) only gets its end recorded.
     """
-    through = maybe_text(await rt.redis.hget(k.run, RunField.ARCHIVED_THROUGH))
-    if through is None:
+    events = await unarchived(rt, k)
+    if events.through is None:
         if end is not None:
             await runlog.end_run(
                 rt.sessions,
@@ -65,10 +66,38 @@ async def save(rt: Runtime, k: RunKeys, end: RunEnd | None = None) -> None:
                 ended_at_ms=end.ended_at_ms,
             )
         return
-    fresh = entries(await rt.redis.xrange(k.stream, f"({through}", "+"))
-    newest = await archive.append(rt.sessions, session_id=k.sid, entries=fresh, end=end)
-    if newest is not None and newest != through:
-        await rt.runs.archived(k, newest)
+    async with rt.sessions() as db, db.begin():
+        await events.write(db, end)
+    await events.mark(rt)
+
+
+@dataclasses.dataclass
+class Unarchived:
+    """The entries of a run's stream that SQL lacks: `write` them in a transaction, then
+    `mark` them archived in Redis (which lets the trim drop them)."""
+
+    k: RunKeys
+    through: str | None  # the newest entry SQL holds; None: the run is not archived
+    entries: list[StreamEntry]
+    newest: str | None = None
+
+    async def write(self, db: AsyncSession, end: RunEnd | None = None) -> None:
+        if self.through is not None:
+            self.newest = await archive.append_in(
+                db, session_id=self.k.sid, entries=self.entries, end=end
+            )
+
+    async def mark(self, rt: Runtime) -> None:
+        if self.newest is not None and self.newest != self.through:
+            await rt.runs.archived(self.k, self.newest)
+
+
+async def unarchived(rt: Runtime, k: RunKeys) -> Unarchived:
+    """What of the run's stream is not in SQL yet."""
+    through = maybe_text(await rt.redis.hget(k.run, RunField.ARCHIVED_THROUGH))
+    if through is None:
+        return Unarchived(k, None, [])
+    return Unarchived(k, through, entries(await rt.redis.xrange(k.stream, f"({through}", "+")))
 
 
 async def save_end(

@@ -2,7 +2,8 @@
 
 The order is the protocol's promise (docs/protocol.md, "Runs"): the run's
 messages, usage and events are stored in SQL before its status turns terminal,
-so whoever sees `end` can load them.
+so whoever sees `end` can load them. The messages and the events so far are one
+transaction; `end` and the run's row, written after the finish script, another.
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ async def end_run(
         current = await rt.runs.get(k)
         return current is not None and current.status is require
 
+    events = await archiver.unarchived(rt, k)  # its events so far: stored with the reply
     stored = await rt.store.save_run(
         cid=k.cid,
         session_id=k.sid,
         messages=reply.messages(status, message_id=record.message_id, session_id=k.sid),
         keep_existing=require is not None and not replace,
         only_if=still_required if require is not None else None,
+        also=events.write,
     )
+    await events.mark(rt)
     if require is not None and status is RunStatus.ERROR and _whole(stored, record.message_id):
         # Its worker stored the whole reply and was lost before it could end the run: the
         # end says what the conversation holds, not an error the reply does not show.
         status, error = RunStatus.COMPLETED, None
     await _store_usage(rt, k, reply)
-    await archiver.save(rt, k)  # its events so far, into SQL before the end like the reply
     ended_at = await rt.runs.finish(
         k,
         status=status,

@@ -8,6 +8,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import AsyncBroker
 
 from turnstream import keys, metrics
@@ -146,27 +147,35 @@ async def _record_and_kick(
 ) -> None:
     """Record the created run in SQL, store its question, and hand it to a worker.
 
+    The run's row and its question (or a regenerate's deletion) are one transaction.
     If any of it fails, the run ends with `error` (code `start_failed`) and the
     failure propagates.
     """
+    row = runlog.new_run(
+        session_id=k.sid,
+        conversation_id=k.cid,
+        user_id=user_id,
+        message_id=message_id,
+        created_at_ms=now_ms(),
+    )
+
+    async def add_run(db: AsyncSession) -> None:
+        db.add(row)
+
     try:
-        await runlog.record_run(
-            rt.sessions,
-            session_id=k.sid,
-            conversation_id=k.cid,
-            user_id=user_id,
-            message_id=message_id,
-            created_at_ms=now_ms(),
-        )
         if regenerate:
-            await rt.store.delete_replies_after_last_user(cid=k.cid)
-        elif not waits:
+            await rt.store.delete_replies_after_last_user(cid=k.cid, also=add_run)
+        elif waits:
             # A message that waits for another run joins the conversation when its turn
-            # comes. It names the files uploaded since the message before it.
+            # comes: only the run is recorded now.
+            async with rt.sessions() as db, db.begin():
+                await add_run(db)
+        else:
+            # It names the files uploaded since the message before it.
             message = await user_message(
                 rt.files, k.cid, message_id=user_message_id, content=content
             )
-            await rt.store.append(cid=k.cid, message=message)
+            await rt.store.append(cid=k.cid, message=message, also=add_run)
         await _prepared(rt, k)
         await kick(broker, k.cid, k.sid)
     except BaseException:

@@ -76,42 +76,53 @@ async def append(
     and nothing is added if the rest would not follow its newest entry. Returns the
     id of the newest entry archived, None if there is none (or the run has no row).
     """
+    async with sessions() as db, db.begin():
+        return await append_in(db, session_id=session_id, entries=entries, end=end)
+
+
+async def append_in(
+    db: AsyncSession,
+    *,
+    session_id: str,
+    entries: Sequence[StreamEntry],
+    end: RunEnd | None = None,
+) -> str | None:
+    """`append` in a transaction the caller holds (the run's reply's, as it ends)."""
     values: dict[str, Any] = {"id": Run.id}
     if end is not None:
         ended_at = datetime.fromtimestamp(end.ended_at_ms / 1000, UTC)
         values = {"status": end.status, "error": end.error, "ended_at": ended_at}
-    async with sessions() as db, db.begin():
-        # Writing the run row first takes its lock (PostgreSQL) or the write lock
-        # (SQLite): two archivers of one run go one at a time.
-        found = await db.execute(
-            update(Run).where(Run.id == session_id).values(**values).returning(Run.id)
+    # Writing the run row first takes its lock (PostgreSQL) or the write lock
+    # (SQLite): two archivers of one run go one at a time.
+    found = await db.execute(
+        update(Run).where(Run.id == session_id).values(**values).returning(Run.id)
+    )
+    if found.scalar_one_or_none() is None:
+        return None
+    newest = (
+        await db.execute(
+            select(RunEvents.last_seq, RunEvents.last_id)
+            .where(RunEvents.run_id == session_id)
+            .order_by(RunEvents.first_seq.desc())
+            .limit(1)
         )
-        if found.scalar_one_or_none() is None:
-            return None
-        newest = (
-            await db.execute(
-                select(RunEvents.last_seq, RunEvents.last_id)
-                .where(RunEvents.run_id == session_id)
-                .order_by(RunEvents.first_seq.desc())
-                .limit(1)
-            )
-        ).first()
-        last_seq, last_id = (newest.last_seq, newest.last_id) if newest else (0, None)
-        fresh = _following(entries, last_seq)
-        if not fresh:
-            return last_id
-        db.add(
-            RunEvents(
-                run_id=session_id,
-                first_seq=fresh[0].seq,
-                last_seq=fresh[-1].seq,
-                last_id=fresh[-1].id,
-                last_ts=fresh[-1].ts,
-                events=_encode(fresh),
-                created_at=utcnow(),
-            )
+    ).first()
+    last_seq, last_id = (newest.last_seq, newest.last_id) if newest else (0, None)
+    fresh = _following(entries, last_seq)
+    if not fresh:
+        return last_id
+    db.add(
+        RunEvents(
+            run_id=session_id,
+            first_seq=fresh[0].seq,
+            last_seq=fresh[-1].seq,
+            last_id=fresh[-1].id,
+            last_ts=fresh[-1].ts,
+            events=_encode(fresh),
+            created_at=utcnow(),
         )
-        return fresh[-1].id
+    )
+    return fresh[-1].id
 
 
 async def read(

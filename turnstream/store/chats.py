@@ -20,6 +20,9 @@ become a transcript a provider accepts is `store/history.py`.
 
 ChatStore is every read and write of conversations and messages, each write
 following the two rules above; `store/writes.py` holds those rules' SQL.
+
+Length: a little over 300 lines, one class: every write beside the others, so that the
+two rules are checked in one place.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ from turnstream.store.cache import (
 )
 from turnstream.store.models import Conversation, Message, Run, utcnow
 from turnstream.store.views import CachedConversation, ConversationView, MessageView, NewMessage
+
+# More writes for a write's transaction: a run's row as it starts, its events as it ends.
+# They go first, before the conversation's row is taken: a run's row, then its
+# conversation's, is the order of every transaction that takes both (`record_usage`), so
+# that two of them cannot wait on each other.
+Also = Callable[[AsyncSession], Awaitable[None]]
 
 
 class ChatStore:
@@ -168,10 +177,14 @@ class ChatStore:
 
     # -- messages --------------------------------------------------------------
 
-    async def append(self, *, cid: str, message: NewMessage) -> MessageView:
+    async def append(
+        self, *, cid: str, message: NewMessage, also: Also | None = None
+    ) -> MessageView:
         """Append a message; the database assigns its sequence inside the same write."""
         now = utcnow()
         async with self.sessions() as db, db.begin():
+            if also is not None:
+                await also(db)
             view, version = await writes.insert(db, cid, message, now)
         await self.cache.patch(cid=cid, version=version, now=now, change=add_message(view))
         return view
@@ -184,14 +197,18 @@ class ChatStore:
         messages: Sequence[NewMessage],
         keep_existing: bool = False,
         only_if: Callable[[], Awaitable[bool]] | None = None,
+        also: Also | None = None,
     ) -> list[MessageView]:
         """Store a run's messages (all with `session_id`) in order, in one transaction.
 
         Messages the run stored already are replaced, keeping their place; with
         `keep_existing`, or once anything follows them, they are kept and returned;
-        `only_if` (asked while the conversation's row is held) can veto the write."""
+        `only_if` (asked while the conversation's row is held) can veto the write,
+        but not `also`'s."""
         now = utcnow()
         async with self.sessions() as db, db.begin():
+            if also is not None:
+                await also(db)
             views, version, changed = await writes.save_run(
                 db, cid, session_id, messages, now, keep_existing=keep_existing, only_if=only_if
             )
@@ -238,10 +255,14 @@ class ChatStore:
             rows = list(await db.scalars(query.order_by(Message.sequence.desc()).limit(limit)))
         return [MessageView.model_validate(r) for r in reversed(rows)]
 
-    async def delete_replies_after_last_user(self, *, cid: str) -> MessageView | None:
+    async def delete_replies_after_last_user(
+        self, *, cid: str, also: Also | None = None
+    ) -> MessageView | None:
         """For regenerate: drop the replies that follow the last user message, return it."""
         now = utcnow()
         async with self.sessions() as db, db.begin():
+            if also is not None:
+                await also(db)
             last_user = await db.scalar(
                 select(Message)
                 .where(Message.conversation_id == cid, Message.role == "user")

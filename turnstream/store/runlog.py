@@ -10,26 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnstream.store.models import Run
 
 
-async def record_run(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    session_id: str,
-    conversation_id: str,
-    user_id: str,
-    message_id: str,
-    created_at_ms: int,
-) -> None:
-    async with sessions() as db, db.begin():
-        db.add(
-            Run(
-                id=session_id,
-                conversation_id=conversation_id,
-                user_id=user_id,
-                message_id=message_id,
-                status="queued",
-                created_at=_from_ms(created_at_ms),
-            )
-        )
+def new_run(
+    *, session_id: str, conversation_id: str, user_id: str, message_id: str, created_at_ms: int
+) -> Run:
+    """A queued run's row, for the transaction that starts it."""
+    return Run(
+        id=session_id,
+        conversation_id=conversation_id,
+        user_id=user_id,
+        message_id=message_id,
+        status="queued",
+        created_at=_from_ms(created_at_ms),
+    )
 
 
 async def end_run(
