@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnstream.errors import AccessDenied, FileNotFound, PathConflict, WorkspaceFull
 from turnstream.store.db import create_engine, session_factory
 from turnstream.store.models import Conversation, WorkspaceFile
-from turnstream.store.workspace import FileChange, Limits, NewFile, Workspace, user_message
+from turnstream.store.views import NewMessage
+from turnstream.store.workspace import FileChange, Limits, NewFile, Workspace, announcing_uploads
 from turnstream.store.workspace_sql import SqlFileStore
 
 ROOMY = Limits(file_bytes=1 << 20, total_bytes=1 << 24, files=100)
@@ -128,14 +129,32 @@ async def test_a_deleted_conversation_is_no_workspace(files, store, cid) -> None
         await files.write(cid, [NewFile("b", b"2")], limits=ROOMY, uploaded=False)
 
 
-async def test_uploads_are_announced_once_in_the_next_user_message(files, cid) -> None:
+async def test_uploads_are_announced_once_in_the_next_user_message(files, store, cid) -> None:
     await files.write(cid, [NewFile("data.csv", b"1,2\n")], limits=ROOMY, uploaded=True)
     await files.write(cid, [NewFile("made.md", b"# x")], limits=ROOMY, uploaded=False)
-    first = await user_message(files, cid, message_id="m1", content="plot it")
+    first = NewMessage(id="m1", role="user", content="plot it")
+    await store.append(cid=cid, message=first, also=announcing_uploads(files, cid, first))
     assert [f["path"] for f in first.files or []] == ["data.csv"]
     assert first.files is not None and first.files[0]["mediaType"] == "text/csv"
-    second = await user_message(files, cid, message_id="m2", content="again")
+    second = NewMessage(id="m2", role="user", content="again")
+    await store.append(cid=cid, message=second, also=announcing_uploads(files, cid, second))
     assert second.files is None
+    stored = await store.messages(cid=cid, limit=10)
+    assert [m.files for m in stored] == [first.files, None]
+
+
+async def test_uploads_stay_unannounced_when_the_message_is_not_stored(files, store, cid) -> None:
+    await files.write(cid, [NewFile("data.csv", b"1,2\n")], limits=ROOMY, uploaded=True)
+    lost = NewMessage(id="m1", role="user", content="x" * 10)
+    announce = announcing_uploads(files, cid, lost)
+
+    async def then_fail(db: AsyncSession) -> None:
+        await announce(db)
+        raise RuntimeError("the message's write failed")
+
+    with pytest.raises(RuntimeError):
+        await store.append(cid=cid, message=lost, also=then_fail)
+    assert [u.path for u in await files.take_uploads(cid)] == ["data.csv"]
 
 
 async def test_the_workspace_of_a_run_reports_each_change(files, cid) -> None:

@@ -45,7 +45,8 @@ from turnstream.runs.outbox import Outbox
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store.claude_sessions import ClaudeSessions
-from turnstream.store.workspace import FileChange, Limits, Workspace, user_message
+from turnstream.store.views import NewMessage
+from turnstream.store.workspace import FileChange, Limits, Workspace, announcing_uploads
 
 logger = logging.getLogger("turnstream.runs")
 T = TypeVar("T")
@@ -172,10 +173,9 @@ class _Execution:
         elif enqueued and self.record.user_message_id:
             # An enqueued message joins the conversation only once its turn comes, with
             # the files uploaded until then.
-            question = await user_message(
-                self.rt.files, self.k.cid, message_id=self.record.user_message_id, content=message
-            )
-            await self.rt.store.save(cid=self.k.cid, message=question)
+            question = NewMessage(id=self.record.user_message_id, role="user", content=message)
+            announce = announcing_uploads(self.rt.files, self.k.cid, question)
+            await self.rt.store.save(cid=self.k.cid, message=question, also=announce)
         settings = self.rt.settings
         limits = Limits.of(settings)
         return RunContext(

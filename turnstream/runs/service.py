@@ -25,7 +25,9 @@ from turnstream.runs.ending import end_run
 from turnstream.runs.reply import Reply
 from turnstream.runtime import Runtime
 from turnstream.store import runlog
-from turnstream.store.workspace import user_message
+from turnstream.store.models import Run
+from turnstream.store.views import NewMessage
+from turnstream.store.workspace import announcing_uploads
 
 # How long a request waits for a concurrent one with the same Idempotency-Key to record its run.
 _CLAIM_WAIT_SECONDS = 5.0
@@ -147,7 +149,6 @@ async def _record_and_kick(
 ) -> None:
     """Record the created run in SQL, store its question, and hand it to a worker.
 
-    The run's row and its question (or a regenerate's deletion) are one transaction.
     If any of it fails, the run ends with `error` (code `start_failed`) and the
     failure propagates.
     """
@@ -158,24 +159,11 @@ async def _record_and_kick(
         message_id=message_id,
         created_at_ms=now_ms(),
     )
-
-    async def add_run(db: AsyncSession) -> None:
-        db.add(row)
-
+    # A regenerate answers the stored question again; a waiting message is stored in its turn.
+    stored_now = not (regenerate or waits)
+    question = NewMessage(id=user_message_id, role="user", content=content) if stored_now else None
     try:
-        if regenerate:
-            await rt.store.delete_replies_after_last_user(cid=k.cid, also=add_run)
-        elif waits:
-            # A message that waits for another run joins the conversation when its turn
-            # comes: only the run is recorded now.
-            async with rt.sessions() as db, db.begin():
-                await add_run(db)
-        else:
-            # It names the files uploaded since the message before it.
-            message = await user_message(
-                rt.files, k.cid, message_id=user_message_id, content=content
-            )
-            await rt.store.append(cid=k.cid, message=message, also=add_run)
+        await _record(rt, k, row, question, regenerate=regenerate)
         await _prepared(rt, k)
         await kick(broker, k.cid, k.sid)
     except BaseException:
@@ -190,6 +178,27 @@ async def _record_and_kick(
             if ended_at is not None:
                 metrics.run_ended("error", created_at_ms=record.created_at, ended_at_ms=ended_at)
         raise
+
+
+async def _record(
+    rt: Runtime, k: RunKeys, row: Run, question: NewMessage | None, *, regenerate: bool
+) -> None:
+    """The run's row, and what it starts from, in one transaction: its question (naming the
+    files uploaded since the message before it), or a regenerate's deletion. A message that
+    waits for another run (no `question` here) joins the conversation when its turn comes."""
+
+    async def add_run(db: AsyncSession) -> None:
+        db.add(row)
+        if question is not None:
+            await announcing_uploads(rt.files, k.cid, question)(db)
+
+    if regenerate:
+        await rt.store.delete_replies_after_last_user(cid=k.cid, also=add_run)
+    elif question is None:
+        async with rt.sessions() as db, db.begin():
+            await add_run(db)
+    else:
+        await rt.store.append(cid=k.cid, message=question, also=add_run)
 
 
 async def _claim(rt: Runtime, idem_key: str, sid: str) -> Started | None:

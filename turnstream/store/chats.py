@@ -46,12 +46,7 @@ from turnstream.store.cache import (
 )
 from turnstream.store.models import Conversation, Message, Run, utcnow
 from turnstream.store.views import CachedConversation, ConversationView, MessageView, NewMessage
-
-# More writes for a write's transaction: a run's row as it starts, its events as it ends.
-# They go first, before the conversation's row is taken: a run's row, then its
-# conversation's, is the order of every transaction that takes both (`record_usage`), so
-# that two of them cannot wait on each other.
-Also = Callable[[AsyncSession], Awaitable[None]]
+from turnstream.store.writes import Also
 
 
 class ChatStore:
@@ -217,7 +212,12 @@ class ChatStore:
         return views
 
     async def save(
-        self, *, cid: str, message: NewMessage, keep_existing: bool = False
+        self,
+        *,
+        cid: str,
+        message: NewMessage,
+        keep_existing: bool = False,
+        also: Also | None = None,
     ) -> MessageView:
         """Insert the message, or replace its content if its id exists.
 
@@ -228,6 +228,8 @@ class ChatStore:
         for _attempt in range(3):
             try:
                 async with self.sessions() as db, db.begin():
+                    if also is not None:
+                        await also(db)
                     row = await db.get(Message, message.id)
                     if row is None:
                         view, version = await writes.insert(db, cid, message, now)

@@ -18,11 +18,15 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from turnstream.config import Settings
 from turnstream.errors import FileNotFound
 from turnstream.store.views import NewMessage
+from turnstream.store.writes import Also
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 OCTET_STREAM = "application/octet-stream"
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
@@ -93,8 +97,9 @@ class FileStore(Protocol):
 
     async def delete(self, cid: str, path: str) -> FileInfo: ...
 
-    async def take_uploads(self, cid: str) -> list[FileInfo]:
-        """The uploads no user message has announced yet, marked announced now."""
+    async def take_uploads(self, cid: str, db: AsyncSession | None = None) -> list[FileInfo]:
+        """The uploads no user message has announced yet, marked announced now (in `db`'s
+        transaction if given: the message's that announces them)."""
         ...
 
 
@@ -107,12 +112,16 @@ def media_type(path: str, given: str | None) -> str:
     return guessed or OCTET_STREAM
 
 
-async def user_message(files: FileStore, cid: str, *, message_id: str, content: str) -> NewMessage:
-    """A user message to store now, naming the uploads no message has announced yet (these
-    are marked announced: the agent hears of each upload once)."""
-    uploads = await files.take_uploads(cid)
-    entries = [u.entry() for u in uploads] or None
-    return NewMessage(id=message_id, role="user", content=content, files=entries)
+def announcing_uploads(files: FileStore, cid: str, message: NewMessage) -> Also:
+    """The write that names in `message` the uploads no message has announced yet, and marks
+    them announced, in the transaction that stores it: the agent hears of each upload
+    once, and only from a message that was stored."""
+
+    async def take(db: AsyncSession) -> None:
+        uploads = await files.take_uploads(cid, db)
+        message.files = [u.entry() for u in uploads] or None
+
+    return take
 
 
 @dataclass(frozen=True)

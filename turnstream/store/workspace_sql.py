@@ -115,17 +115,20 @@ class SqlFileStore:
             await _set_totals(db, cid, total_bytes - info.size, total_files - 1)
         return info
 
-    async def take_uploads(self, cid: str) -> list[FileInfo]:
-        async with self.sessions() as db, db.begin():
-            rows = (
-                await db.scalars(
-                    update(WorkspaceFile)
-                    .where(WorkspaceFile.conversation_id == cid, WorkspaceFile.uploaded)
-                    .values(uploaded=False)
-                    .returning(WorkspaceFile)
-                )
-            ).all()
-            return sorted((_info(row) for row in rows), key=lambda i: i.path)
+    async def take_uploads(self, cid: str, db: AsyncSession | None = None) -> list[FileInfo]:
+        if db is None:
+            async with self.sessions() as db, db.begin():
+                return await self.take_uploads(cid, db)
+        await _lock(db, cid)  # the conversation's row first, as every workspace write
+        rows = (
+            await db.scalars(
+                update(WorkspaceFile)
+                .where(WorkspaceFile.conversation_id == cid, WorkspaceFile.uploaded)
+                .values(uploaded=False)
+                .returning(WorkspaceFile)
+            )
+        ).all()
+        return sorted((_info(row) for row in rows), key=lambda i: i.path)
 
 
 async def _lock(db: AsyncSession, cid: str) -> tuple[int, int]:

@@ -20,6 +20,13 @@ from turnstream.ids import uuid7
 from turnstream.store.models import Conversation, Message
 from turnstream.store.views import MessageView, NewMessage
 
+# More writes for a write's transaction: a run's row as it starts, its events as it ends,
+# the uploads its question announces. They go first, before the conversation's row is
+# taken by the write (`also` may take it itself): a run's row, then the conversation's,
+# then its workspace's, is the order of every transaction that takes them, so that two
+# of them cannot wait on each other.
+Also = Callable[[AsyncSession], Awaitable[None]]
+
 
 async def bump(db: AsyncSession, cid: str, now: datetime, **values: Any) -> int:
     """Bump the conversation's version (plus any other columns); return the new version."""
