@@ -14,7 +14,8 @@ What runs (loopback; stopped at the end):
   starts at T0 + j·50/C ms, so the load is a steady 20·C events/s, not a burst every 50 ms;
 - the **load generator** (this process, one uvloop loop): C raw-socket HTTP/1.1 clients on
   `GET /api/v1/conversations/{cid}/resume/{sid}`. Per event: latency = arrival - `sched`;
-  lost = scheduled deltas never received; duplicated = a repeated `n` or `seq`;
+  lost = scheduled deltas never received; duplicated = a repeated `n` or `seq`. The clients and
+  the producer are bench/sse_load.py's, which bench/idle.py uses too;
 - the **baseline**: bench/bare_sse_server.py (Starlette + sse-starlette under uvicorn, no Redis)
   streaming the same schedule from memory to the same clients, interleaved with turnstream C by C.
 
@@ -41,29 +42,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
-import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 import traceback
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-import hiredis
 import httpx
 import uvloop
 from redis.asyncio import Redis
+from sse_load import (
+    PERIOD_MS,
+    RATE_HZ,
+    Producer,
+    Sink,
+    SSEClient,
+    connect_all,
+    new_runs,
+    now_ms,
+    pin,
+    prepare,
+    resume_path,
+)
 from support import (
     HOST,
     RESULTS,
@@ -80,7 +85,7 @@ from support import (
     proc_cpu_seconds,
     proc_rss_kb,
     ratio,
-    resp,
+    rounded,
     serve,
     start_redis,
     summary,
@@ -89,275 +94,14 @@ from support import (
     write_results,
 )  # fmt: skip
 
-from turnstream import events
-from turnstream.ids import session_id, uuid7
-from turnstream.keys import RunKeys
 from turnstream.live.state import RunState
-from turnstream.live.status import RunStatus
 
-RATE_HZ = 20
-PERIOD_MS = 1000 / RATE_HZ
 P99_LIMIT_MS = 50.0
 GOAL_RATIO = 0.8
 STEP = 25  # the finest grid of the knee search
 USER = "bench"
 SIDES = ("turnstream", "bare")
-Spec = tuple[str, str, str, float]  # conversation id, session id, reply id, offset (ms)
-Opened = tuple[list["SSEClient"], float, "Producer | None"]  # the clients, T0, the producer
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
-
-
-def pin(pid: int, cores: set[int] | None) -> None:
-    """Every thread of `pid` onto `cores`; threads it starts later inherit them."""
-    if not cores:
-        return
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), cores)
-
-
-# ------------------------------------------------------------------------- producer process
-
-
-class FastRedis(asyncio.Protocol):
-    """Just enough of a Redis client for `RunState`: pipelined RESP, hiredis parsing.
-
-    RunState's scripts, keys and arguments are used unchanged (EVALSHA); only the client
-    differs: redis-py spends ~170 µs of CPU per append here, which would make the producer,
-    not the server, the bottleneck.
-    """
-
-    def __init__(self) -> None:
-        self.reader = hiredis.Reader(encoding="utf-8")
-        self.waiters: deque[asyncio.Future[Any]] = deque()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            fut = self.waiters.popleft()
-            if isinstance(reply, hiredis.ReplyError):
-                fut.set_exception(reply)
-            else:
-                fut.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        while self.waiters:
-            self.waiters.popleft().set_exception(ConnectionError(f"redis went away: {exc!r}"))
-
-    def call(self, *args: Any) -> asyncio.Future[Any]:
-        assert self.transport is not None
-        self.transport.write(resp(*args))
-        fut = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        return fut
-
-    def register_script(self, text: str) -> Callable[..., asyncio.Future[Any]]:
-        """Load the script now (replies come in order, so before any call), call it by sha."""
-        self.call("SCRIPT", "LOAD", text)
-        sha = hashlib.sha1(text.encode()).hexdigest()
-        return lambda keys=(), args=(), client=None: self.call(
-            "EVALSHA", sha, len(keys), *keys, *args
-        )
-
-
-def producer_main(conn: Connection, redis_url: str, specs: list[Spec], count: int) -> None:
-    """The producer process: connect, wait for T0 from the orchestrator, write, report."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when we stop
-    conn.send(uvloop.run(produce(conn, redis_url, specs, count)))
-
-
-async def produce(conn: Connection, redis_url: str, specs: list[Spec], count: int) -> dict:
-    """One task per run: `count` deltas at T0 + offset + i·50 ms, then `end`."""
-    loop = asyncio.get_running_loop()
-    url = urlsplit(redis_url)
-    _, redis = await loop.create_connection(FastRedis, url.hostname, url.port)
-    runs = RunState(redis, maxlen=10_000, ttl_seconds=900)  # type: ignore[arg-type]
-    t0_ms = await asyncio.to_thread(conn.recv)
-    mono0 = loop.time() + (t0_ms - now_ms()) / 1000  # the wall schedule on the loop's clock
-    lag: list[float] = []  # when Redis acknowledged the append - its scheduled time
-    problems: list[str] = []
-
-    async def one(cid: str, sid: str, mid: str, offset: float) -> None:
-        k = RunKeys(cid, sid)
-        try:
-            for n in range(count):
-                due = offset + n * PERIOD_MS
-                await asyncio.sleep(max(0.0, mono0 + due / 1000 - loop.time()))
-                sched = round(t0_ms + due, 1)
-                text = json.dumps({"sched": sched, "n": n}, separators=(",", ":"))
-                if await runs.append(k, [events.delta(text)]):
-                    problems.append(f"{sid}: the append said stop at n={n}")
-                    break
-                lag.append(now_ms() - sched)
-        except Exception as exc:
-            problems.append(f"{sid}: {exc!r}")
-        finally:
-            await runs.finish(k, status=RunStatus.COMPLETED, message_id=mid)
-
-    await asyncio.gather(*(one(*spec) for spec in specs))
-    return {"appends": len(lag), "ack_lag_ms": rounded(summary(lag)), "problems": problems[:5]}
-
-
-class Producer:
-    """A producer process for one trial, pinned to the infra cores; T0 is sent once known."""
-
-    def __init__(self, b: Bench, specs: list[Spec], count: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        args = (child, b.redis_url, specs, count)
-        self.proc = ctx.Process(target=producer_main, args=args, daemon=True)
-        self.proc.start()
-        self.pid = self.proc.pid or 0
-        pin(self.pid, b.cores.get("infra"))
-
-    async def result(self) -> dict:
-        try:
-            return await asyncio.to_thread(self.conn.recv)  # type: ignore[no-any-return]
-        except EOFError:
-            raise RuntimeError(f"the producer exited ({self.proc.exitcode})") from None
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.join(5)
-
-
-async def prepare(runs: RunState, specs: list[Spec], lease_s: float) -> None:
-    """Create and claim one run per spec (100 at a time): its stream holds `queued`, `start`."""
-
-    async def one(cid: str, sid: str, mid: str, _offset: float) -> None:
-        k = RunKeys(cid, sid)
-        created, other = await runs.create(
-            k, user_id=USER, message_id=mid, user_message_id="", message="x",
-            enqueue=False, max_active=1_000_000,
-        )  # fmt: skip
-        if not created or not await runs.claim(k, worker="bench", lease_seconds=lease_s):
-            raise RuntimeError(f"could not start {sid} (active: {other})")
-
-    for i in range(0, len(specs), 100):
-        await asyncio.gather(*(one(*spec) for spec in specs[i : i + 100]))
-
-
-# ------------------------------------------------------------------------- SSE clients
-
-
-class Sink:
-    """What all clients of one trial report into."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count  # deltas per client
-        self.lat: list[float] = []  # arrival - scheduled time (ms)
-        self.sched: list[float] = []  # the scheduled time of each (ms since the epoch)
-        self.done = 0
-
-
-class SSEClient(asyncio.Protocol):
-    """One raw-socket HTTP/1.1 SSE client: chunked decoding and event parsing by hand."""
-
-    def __init__(self, request: bytes, sink: Sink) -> None:
-        self.request, self.sink = request, sink
-        self.transport: asyncio.Transport | None = None
-        self.raw = self.sse = b""  # bytes not yet a whole chunk; not yet a whole event
-        self.head_done = False
-        self.seen_n = bytearray(sink.count)
-        self.seen_seq: set[int] = set()
-        self.received = self.dup = self.out_of_order = 0
-        self.last_n = -1
-        self.ended = self.cut = self.finished = False
-        self.error: str | None = None
-        self.ready = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        now, raw = now_ms(), self.raw + data
-        if not self.head_done:
-            head, found, rest = raw.partition(b"\r\n\r\n")
-            if not found:
-                self.raw = raw
-                return
-            if b"200" not in head[:13] or b"transfer-encoding: chunked" not in head.lower():
-                return self.fail(f"not a chunked 200: {head[:200]!r}")
-            raw, self.head_done = rest, True
-        while (eol := raw.find(b"\r\n")) >= 0:  # chunks: size CRLF data CRLF
-            end = eol + 2 + int(raw[:eol], 16)
-            if len(raw) < end + 2:
-                break
-            self.sse += raw[eol + 2 : end]
-            raw = raw[end + 2 :]
-        self.raw = raw
-        *blocks, self.sse = self.sse.replace(b"\r\n", b"\n").split(b"\n\n")
-        for block in blocks:
-            payload = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line[:5] == b"data:"]
-            if payload:  # else a comment (": ping")
-                self._event(json.loads(b"\n".join(payload)), now)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ended:
-            self.fail(f"connection lost before `end`: {exc!r}")
-
-    def _event(self, d: dict[str, Any], now: float) -> None:
-        if d["seq"] in self.seen_seq:
-            self.dup += 1
-            return
-        self.seen_seq.add(d["seq"])
-        if d["type"] == "delta":
-            inner = json.loads(d["text"])
-            n = inner["n"]
-            if self.seen_n[n]:
-                self.dup += 1
-                return
-            self.seen_n[n] = 1
-            self.out_of_order += n != self.last_n + 1
-            self.last_n = n
-            self.received += 1
-            self.sink.lat.append(now - inner["sched"])
-            self.sink.sched.append(inner["sched"])
-        elif d["type"] == "start" and not self.ready.done():
-            self.ready.set_result(True)
-        elif d["type"] == "end":
-            self.ended = True
-            self.fail(None)
-        elif d["type"] == "error" and self.error is None:
-            self.error = f"error event: {d}"
-
-    def fail(self, reason: str | None) -> None:
-        """Close the stream (at `end`, reason None); the first reason given is kept."""
-        self.error = self.error or reason
-        if self.transport is not None:
-            self.transport.close()
-        if not self.ready.done():
-            self.ready.set_result(False)
-        if not self.finished:
-            self.finished = True
-            self.sink.done += 1
-
-
-async def connect_all(port: int, paths: list[str], auth: str, sink: Sink) -> list[SSEClient]:
-    """C clients, 64 connecting at once, each until it saw `start` (or failed)."""
-    loop = asyncio.get_running_loop()
-    sem = asyncio.Semaphore(64)
-    head = f"Host: {HOST}:{port}\r\nAccept: text/event-stream\r\n{auth}\r\n"
-    clients = [SSEClient(f"GET {path} HTTP/1.1\r\n{head}".encode(), sink) for path in paths]
-
-    async def one(client: SSEClient) -> None:
-        async with sem:
-            try:
-                await loop.create_connection(lambda: client, HOST, port)
-                await asyncio.wait_for(asyncio.shield(client.ready), 60)
-            except (OSError, TimeoutError) as exc:
-                client.fail(f"connect: {exc!r}")
-
-    await asyncio.gather(*(one(c) for c in clients))
-    return clients
+Opened = tuple[list[SSEClient], float, "Producer | None"]  # the clients, T0, the producer
 
 
 # ------------------------------------------------------------------------- one trial
@@ -406,18 +150,18 @@ async def ensure_conversations(b: Bench, port: int, n: int) -> None:
 async def open_turnstream(b: Bench, c: int, port: int, sink: Sink) -> Opened:
     """C started runs, a client on each; the producer's schedule begins 1 s after the last is in."""
     await ensure_conversations(b, port, c)
-    specs: list[Spec] = []
-    for j in range(c):
-        mid = uuid7()
-        specs.append((b.cids[j], session_id(USER, mid), mid, j * PERIOD_MS / c))
-    await prepare(b.runs, specs, lease_s=b.args.seconds + 120)
-    producer = Producer(b, specs, sink.count)
-    paths = [
-        f"/api/v1/conversations/{cid}/resume/{quote(sid, safe=':@')}" for cid, sid, *_ in specs
-    ]
-    clients = await connect_all(port, paths, f"Authorization: Bearer {b.token}\r\n", sink)
+    specs = new_runs(b.cids[:c], USER)
+    await prepare(b.runs, specs, user=USER, lease_s=b.args.seconds + 120)
+    producer = Producer(b.redis_url, specs, sink.count, b.cores.get("infra"))
+    try:
+        paths = [resume_path(cid, sid) for cid, sid, *_ in specs]
+        clients = await connect_all(port, paths, f"Authorization: Bearer {b.token}\r\n", sink)
+        await producer.ready()
+    except BaseException:
+        producer.stop()
+        raise
     t0 = now_ms() + 1000
-    producer.conn.send(t0)
+    producer.go(t0)
     return clients, t0, producer
 
 
@@ -532,10 +276,6 @@ def figures(side: str, c: int, clients: list[SSEClient], sink: Sink, win: dict, 
 def failed_trial(side: str, c: int, error: str) -> dict:
     """A trial that could not be measured (a server that never came up, say): a failure."""
     return {"side": side, "clients": c, "pass": False, "error": error, "latency_ms": {}}
-
-
-def rounded(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 2) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def start_py_spy(b: Bench, pid: int, name: str) -> Proc | None:

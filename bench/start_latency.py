@@ -35,9 +35,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,16 +46,19 @@ from redis.asyncio import Redis
 from support import (
     HOST,
     Proc,
+    bare_taskiq_worker,
+    create_conversations,
     create_token,
     fmt,
-    free_port,
     log,
     median,
     print_table,
     ratio,
     serve,
+    start_postgres,
     start_redis,
     summary,
+    taskiq_listening,
     turnstream,
     turnstream_env,
     wait_for,
@@ -206,42 +206,7 @@ class Bench:
         return figures
 
 
-async def create_conversations(port: int, token: str, n: int) -> list[str]:
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=16)
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", limits=limits) as client:
-        sem = asyncio.Semaphore(16)
-
-        async def one(_i: int) -> str:
-            async with sem:
-                r = await client.post("/api/v1/conversations", headers=headers)
-                r.raise_for_status()
-                return str(r.json()["id"])
-
-        return list(await asyncio.gather(*(one(i) for i in range(n))))
-
-
 # ------------------------------------------------------------- processes
-
-
-def start_postgres(work: Path) -> str:
-    """A throwaway PostgreSQL (fsync off, as in the tests), run as the `postgres` user."""
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
-    data, sock = work / "pg" / "data", work / "pg" / "sock"
-    sock.mkdir(parents=True)
-    work.chmod(0o755)  # the postgres user must reach it
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_pg:
-        shutil.chown(work / "pg", "postgres")
-        shutil.chown(sock, "postgres")
-    initdb = [*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
-    subprocess.run([*initdb, "--no-sync"], check=True, capture_output=True, cwd="/")
-    port = free_port()
-    options = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k", str(sock)]
-    proc = Proc("postgres", [*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                             *options], work / "postgres.log")  # fmt: skip
-    wait_for(lambda: b"ready to accept" in proc.log_path.read_bytes(), 30, "postgres", proc)
-    return f"postgresql+asyncpg://postgres@{HOST}:{port}/postgres"
 
 
 def start_processes(work: Path, database: str) -> tuple[str, int, str]:
@@ -262,19 +227,10 @@ def start_processes(work: Path, database: str) -> tuple[str, int, str]:
     token = create_token(env)
     _serve, port = serve(work, env, "--no-worker")
     worker = turnstream(work, env, "worker", name="worker")
-    bare_args = [
-        *(sys.executable, "-m", "taskiq", "worker", "start_latency:bare_broker"),
-        *("--workers", "1", "--ack-type", "when_executed", "--max-async-tasks", CONCURRENCY),
-        "--wait-tasks-timeout=5",
-    ]
-    bare = Proc("bare-worker", bare_args, work / "bare-worker.log", env)
+    bare = bare_taskiq_worker(work, env, "start_latency:bare_broker", CONCURRENCY)
     for proc in (worker, bare):
-        wait_for(_listening(proc), 60, proc.name, proc)
+        wait_for(taskiq_listening(proc), 60, proc.name, proc)
     return url, port, token
-
-
-def _listening(proc: Proc) -> Callable[[], bool]:
-    return lambda: b"Listening started" in proc.log_path.read_bytes()
 
 
 async def measure(args: argparse.Namespace, url: str, port: int, token: str) -> dict[str, Any]:

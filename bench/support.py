@@ -8,6 +8,7 @@ stopping it takes its children too; `Proc.stop_all()` in a `finally` leaves noth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,10 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -157,6 +160,58 @@ def start_redis(workdir: Path, *extra: str) -> tuple[Proc, str]:
     return proc, f"redis://{HOST}:{port}/0"
 
 
+def start_postgres(work: Path) -> str:
+    """A throwaway PostgreSQL (fsync off, as in the tests), run as the `postgres` user."""
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    data, sock = work / "pg" / "data", work / "pg" / "sock"
+    sock.mkdir(parents=True)
+    work.chmod(0o755)  # the postgres user must reach it
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        shutil.chown(work / "pg", "postgres")
+        shutil.chown(sock, "postgres")
+    initdb = [*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    subprocess.run([*initdb, "--no-sync"], check=True, capture_output=True, cwd="/")
+    port = free_port()
+    options = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k", str(sock)]
+    proc = Proc("postgres", [*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                             *options], work / "postgres.log")  # fmt: skip
+    wait_for(lambda: b"ready to accept" in proc.log_path.read_bytes(), 30, "postgres", proc)
+    return f"postgresql+asyncpg://postgres@{HOST}:{port}/postgres"
+
+
+async def create_conversations(port: int, token: str, n: int) -> list[str]:
+    """`n` conversations of the token's user, through the API, 16 requests at a time."""
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", limits=limits) as client:
+        sem = asyncio.Semaphore(16)
+
+        async def one(_i: int) -> str:
+            async with sem:
+                r = await client.post("/api/v1/conversations", headers=headers)
+                r.raise_for_status()
+                return str(r.json()["id"])
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def bare_taskiq_worker(work: Path, env: dict[str, str], broker: str, concurrency: str) -> Proc:
+    """A bare `taskiq worker` of `broker` ("module:attribute"), started as turnstream's
+    worker runs: one process, acknowledging a task once it has run."""
+    args = [
+        *(sys.executable, "-m", "taskiq", "worker", broker),
+        *("--workers", "1", "--ack-type", "when_executed", "--max-async-tasks", concurrency),
+        "--wait-tasks-timeout=5",
+    ]
+    return Proc("bare-worker", args, work / "bare-worker.log", env)
+
+
+def taskiq_listening(proc: Proc) -> Callable[[], bool]:
+    """Whether a `taskiq worker` process has started listening, from its log."""
+    return lambda: b"Listening started" in proc.log_path.read_bytes()
+
+
 def turnstream_env(workdir: Path, redis_url: str, **settings: str) -> dict[str, str]:
     """Environment for a turnstream process on this Redis and a SQLite file in `workdir`."""
     return {
@@ -247,6 +302,11 @@ def summary(values: Iterable[float]) -> dict[str, float | int | None]:
         "p99": percentile(ordered, 0.99),
         "max": ordered[-1] if ordered else None,
     }
+
+
+def rounded(values: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 2 decimals (a summary's figures, say)."""
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def median(values: Iterable[float | None]) -> float | None:
