@@ -9,6 +9,7 @@ grace) ends or hands back the runs still here.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from taskiq import TaskiqEvents, TaskiqState
@@ -42,6 +43,8 @@ async def _startup(state: TaskiqState) -> None:
     # Queued runs no worker claimed in time go on the stream again (runs/requeue.py).
     requeuer = requeue_forever(state.runtime, state.reaper_stopping, kicker(broker))
     state.requeuer = asyncio.create_task(requeuer)
+    gc.collect()  # the start's objects out of the full collections' way, as `serve` does
+    gc.freeze()
     logger.info("worker %s ready", state.worker_name)
 
 
