@@ -6,7 +6,6 @@ work; see the package's docstring for how they report a problem.
 
 from __future__ import annotations
 
-import gc
 import math
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -70,27 +69,19 @@ def serve(
 
     from turnstream.api.app import create_app
     from turnstream.api.http_protocol import HEAD_CAP_FACTOR, bounded_httptools
+    from turnstream.runtime import freeze_heap
 
     level = "DEBUG" if log_level.lower() == "trace" else log_level.upper()
     log_config = observe.serve_logs(settings, level)  # text, or TURNSTREAM_LOG_FORMAT=json
     database = prepare_database(settings, upgrade=is_sqlite(settings))
     token = with_db(settings, _first_run_token)
     if token is not None:
-        typer.secho("First start: created user 'demo'. Its token (shown once):", bold=True)
-        typer.echo(f"  {token}")
-        typer.echo(
-            f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/conversations'
-        )
-        typer.echo(f"  Chat page, signed in as demo: http://{host}:{port}/#token={token}")
+        _show_first_token(token, f"http://{host}:{port}")
     say(f"Database: {database}")
     if settings.redis_url is None:
         say(f"Data directory (embedded Valkey): {settings.data_dir.resolve()}")
     app = create_app(settings, worker=not no_worker, migrate=False)
-    # What is loaded by now lives as long as the process. Out of the collector's sight, a
-    # full collection under load no longer walks it: it held the event loop for about
-    # 65 ms every few seconds (docs/performance.md, "Session lookups").
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     uvicorn.run(
         app,
         host=host,
@@ -105,6 +96,13 @@ def serve(
         # httptools alone reads a request head of any size.
         http=bounded_httptools(HEAD_CAP_FACTOR * settings.max_header_bytes),
     )
+
+
+def _show_first_token(token: str, url: str) -> None:
+    typer.secho("First start: created user 'demo'. Its token (shown once):", bold=True)
+    typer.echo(f"  {token}")
+    typer.echo(f'  curl -H "Authorization: Bearer {token}" {url}/api/v1/conversations')
+    typer.echo(f"  Chat page, signed in as demo: {url}/#token={token}")
 
 
 async def _first_run_token(db: AsyncSession) -> str | None:

@@ -9,7 +9,6 @@ grace) ends or hands back the runs still here.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 
 from taskiq import TaskiqEvents, TaskiqState
@@ -22,7 +21,7 @@ from turnstream.mcp.catalog import close_servers
 from turnstream.runs.broker import drop_waiting, kicker, make_broker
 from turnstream.runs.reaper import reap_forever
 from turnstream.runs.requeue import requeue_forever
-from turnstream.runtime import Runtime
+from turnstream.runtime import Runtime, freeze_heap
 
 logger = logging.getLogger("turnstream.worker")
 
@@ -43,8 +42,7 @@ async def _startup(state: TaskiqState) -> None:
     # Queued runs no worker claimed in time go on the stream again (runs/requeue.py).
     requeuer = requeue_forever(state.runtime, state.reaper_stopping, kicker(broker))
     state.requeuer = asyncio.create_task(requeuer)
-    gc.collect()  # the start's objects out of the full collections' way, as `serve` does
-    gc.freeze()
+    freeze_heap()
     logger.info("worker %s ready", state.worker_name)
 
 
