@@ -38,6 +38,12 @@ async def _run(sessions, cid: str, user_id: str, sid: str = "conversation:alice:
     return sid
 
 
+async def _append(sessions, **kwargs) -> str | None:
+    """archive.append in a transaction of its own."""
+    async with sessions() as db, db.begin():
+        return await archive.append(db, **kwargs)
+
+
 async def _rows(sessions) -> int:
     async with sessions() as db:
         return await db.scalar(select(func.count()).select_from(RunEvents))
@@ -46,8 +52,8 @@ async def _rows(sessions) -> int:
 async def test_entries_come_back_with_the_same_ids_fields_and_frames(sessions, cid, user_id):
     sid = await _run(sessions, cid, user_id)
     written = _entries(1, 9)
-    assert await archive.append(sessions, session_id=sid, entries=written[:5]) == written[4].id
-    assert await archive.append(sessions, session_id=sid, entries=written[5:]) == written[-1].id
+    assert await _append(sessions, session_id=sid, entries=written[:5]) == written[4].id
+    assert await _append(sessions, session_id=sid, entries=written[5:]) == written[-1].id
     read = await archive.read(sessions, session_id=sid, since=LONG_AGO)
     assert read == written
     assert [e.sse_frame for e in read] == [e.sse_frame for e in written]
@@ -57,30 +63,30 @@ async def test_entries_come_back_with_the_same_ids_fields_and_frames(sessions, c
 async def test_entries_written_twice_are_kept_once_and_a_gap_is_refused(sessions, cid, user_id):
     sid = await _run(sessions, cid, user_id)
     written = _entries(1, 9)
-    await archive.append(sessions, session_id=sid, entries=written[:4])
+    await _append(sessions, session_id=sid, entries=written[:4])
     # Overlapping (a worker and a reaper both ending the run): only the new ones are added.
-    assert await archive.append(sessions, session_id=sid, entries=written[2:6]) == written[5].id
-    assert await archive.append(sessions, session_id=sid, entries=written[:6]) == written[5].id
+    assert await _append(sessions, session_id=sid, entries=written[2:6]) == written[5].id
+    assert await _append(sessions, session_id=sid, entries=written[:6]) == written[5].id
     # Entries that would leave a hole (seq 7 missing) are not added.
-    assert await archive.append(sessions, session_id=sid, entries=written[7:]) == written[5].id
+    assert await _append(sessions, session_id=sid, entries=written[7:]) == written[5].id
     assert await archive.read(sessions, session_id=sid, since=LONG_AGO) == written[:6]
     # A first chunk must start at seq 1: a run whose head was trimmed before archiving.
     other = await _run(sessions, cid, user_id, "conversation:alice:r2")
-    assert await archive.append(sessions, session_id=other, entries=written[3:]) is None
+    assert await _append(sessions, session_id=other, entries=written[3:]) is None
     assert await archive.read(sessions, session_id=other, since=LONG_AGO) == []
     # A run without a row in `runs` gets no archive.
     nobody = "conversation:alice:nobody"
-    assert await archive.append(sessions, session_id=nobody, entries=written) is None
+    assert await _append(sessions, session_id=nobody, entries=written) is None
 
 
 async def test_the_end_is_written_with_the_run_row_and_newest_answers(sessions, cid, user_id):
     assert await archive.newest(sessions, cid=cid, since=LONG_AGO) is None
     sid = await _run(sessions, cid, user_id)
     written = _entries(1, 9)
-    await archive.append(sessions, session_id=sid, entries=written[:8])
+    await _append(sessions, session_id=sid, entries=written[:8])
     assert await archive.newest(sessions, cid=cid, since=LONG_AGO) is None  # not ended
     end = RunEnd("completed", None, 1_700_000_000_500)
-    await archive.append(sessions, session_id=sid, entries=written[7:], end=end)
+    await _append(sessions, session_id=sid, entries=written[7:], end=end)
     run = await runlog.get_run(sessions, session_id=sid)
     assert (run.status, runlog.to_ms(run.ended_at)) == ("completed", end.ended_at_ms)
     found = await archive.newest(sessions, cid=cid, since=LONG_AGO)
@@ -100,7 +106,7 @@ async def test_the_end_is_written_with_the_run_row_and_newest_answers(sessions, 
 
 async def test_prune_deletes_archives_past_their_retention(sessions, cid, user_id):
     sid = await _run(sessions, cid, user_id)
-    await archive.append(sessions, session_id=sid, entries=_entries(1, 9))
+    await _append(sessions, session_id=sid, entries=_entries(1, 9))
     await archive.prune(sessions, before=datetime.now(UTC) - timedelta(days=1))
     assert await _rows(sessions) == 1
     await archive.prune(sessions, before=datetime.now(UTC) + timedelta(seconds=5))
@@ -111,11 +117,9 @@ async def test_prune_deletes_archives_past_their_retention(sessions, cid, user_i
 
 async def test_deleting_the_conversation_deletes_its_archive(store, sessions, cid, user_id):
     kept = await store.create(user_id=user_id)
-    await archive.append(
-        sessions, session_id=await _run(sessions, cid, user_id), entries=_entries(1, 9)
-    )
+    await _append(sessions, session_id=await _run(sessions, cid, user_id), entries=_entries(1, 9))
     other = await _run(sessions, kept.id, user_id, "conversation:alice:kept")
-    await archive.append(sessions, session_id=other, entries=_entries(1, 9))
+    await _append(sessions, session_id=other, entries=_entries(1, 9))
     assert await _rows(sessions) == 2
     await store.delete(cid=cid)
     assert await _rows(sessions) == 1

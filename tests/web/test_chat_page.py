@@ -13,7 +13,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from helpers import wait_until
-from playwright.sync_api import Page, Response, Route, expect
+from playwright.sync_api import Locator, Page, Response, Route, expect
 from web_support import REPLY, WORDS, User, open_chat, send, serve
 
 TEXT = ".msg.assistant .text"
@@ -87,15 +87,21 @@ def test_a_reload_mid_reply_shows_the_whole_reply_once(served, context):
     assert resumed == [("0-0", 200)]  # after a reload: from the start
 
 
-def test_offline_mid_reply_the_reply_completes_without_a_gap_or_a_repeat(served, context):
-    user = served.user("omar")
+def offline_mid_reply(served, context, name: str, message: str) -> tuple[User, str, Page, Locator]:
+    """`name`'s page, offline once its reply to `message` is five words in; and that reply."""
+    user = served.user(name)
     cid = user.conversation()
     page = context.new_page()
     open_chat(page, served, user, cid)
-    reply = send(page, "going through a tunnel")
+    reply = send(page, message)
     wait_for_words(page, 5)
     context.set_offline(True)
     expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    return user, cid, page, reply
+
+
+def test_offline_mid_reply_the_reply_completes_without_a_gap_or_a_repeat(served, context):
+    user, cid, page, reply = offline_mid_reply(served, context, "omar", "going through a tunnel")
     seen = reply.get_attribute("data-cursor")
     sid = reply.get_attribute("data-session-id")
     assert seen and sid
@@ -248,14 +254,7 @@ def test_a_cursor_ahead_of_the_run_rebuilds_the_reply_from_the_start(served, con
     """A page that saw events the server no longer has (a Redis failover lost the last
     writes) holds a cursor ahead of the run: 409, then the whole run again from 0-0,
     each event once, and the stored reply at the end."""
-    user = served.user("yara")
-    cid = user.conversation()
-    page = context.new_page()
-    open_chat(page, served, user, cid)
-    reply = send(page, "through a failover")
-    wait_for_words(page, 5)
-    context.set_offline(True)
-    expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    user, cid, page, reply = offline_mid_reply(served, context, "yara", "through a failover")
     ahead = "99999999999999-0"
 
     def forge(route: Route) -> None:  # the page's next resume, as if from the lost events

@@ -83,7 +83,7 @@ class Unarchived:
 
     async def write(self, db: AsyncSession, end: RunEnd | None = None) -> None:
         if self.through is not None:
-            self.newest = await archive.append_in(
+            self.newest = await archive.append(
                 db, session_id=self.k.sid, entries=self.entries, end=end
             )
 

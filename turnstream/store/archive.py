@@ -64,30 +64,19 @@ class ArchivedRun:
 
 
 async def append(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    session_id: str,
-    entries: Sequence[StreamEntry],
-    end: RunEnd | None = None,
-) -> str | None:
-    """Add the entries the archive lacks (and, with `end`, the run's end) in one transaction.
-
-    `entries` are consecutive stream entries; those the archive holds are skipped,
-    and nothing is added if the rest would not follow its newest entry. Returns the
-    id of the newest entry archived, None if there is none (or the run has no row).
-    """
-    async with sessions() as db, db.begin():
-        return await append_in(db, session_id=session_id, entries=entries, end=end)
-
-
-async def append_in(
     db: AsyncSession,
     *,
     session_id: str,
     entries: Sequence[StreamEntry],
     end: RunEnd | None = None,
 ) -> str | None:
-    """`append` in a transaction the caller holds (the run's reply's, as it ends)."""
+    """Add the entries the archive lacks (and, with `end`, the run's end), in `db`'s
+    transaction (the run's reply's, as it ends, or one of the archiver's own).
+
+    `entries` are consecutive stream entries; those the archive holds are skipped,
+    and nothing is added if the rest would not follow its newest entry. Returns the
+    id of the newest entry archived, None if there is none (or the run has no row).
+    """
     values: dict[str, Any] = {"id": Run.id}
     if end is not None:
         ended_at = datetime.fromtimestamp(end.ended_at_ms / 1000, UTC)
