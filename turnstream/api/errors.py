@@ -3,7 +3,8 @@
 TurnstreamError              `answer`: each class's status, headers and exact body
                              (docs/protocol.md, "Errors and status codes")
 redis ConnectionError,       as RedisUnavailable: 503 {"error": "Redis unavailable", ...}
-  TimeoutError
+  TimeoutError,
+  ClusterDownError
 RequestValidationError,      422 / FastAPI's own 400, but only after the caller passed the
   HTTPException              401 and 403 checks its route would make (`refusal`, given to
                              `install`)
@@ -37,8 +38,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from redis.exceptions import ClusterDownError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -224,6 +225,7 @@ def install(app: FastAPI, *, api_prefixes: tuple[str, ...], refusal: Refusal) ->
             TurnstreamError: turnstream_error,
             RedisConnectionError: redis_down,
             RedisTimeoutError: redis_down,
+            ClusterDownError: redis_down,  # CLUSTERDOWN: a cluster without all its masters
             RequestValidationError: partial(
                 invalid_request, api_prefixes=api_prefixes, refusal=refusal
             ),

@@ -30,10 +30,11 @@ per node, the stream hub's sweep, which is one script per slot) ask `is_cluster`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from turnstream.events import StreamEntry
 
@@ -56,14 +57,13 @@ def connect_redis(url: str, *, cluster: bool = False) -> Redis:
     and keeps up to MAX_CONNECTIONS to each node.
     """
     if cluster:
-        client = RedisCluster.from_url(
+        client = ClusterClient.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
             decode_responses=True,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=2.0,
         )
-        _name_lost_connections(client)
         return cast(Redis, client)  # the same commands; see the module's docstring
     pool = BlockingConnectionPool.from_url(
         url,
@@ -76,18 +76,52 @@ def connect_redis(url: str, *, cluster: bool = False) -> Redis:
     return Redis(connection_pool=pool)
 
 
+class ClusterClient(RedisCluster):
+    """redis-py's cluster client, but a cluster it cannot reach fails with the
+    ConnectionError a single Redis it cannot reach fails with.
+
+    redis-py raises RedisClusterException there ("cannot be connected", "startup nodes
+    could not agree", "all slots are not covered"), which is not even a RedisError: a run
+    that wrote while every master was restarting ended `error` instead of holding its
+    events, and a request got 500 instead of 503. What a lost master's slots raise before
+    its replica takes over (SlotNotCoveredError) is the same outage. The run queue's
+    cluster broker talks through one too (runs/cluster_broker.py). Its connections name
+    a write on a closed socket too (`_NamesLostConnections`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _name_lost_connections(self)
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> Self:
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:  # every one it raises is the cluster's state
+            raise RedisConnectionError(f"Redis Cluster unavailable: {exc}") from exc
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise RedisConnectionError(f"Redis Cluster unavailable: {exc}") from exc
+
+
 class _NamesLostConnections(Connection):
     """A connection whose write, on a socket a cluster failover closed under it, fails with
     the ConnectionError it is: redis-py 8.1.0 lets AttributeError or TypeError out of
-    its transport there (redis/redis-py#4287), which no retry catches, so the run that
-    wrote ended `error` instead of waiting out the failover on the new master."""
+    its transport there (redis/redis-py#4287), and under uvloop a RuntimeError ("the
+    handler is closed"), which no retry catches, so the run that wrote ended `error`
+    instead of waiting out the failover on the new master."""
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
         try:
             await super().send_packed_command(command, check_health)
-        except (AttributeError, TypeError) as exc:
+        except (AttributeError, TypeError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "handler is closed" not in str(exc):
+                raise
             await self.disconnect(nowait=True)
             raise RedisConnectionError(f"Connection lost mid-write ({exc!r})") from exc
 

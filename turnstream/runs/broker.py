@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.exceptions import RedisError
 from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
+from taskiq.exceptions import SendTaskError
 from taskiq_redis import RedisStreamBroker
 
 from turnstream import logs
@@ -160,7 +161,14 @@ def make_broker(settings: Settings, *, in_process: bool) -> AsyncBroker:
 async def kick(broker: AsyncBroker, cid: str, sid: str) -> None:
     task = broker.find_task(TASK_NAME)
     assert task is not None
-    await task.kiq(cid, sid)
+    try:
+        await task.kiq(cid, sid)
+    except SendTaskError as exc:
+        # taskiq wraps whatever the queue's Redis raised: an outage stays the RedisError
+        # it is (a 503 to a request; the queued-run look hands the run out later).
+        if isinstance(exc.__cause__, RedisError):
+            raise exc.__cause__ from exc
+        raise
 
 
 # Hands a run to a worker on this process's broker (`kick`).

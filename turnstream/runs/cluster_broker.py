@@ -7,7 +7,8 @@ it does not do as the single-node broker (runs/broker.py) is set up to, made up 
 - it reads every message waiting at once (no COUNT): here one per read, so that a
   SIGTERMed worker holds no message it has not handed to taskiq;
 - a lost connection ends its `listen`, and the worker with it: here the worker waits
-  for the cluster and reads on, its runs in flight riding out the outage;
+  for the cluster and reads on, its runs in flight riding out the outage (an
+  unreachable cluster is a ConnectionError, as on one node: live/client.py);
 - it never reclaims a message a crashed worker took (no XAUTOCLAIM). Nothing is lost:
   such a run is handed out again by the queued-run look (runs/requeue.py) if it never
   started, or ended by the reaper once its lease lapses if it did. The message stays
@@ -26,6 +27,8 @@ from redis.exceptions import RedisError
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamClusterBroker
 
+from turnstream.live.client import ClusterClient
+
 logger = logging.getLogger("turnstream.worker")
 
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -33,6 +36,12 @@ _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 class ClusterStreamBroker(RedisStreamClusterBroker):
     """One message per read, and an outage pauses the worker instead of ending it."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        # Our cluster client: a cluster it cannot reach is a ConnectionError (a RedisError,
+        # which `listen` waits out and the API answers 503), not RedisClusterException.
+        self.redis = ClusterClient.from_url(url)
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         failures = 0
