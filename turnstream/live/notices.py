@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -56,6 +57,9 @@ class Subscriber:
         moved: Moved | None = None,
     ) -> None:
         self.channels: set[str] = set()  # subscribed, or being subscribed
+        # Sharded unsubscribes sent whose confirmation has not come: a `sunsubscribe` for
+        # one of these is ours, even when the channel was subscribed again meanwhile.
+        self._leaving: Counter[str] = Counter()
         self.retired = False  # its channels moved elsewhere: the reader stops
         self._moved = moved
         self._pubsub = pubsub
@@ -94,6 +98,7 @@ class Subscriber:
         self.channels.discard(channel)
         async with self._commands:
             if self._sharded:
+                self._leaving[channel] += 1
                 await self._pubsub.sunsubscribe(channel)
             else:
                 await self._pubsub.unsubscribe(channel)
@@ -111,15 +116,21 @@ class Subscriber:
                 message = await self._pubsub.get_message(timeout=self._idle_seconds)
             except RedisError as exc:
                 logger.warning("stream notices interrupted: %s; reconnecting", exc)
+                self._leaving.clear()  # their confirmations went with the connection
                 await asyncio.sleep(0.5)
                 await self._move(None)
                 continue
             if message is None:
                 continue
             channel = str(message["channel"])
-            if message["type"] == "sunsubscribe" and channel in self.channels:
-                await self._move(channel)  # the server dropped it: its slot moved
-                continue
+            if message["type"] == "sunsubscribe":
+                if self._leaving[channel] > 0:
+                    self._leaving[channel] -= 1  # our own unsubscribe, confirmed
+                    if not self._leaving[channel]:
+                        del self._leaving[channel]
+                elif channel in self.channels:
+                    await self._move(channel)  # the server dropped it: its slot moved
+                    continue
             self._deliver(message)
 
     async def _move(self, channel: str | None) -> None:
