@@ -8,6 +8,8 @@ holds is given back when it is needed.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -73,6 +75,25 @@ async def test_a_reservation_whose_create_never_came_is_let_go_after_the_grace(r
     assert await _create(runs, new) == (True, None)
     assert await _held(redis) == sorted([fresh.status, new.status])
     with pytest.raises(ActiveRunLimit):
+        await _create(runs, RunKeys("c4", "s4"))
+
+
+async def test_at_the_cap_a_start_waits_for_the_creates_still_on_their_way(runs, redis):
+    """The user's other starts of this moment hold places with no run yet; one whose create
+    is refused gives its place back at once, and the start waiting for it goes ahead
+    (ten interrupts at once on one conversation must not be "too many active runs")."""
+    a, racing = RunKeys("c1", "s1"), RunKeys("c2", "s2")
+    await _create(runs, a)
+    await runs.admission.reserve("u", racing, cap=2)  # a start between its two steps
+
+    async def refused_soon() -> None:
+        await asyncio.sleep(0.2)
+        await runs.admission.release("u", racing)  # its create was refused
+
+    releasing = asyncio.create_task(refused_soon())
+    assert await _create(runs, RunKeys("c3", "s3")) == (True, None)
+    await releasing
+    with pytest.raises(ActiveRunLimit):  # two live runs hold the places now
         await _create(runs, RunKeys("c4", "s4"))
 
 

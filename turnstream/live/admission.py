@@ -26,6 +26,8 @@ up to GRACE_MS - RESERVE_WINDOW_MS.
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from turnstream import keys, lua
@@ -38,6 +40,7 @@ _ADMIT = lua.load("admit")
 
 RESERVE_WINDOW_MS = 10_000  # a create must come this soon after its reservation
 GRACE_MS = 60_000  # a reservation whose run's status is missing is let go only after this
+PENDING_WAIT_SECONDS = 1.0  # at the cap, how long creates still on their way are waited for
 
 
 class Admission:
@@ -49,25 +52,40 @@ class Admission:
         self._admit = redis.register_script(_ADMIT)
 
     async def reserve(self, user_id: str, k: RunKeys, *, cap: int) -> int:
-        """Take a place for run `k`; return its stamp (ms). Raises ActiveRunLimit at the cap."""
-        reply = await self._ask(user_id, k, cap, [])
-        if reply[0] == 1:
-            return int(reply[1])
-        holders = [str(m) for m in reply[2::2]]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for member in holders:
-                pipe.get(member)
-            statuses = await pipe.execute()
-        free = [
-            (member, "missing" if status is None else "ended")
-            for member, status in zip(holders, statuses, strict=True)
-            if not is_live(maybe_text(status))
-        ]
-        if free:
-            reply = await self._ask(user_id, k, cap, free)
+        """Take a place for run `k`; return its stamp (ms). Raises ActiveRunLimit at the cap.
+
+        At the cap, places whose create is still on its way (no status key yet, reserved
+        within the window) are waited for, up to PENDING_WAIT_SECONDS: the user's other
+        requests of this moment, most of which give their place back at once (a refused
+        create). Ten interrupts at once on one conversation are not "too many runs".
+        """
+        deadline = asyncio.get_running_loop().time() + PENDING_WAIT_SECONDS
+        while True:
+            reply = await self._ask(user_id, k, cap, [])
             if reply[0] == 1:
                 return int(reply[1])
-        raise ActiveRunLimit(cap)
+            now, holders = int(reply[1]), [str(m) for m in reply[2::2]]
+            reserved_at = [int(float(score)) for score in reply[3::2]]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in holders:
+                    pipe.get(member)
+                statuses = [maybe_text(status) for status in await pipe.execute()]
+            free = [
+                (member, "missing" if status is None else "ended")
+                for member, status in zip(holders, statuses, strict=True)
+                if not is_live(status)
+            ]
+            if free:
+                reply = await self._ask(user_id, k, cap, free)
+                if reply[0] == 1:
+                    return int(reply[1])
+            pending = any(
+                status is None and now - at < RESERVE_WINDOW_MS
+                for status, at in zip(statuses, reserved_at, strict=True)
+            )
+            if not pending or asyncio.get_running_loop().time() > deadline:
+                raise ActiveRunLimit(cap)
+            await asyncio.sleep(0.05)
 
     async def release(self, user_id: str, k: RunKeys) -> None:
         """Give the run's place back: its create refused, or it has ended."""
