@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from taskiq import TaskiqEvents, TaskiqState
 
@@ -17,7 +18,6 @@ from turnstream.background import PASS_SECONDS, stop_task
 from turnstream.config import Settings
 from turnstream.errors import Misconfigured
 from turnstream.live.client import connect_redis
-from turnstream.mcp.catalog import close_servers
 from turnstream.runs.broker import drop_waiting, kicker, make_broker
 from turnstream.runs.reaper import reap_forever
 from turnstream.runs.requeue import requeue_forever
@@ -60,4 +60,8 @@ async def _shutdown(state: TaskiqState) -> None:
     await stop_task(state.requeuer, state.reaper_stopping, finish=PASS_SECONDS)
     await drop_waiting(broker, state.runtime)
     await state.runtime.close()
-    await close_servers()  # the MCP servers this process started (turnstream/mcp/)
+    # The MCP servers this process started (turnstream/mcp/). Only a process that loaded
+    # MCP tools started any: the others do not import the SDK (about 1 s of CPU) for it.
+    catalog = sys.modules.get("turnstream.mcp.catalog")
+    if catalog is not None:
+        await catalog.close_servers()
