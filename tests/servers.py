@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import redis
-from helpers import free_port, wait_until
+from helpers import free_port, free_ports, wait_until
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -99,6 +100,28 @@ def create_token(database_url: str, user_id: str) -> str:
     return asyncio.run(make())
 
 
+@dataclass(frozen=True)
+class RedisTarget:
+    """The Redis a test's app and processes run on: one node, or a Redis Cluster, which
+    `url` names any node of (the client finds the others)."""
+
+    url: str
+    cluster: bool
+
+    def env(self) -> dict[str, str]:
+        """The TURNSTREAM_* variables that point a `serve` or `worker` at it."""
+        return {
+            "TURNSTREAM_REDIS_URL": self.url,
+            "TURNSTREAM_REDIS_CLUSTER": "true" if self.cluster else "false",
+        }
+
+    def client(self) -> redis.Redis | redis.RedisCluster:
+        """A blocking client, for a test to look at what the app wrote."""
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url, decode_responses=True)
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
 class RedisServer:
     """A `redis-server` of the test's own, with AOF on, that a test may stop and start again.
 
@@ -129,16 +152,12 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-
-        def answers() -> bool:
-            try:
-                with redis.Redis(port=self.port, socket_timeout=1) as client:
-                    return bool(client.ping())
-            except redis.RedisError:
-                return False
-
         try:
-            wait_until(answers, timeout=10, what=f"redis-server on port {self.port} to answer PING")
+            wait_until(
+                lambda: _answers(self.port),
+                timeout=10,
+                what=f"redis-server on port {self.port} to answer PING",
+            )
         except AssertionError as exc:
             log = (self.dir / "redis.log").read_text()
             raise AssertionError(f"{exc}; its log:\n{log}") from None
@@ -158,3 +177,117 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+class RedisClusterNodes:
+    """A Redis Cluster of `redis-server`s of a test's (or a pytest worker's) own, on loopback.
+
+    `masters` masters with `replicas` replicas each, made with `redis-cli --cluster
+    create`. With `aof`, each node keeps an AOF, and `stop()` then `start()` (or `kill()`
+    then `start()`) is a restart of every node that keeps the data: what RedisServer is
+    to one node. Each node's bus port (`cluster-port`) is a free port of its own, so
+    nodes of several pytest workers never collide.
+    """
+
+    def __init__(
+        self, binary: str, data_dir: Path, *, masters: int = 3, replicas: int = 0, aof: bool = False
+    ) -> None:
+        self.binary = binary
+        self.dir = data_dir
+        self.replicas = replicas
+        self.aof = aof
+        self.fsync = "everysec"
+        nodes = masters * (1 + replicas)
+        ports = free_ports(2 * nodes)
+        self.ports = ports[:nodes]
+        self.bus_ports = dict(zip(self.ports, ports[nodes:], strict=True))  # kept at a restart
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._created = False
+
+    def start(self) -> None:
+        """Start every node; the first time, make them a cluster. Waits for `cluster_state:ok`."""
+        for port in self.ports:
+            self._start_node(port)
+        if not self._created:
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"]
+            create += ["--cluster-replicas", str(self.replicas)]
+            made = subprocess.run(create, capture_output=True, text=True)
+            assert made.returncode == 0, f"{' '.join(create)}:\n{made.stdout}{made.stderr}"
+            self._created = True
+        wait_until(self._state_ok, timeout=20, what=f"cluster_state:ok on {self.ports}")
+
+    def _start_node(self, port: int) -> None:
+        folder = self.dir / str(port)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(port),
+                "--cluster-port", str(self.bus_ports[port]),
+                "--bind", "127.0.0.1",
+                "--dir", str(folder),
+                "--save", "",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", self.fsync,
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000",
+                "--repl-diskless-sync-delay", "0",
+                "--logfile", str(folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(lambda: _answers(port), timeout=10, what=f"redis-server on port {port}")
+
+    def _state_ok(self) -> bool:
+        try:
+            return all(
+                redis.Redis(port=p, socket_timeout=1).cluster("info")["cluster_state"] == "ok"
+                for p in self.ports
+            )
+        except redis.RedisError:
+            return False
+
+    def pid(self, port: int) -> int:
+        return self.procs[port].pid
+
+    def stop(self) -> None:
+        """A clean shutdown of every node (the AOF flushed), as RedisServer.stop()."""
+        for port, proc in self.procs.items():
+            if proc.poll() is None:
+                with contextlib.suppress(redis.RedisError):
+                    with redis.Redis(port=port, retry=Retry(NoBackoff(), 0)) as client:
+                        client.shutdown(nosave=True)
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL every node: a crash of the whole cluster."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with redis.Redis(port=port, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -99,7 +99,14 @@ def test_the_workers_metrics_are_summed_on_the_worker_port(tmp_path, redis_url):
                         data={"content": "hi"},
                     )
                     assert sent.status_code == 200, sent.text
-                api = http.get("/metrics", headers=scraper)
+
+                def idle() -> httpx.Response | None:
+                    # The lease index is dropped just after the `end` a reply waits for
+                    # (in another slot on a cluster): the gauge reaches 0 a moment later.
+                    scraped = http.get("/metrics", headers=scraper)
+                    return scraped if "turnstream_active_runs 0.0" in scraped.text else None
+
+                api = wait_until(idle, timeout=10, what="turnstream_active_runs to be 0")
             workers = httpx.get(worker_metrics, headers=scraper, timeout=5)
         finally:
             worker.stop()

@@ -16,6 +16,8 @@ from turnstream import keys
 from turnstream.api.app import create_app
 from turnstream.keys import RunKeys
 
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
+
 ACTIVE_KEYS = {"sessionId", "status", "cursor", "conversationId", "startedAt", "lastActivity"}
 TASK_KEYS = {"isActive", "sessionId", "estimatedCompletion", "conversationId"}
 

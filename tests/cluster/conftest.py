@@ -1,9 +1,5 @@
-"""A Redis Cluster of three masters on loopback (scripts/test starts it; `cluster_url` in
-tests/conftest.py), for tests/cluster/.
-
-Every test here runs on one cluster, shared by the pytest workers: they all sit in
-one module, which `--dist loadfile` keeps on one worker, so that emptying the cluster
-before each test is safe.
+"""Fixtures for tests/cluster/: what each master holds, and an app's settings on the
+pytest worker's own Redis Cluster of three masters (`cluster_url` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -15,12 +15,8 @@ new master like any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +25,7 @@ import pytest
 import redis
 from api_support import api_for
 from helpers import eventually, wait_until
+from servers import RedisClusterNodes
 from sse import parse_sse
 
 from turnstream import keys
@@ -38,70 +35,19 @@ from turnstream.keys import RunKeys
 RUNS = 20
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(30000, 39999)  # the bus port (+10000) stays below 50000
-        if port not in ports and _free(port) and _free(port + 10000):
-            ports.append(port)
-    return ports
-
-
 @pytest.fixture
-def six_nodes(tmp_path: Path) -> Iterator[list[int]]:
+def six_nodes(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     binary = os.environ.get("TURNSTREAM_TEST_REDIS_SERVER")
     if not binary:
         pytest.skip("the failover test runs under scripts/test (it names redis-server)")
-    ports = _ports(6)
-    for port in ports:
-        folder = tmp_path / str(port)
-        folder.mkdir()
-        subprocess.run(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize",
-             "yes", "--dir", str(folder), "--cluster-enabled", "yes", "--cluster-config-file",
-             "nodes.conf", "--cluster-node-timeout", "2000", "--pidfile", str(folder / "pid"),
-             "--repl-diskless-sync-delay", "0"],
-            check=True,
-        )  # fmt: skip
+    nodes = RedisClusterNodes(binary, tmp_path, masters=3, replicas=1)
     try:
-        for port in ports:
-            wait_until(lambda p=port: _answers(p), timeout=5, what=f"redis on {port}")
-        nodes = [f"127.0.0.1:{p}" for p in ports]
-        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
-        subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True)
-        wait_until(lambda: _state_ok(ports), timeout=15, what="cluster_state:ok everywhere")
+        nodes.start()
         # A replica that never finished its first sync cannot take over: wait for them.
-        wait_until(lambda: _replicas_synced(ports), timeout=15, what="the replicas in sync")
-        yield ports
+        wait_until(lambda: _replicas_synced(nodes.ports), timeout=15, what="the replicas in sync")
+        yield nodes
     finally:
-        for port in ports:
-            pid = tmp_path / str(port) / "pid"
-            if pid.exists():
-                with contextlib.suppress(ProcessLookupError):  # the one the test killed
-                    os.kill(int(pid.read_text()), signal.SIGKILL)
-
-
-def _answers(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port).ping())
-    except redis.RedisError:
-        return False
-
-
-def _state_ok(ports: list[int]) -> bool:
-    try:
-        return all(redis.Redis(port=p).cluster("info").get("cluster_state") == "ok" for p in ports)
-    except redis.RedisError:
-        return False
+        nodes.kill()
 
 
 def _replicas_synced(ports: list[int]) -> bool:
@@ -119,11 +65,11 @@ def _master_of(ports: list[int], key: str) -> int:
 
 
 async def test_a_master_killed_mid_stream_every_run_ends_once_and_replays_whole(
-    six_nodes: list[int], tmp_path: Path
+    six_nodes: RedisClusterNodes, tmp_path: Path
 ) -> None:
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/ts.db",
-        redis_url=f"redis://127.0.0.1:{six_nodes[0]}/0",
+        redis_url=six_nodes.url,
         redis_cluster=True,
         data_dir=tmp_path / "data",
         demo_words=200,
@@ -159,9 +105,9 @@ async def test_a_master_killed_mid_stream_every_run_ends_once_and_replays_whole(
             return statuses.count("running") == RUNS
 
         await eventually(all_streaming, timeout=20, what="every run streaming")
-        victim = _master_of(six_nodes, RunKeys(cids[0], "x").run)
-        held = sum(_master_of(six_nodes, RunKeys(cid, "x").run) == victim for cid in cids)
-        os.kill(int((tmp_path / str(victim) / "pid").read_text()), signal.SIGKILL)
+        victim = _master_of(six_nodes.ports, RunKeys(cids[0], "x").run)
+        held = sum(_master_of(six_nodes.ports, RunKeys(cid, "x").run) == victim for cid in cids)
+        os.kill(six_nodes.pid(victim), signal.SIGKILL)
         killed = time.monotonic()
         seen = [parse_sse((await post).text) for post in posts]
         ended_after = time.monotonic() - killed

@@ -1,31 +1,30 @@
-"""turnstream on a Redis Cluster of three masters: the run's life, the session endpoints,
-a stop, an approval; random drops and resumes over two API processes and two workers;
-the keys spread, and no lookup scans; a write on a connection a failover closed.
+"""What differs on a Redis Cluster of three masters: a conversation's keys in one slot,
+the keys spread with no hot master, no lookup that scans, the start-up check, and a
+write on a connection a failover closed.
 
-A small set on purpose: the whole suite runs on one Redis; these check that what differs
-on a cluster (a conversation's keys in one slot, the user's in another, the sharded
-indexes, sharded pub/sub per master, the cluster's queue) holds the same promises.
+The runs' API, the session endpoints, approvals and the process reliability tests run
+on a cluster as well, unchanged (modules marked `on_cluster_too`); these are the
+checks that only a cluster can answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import chaos
 import httpx
 import pytest
 import typer
 from api_support import api_for
-from helpers import eventually
+from helpers import eventually, free_port
 from redis.asyncio import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from servers import Process, Server, create_token
 from sse import parse_sse
 
 from turnstream import keys
 from turnstream.cli.checks import check_redis, cluster_problem
 from turnstream.keys import RunKeys
 from turnstream.live.client import connect_redis, entries
+from turnstream.live.notices import Subscribers
 
 
 async def _conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -34,11 +33,9 @@ async def _conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str
     return str(response.json()["id"])
 
 
-async def _post(
-    http, headers, cid: str, content: str = "hello", multitask: str = "reject"
-) -> httpx.Response:
-    url = f"/api/v1/conversations/{cid}/message/?stream=true&multitask={multitask}"
-    return await http.post(url, headers=headers, data={"content": content})
+async def _post(http: httpx.AsyncClient, headers: dict[str, str], cid: str) -> httpx.Response:
+    url = f"/api/v1/conversations/{cid}/message/?stream=true"
+    return await http.post(url, headers=headers, data={"content": "hello"})
 
 
 async def test_a_run_streams_to_its_end_and_the_session_endpoints_answer(cluster_settings):
@@ -64,92 +61,6 @@ async def test_a_run_streams_to_its_end_and_the_session_endpoints_answer(cluster
     reply = messages.json()["items"][-1]
     text = "".join(e.data["text"] for e in events if e.event == "delta")
     assert (reply["role"], reply["content"]) == ("assistant", text)
-
-
-async def test_a_stop_ends_the_run_cancelled_with_its_partial_reply(cluster_settings):
-    async with api_for(cluster_settings, demo_words=400, demo_delay_ms=10) as (http, h, app):
-        rt = app.state.runtime
-        cid = await _conversation(http, h)
-        posting = asyncio.create_task(_post(http, h, cid))
-
-        async def running() -> str | None:
-            sid = await rt.redis.get(keys.active(cid))
-            return (
-                sid if sid and await rt.redis.get(RunKeys(cid, sid).status) == "running" else None
-            )
-
-        sid = await eventually(running, timeout=10, what="the run to be running")
-        stopped = await http.post(f"/api/v1/conversations/{cid}/stop", headers=h)
-        events = parse_sse((await posting).text)
-        messages = await http.get(f"/api/v1/conversations/{cid}/messages", headers=h)
-    assert stopped.status_code == 200 and stopped.json() == {
-        "status": "cancelled",
-        "sessionId": sid,
-    }
-    assert events[-1].event == "end" and events[-1].data["status"] == "cancelled"
-    assert messages.json()["items"][-1]["status"] == "cancelled"
-
-
-async def test_multitask_rejects_enqueues_and_interrupts_as_on_one_node(cluster_settings):
-    """The newest run (`chat:active`, the conversation's slot) and the user's cap (the
-    user's slot): a second message is refused, waits its turn, or stops the first."""
-    async with api_for(cluster_settings, demo_words=300, demo_delay_ms=10) as (http, h, app):
-        rt = app.state.runtime
-        cid = await _conversation(http, h)
-        first = asyncio.create_task(_post(http, h, cid, "one"))
-        first_sid = await eventually(
-            lambda: rt.redis.get(keys.active(cid)), timeout=10, what="the first run"
-        )
-        refused = await _post(http, h, cid, "refused")
-        queued = asyncio.create_task(_post(http, h, cid, "two", multitask="enqueue"))
-        await eventually(
-            lambda: _newer(rt, cid, first_sid), timeout=10, what="the second run to be newest"
-        )
-        second_sid = await rt.redis.get(keys.active(cid))
-        interrupting = await _post(http, h, cid, "three", multitask="interrupt")
-        streams = [parse_sse((await run).text) for run in (first, queued)]
-        third = parse_sse(interrupting.text)
-        messages = await http.get(f"/api/v1/conversations/{cid}/messages", headers=h)
-    assert refused.status_code == 409 and refused.json()["sessionId"] == first_sid
-    # The first ran to its end; the second waited for it and was stopped by the third.
-    assert streams[0][-1].data["status"] == "completed"
-    assert [e.event for e in streams[1]][:1] == ["queued"]
-    assert streams[1][-1].data["status"] == "cancelled"
-    assert streams[1][0].data["sessionId"] == second_sid
-    assert third[-1].data["status"] == "completed"
-    questions = [m["content"] for m in messages.json()["items"] if m["role"] == "user"]
-    assert questions == ["one", "two", "three"]  # the refused one was not stored
-
-
-async def _newer(rt, cid: str, sid: str) -> bool:
-    return (await rt.redis.get(keys.active(cid))) not in (None, sid)
-
-
-async def test_an_approval_waits_and_the_run_goes_on_once_decided(cluster_settings):
-    async with api_for(cluster_settings, tool_approval="calculator") as (http, h, app):
-        rt = app.state.runtime
-        cid = await _conversation(http, h)
-        posting = asyncio.create_task(_post(http, h, cid, '/tool calculator {"expression": "6*7"}'))
-
-        async def asked() -> tuple[RunKeys, dict] | None:
-            sid = await rt.redis.get(keys.active(cid))
-            k = RunKeys(cid, sid or "")
-            found = [
-                e for e in entries(await rt.redis.xrange(k.stream)) if e.type == "approval_request"
-            ]
-            return (k, found[0].data) if found else None
-
-        k, request = await eventually(asked, timeout=10, what="an approval_request")
-        # Waiting, it holds no lease: its shard of the lease index does not list it.
-        assert await rt.redis.zscore(keys.leases(k.shard), k.lease_member) is None
-        url = f"/api/v1/conversations/{cid}/approvals/{request['approvalId']}"
-        decided = await http.post(url, headers=h, json={"approved": True})
-        events = parse_sse((await posting).text)
-    assert decided.status_code == 200, decided.text
-    results = [e.data for e in events if e.event == "tool_result"]
-    assert [r["content"] for r in results] == ["42"]
-    assert events[-1].event == "end" and events[-1].data["status"] == "completed"
-    assert [e.data["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
 async def test_300_conversations_spread_their_keys_over_the_three_masters(
@@ -213,43 +124,45 @@ async def test_a_write_on_a_connection_a_failover_closed_is_a_connection_error(c
         await client.aclose()
 
 
-def test_random_drops_and_resumes_over_two_apis_and_two_workers_lose_nothing(
-    cluster_url, migrated_postgres_url, tmp_path
-):
-    """tests/chaos.py's tabs on the cluster (as tests/reliability/test_resume_chaos.py on
-    one Redis, smaller): each run's notices come from its own master to either process."""
-    env = {
-        "TURNSTREAM_REDIS_URL": cluster_url,
-        "TURNSTREAM_REDIS_CLUSTER": "true",
-        "TURNSTREAM_DATABASE_URL": migrated_postgres_url,
-        "TURNSTREAM_DEMO_WORDS": str(chaos.WORDS),
-        "TURNSTREAM_DEMO_DELAY_MS": "25",
-        "TURNSTREAM_RUNS_PER_MINUTE": "10000",
-    }
-    apis = [Server(env, tmp_path / f"api{i}.log", "--no-worker") for i in range(2)]
-    workers = [Process(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
+async def test_a_cluster_that_cannot_be_reached_is_a_connection_error():
+    """As a single Redis that cannot be reached is: what the executor holds events through
+    and the API answers 503 to (redis-py's own RedisClusterException is neither)."""
+    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", cluster=True)
     try:
-        for api in apis:
-            api.wait_ready()
-        tokens = [
-            {"Authorization": f"Bearer {create_token(migrated_postgres_url, f'chaos{u}')}"}
-            for u in range(2)
-        ]
-        tally = chaos.Tally()
-        clients = asyncio.run(chaos.storm([a.url for a in apis], tokens, tally, clients=6, runs=3))
+        with pytest.raises(RedisConnectionError, match="Redis Cluster unavailable"):
+            await client.get("chat:active:{c1}")
     finally:
-        for process in (*apis, *workers):
-            process.stop()
-    assert chaos.lost_and_duplicated(clients) == (0, 0), f"seed {chaos.SEED}"
-    for client in clients:
-        assert [m["role"] for m in client.messages] == ["user", "assistant"] * 3
-        stored = {m["id"]: m for m in client.messages}
-        for reply in client.replies:
-            assert reply.events == reply.full
-            assert [e.data["seq"] for e in reply.full] == list(range(1, len(reply.full) + 1))
-            assert reply.full[-1].event == "end" and reply.full[-1].data["status"] == "completed"
-            text = "".join(e.data["text"] for e in reply.events if e.event == "delta")
-            assert stored[reply.full[-1].data["messageId"]]["content"] == text
-    assert sum(tally.drops.values()) >= 150 and tally.resumes["on another process"] >= 50
-    for process in (*apis, *workers):
-        assert "Traceback" not in process.output(), process.output()[-3000:]
+        await client.aclose()
+
+
+async def test_a_channel_left_and_followed_again_at_once_stays_on_its_connection(cluster_url):
+    """The confirmation of our own SUNSUBSCRIBE, read after the channel was subscribed
+    again, is not the server dropping the channel (a slot that moved): nothing is moved."""
+    client = connect_redis(cluster_url, cluster=True)
+    got: list[dict] = []
+    subscribers = Subscribers(client, got.append, idle_seconds=0.05, stopping=asyncio.Event())
+    moves: list[str | None] = []
+    rehome = subscribers.rehome
+
+    async def counted(broken, channel):
+        moves.append(channel)
+        await rehome(broken, channel)
+
+    subscribers.rehome = counted  # type: ignore[method-assign]
+    channel = RunKeys("c1", "s1").channel
+    try:
+        await subscribers.start()
+        for _ in range(20):
+            await subscribers.subscribe(channel)
+            await subscribers.unsubscribe(channel)
+        await subscribers.subscribe(channel)
+
+        async def delivered() -> bool:
+            await client.spublish(channel, "hello")
+            return any(m["type"] == "smessage" and m["data"] == "hello" for m in got)
+
+        await eventually(delivered, timeout=5, what="a notice on the channel followed again")
+    finally:
+        await subscribers.close()
+        await client.aclose()
+    assert moves == []

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from servers import Process, Server, create_token
+from servers import Process, RedisTarget, Server, create_token
+
+GROUP = "turnstream-workers"  # the consumer group of turnstream.runs.broker
 
 
 class Cluster:
@@ -16,9 +18,10 @@ class Cluster:
     stopped (SIGTERM, then SIGKILL) when the test ends.
     """
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, redis: RedisTarget) -> None:
         self.env = env
         self.logs = logs
+        self.redis = redis
         self.processes: list[Process] = []
 
     def api(self) -> Server:
@@ -46,14 +49,20 @@ class Cluster:
         token = create_token(self.env["TURNSTREAM_DATABASE_URL"], user_id)
         return {"Authorization": f"Bearer {token}"}
 
+    def pending(self) -> int:
+        """Queue messages delivered to a worker and not acknowledged yet."""
+        with self.redis.client() as r:
+            return int(r.xpending(self.env["TURNSTREAM_QUEUE_NAME"], GROUP)["pending"])
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, migrated_postgres_url) -> Iterator[Callable[..., Cluster]]:
-    """`cluster(**env)` -> a deployment on Redis + PostgreSQL, with no processes yet.
+def cluster(tmp_path, app_redis, migrated_postgres_url) -> Iterator[Callable[..., Cluster]]:
+    """`cluster(**env)` -> a deployment on Redis (one node, or a Redis Cluster: `app_redis`)
+    and PostgreSQL, with no processes yet.
 
     The demo agent writes 120 words 40 ms apart (about 5 s); leases are short so
     that a lost worker is noticed in a few seconds. `env` overrides TURNSTREAM_* variables.
@@ -62,7 +71,7 @@ def cluster(tmp_path, redis_url, migrated_postgres_url) -> Iterator[Callable[...
 
     def make(**env: str) -> Cluster:
         full = {
-            "TURNSTREAM_REDIS_URL": redis_url,
+            **app_redis.env(),
             "TURNSTREAM_DATABASE_URL": migrated_postgres_url,
             "TURNSTREAM_DEMO_WORDS": "120",
             "TURNSTREAM_DEMO_DELAY_MS": "40",
@@ -71,7 +80,8 @@ def cluster(tmp_path, redis_url, migrated_postgres_url) -> Iterator[Callable[...
             "TURNSTREAM_QUEUE_NAME": f"turnstream:test:{tmp_path.name}",
             **env,
         }
-        made.append(Cluster(full, tmp_path))
+        redis = RedisTarget(full["TURNSTREAM_REDIS_URL"], app_redis.cluster)
+        made.append(Cluster(full, tmp_path, redis))
         return made[-1]
 
     try:

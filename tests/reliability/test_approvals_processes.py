@@ -16,12 +16,15 @@ import signal
 from collections.abc import Iterator
 
 import httpx
+import pytest
 from helpers import wait_until
 from openai_rules import assert_valid
 from servers import Server
 from sse import follow
 
 from turnstream.store.history import to_openai
+
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 SIX_TIMES_SEVEN = '/tool calculator {"expression": "6*7"}'
 

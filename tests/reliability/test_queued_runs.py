@@ -14,22 +14,16 @@ import signal
 import time
 
 import httpx
-import redis
+import pytest
 from helpers import wait_until
 from sse import follow
 
-GROUP = "turnstream-workers"  # the consumer group of turnstream.runs.broker
-
-
-def _pending(redis_url: str, queue: str) -> int:
-    with redis.Redis.from_url(redis_url) as r:
-        return r.xpending(queue, GROUP)["pending"]
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 
 def test_a_killed_workers_waiting_run_is_handed_out_again_and_completes(cluster):
     deployment = cluster(TURNSTREAM_CLAIM_SECONDS="2", TURNSTREAM_DEMO_WORDS="60")
     api, doomed, headers = deployment.api(), deployment.worker(), deployment.token()
-    env = deployment.env
     base = f"{api.url}/api/v1/conversations"
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = client.post(base).json()["id"]
@@ -42,7 +36,7 @@ def test_a_killed_workers_waiting_run_is_handed_out_again_and_completes(cluster)
             second = next(stream)[2]["sessionId"]
         # The worker holds both messages: the first run's, and the second's, waiting.
         wait_until(
-            lambda: _pending(env["TURNSTREAM_REDIS_URL"], env["TURNSTREAM_QUEUE_NAME"]) == 2,
+            lambda: deployment.pending() == 2,
             timeout=10,
             what="the worker to take the waiting run's message",
         )

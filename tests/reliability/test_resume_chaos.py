@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from chaos import SEED, WORDS, Drop, Tally, lost_and_duplicated, storm
+
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 USERS = 4
 CLIENTS_PER_USER = 4  # each client: its own conversation, one run after another

@@ -29,9 +29,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 from helpers import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from sse import SSEEvent, frame_ends, parse_sse
+
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 CONVERSATIONS = 50
 USERS = 5

@@ -14,12 +14,12 @@ import signal
 import time
 
 import httpx
-import redis
+import pytest
 from helpers import wait_until
 from servers import Process
 from sse import follow
 
-GROUP = "turnstream-workers"  # the consumer group of turnstream.runs.broker
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 
 def _conversation(client: httpx.Client, base: str) -> str:
@@ -46,12 +46,6 @@ def _until_ended(client: httpx.Client, run_url: str, timeout: float) -> None:
         return client.get(run_url).json()["status"] not in ("queued", "running")
 
     wait_until(ended, timeout=timeout, what=f"{run_url} to end")
-
-
-def _pending(redis_url: str, queue: str) -> int:
-    """Messages delivered to a worker and not acknowledged yet."""
-    with redis.Redis.from_url(redis_url) as r:
-        return r.xpending(queue, GROUP)["pending"]
 
 
 def _text(events: list[tuple]) -> str:
@@ -110,10 +104,9 @@ def test_sigterm_lets_the_run_in_flight_finish_and_leaves_new_runs_to_other_work
 
 
 def test_a_run_longer_than_the_grace_ends_worker_stopped_and_a_waiting_run_is_handed_back(
-    cluster, redis_url
+    cluster,
 ):
     deployment = cluster(TURNSTREAM_WORKER_GRACE_SECONDS="1")  # replies take about 5 s
-    queue = deployment.env["TURNSTREAM_QUEUE_NAME"]
     api, first, headers = deployment.api(), deployment.worker(), deployment.token()
     base = f"{api.url}/api/v1/conversations"
     with httpx.Client(headers=headers, timeout=30) as client:
@@ -129,7 +122,7 @@ def test_a_run_longer_than_the_grace_ends_worker_stopped_and_a_waiting_run_is_ha
         waiting_events = [next(waiting)]  # queued behind the first run
         # The worker holds both: one running, one waiting for it.
         wait_until(
-            lambda: _pending(redis_url, queue) == 2,
+            lambda: deployment.pending() == 2,
             timeout=10,
             what="the worker to take both messages",
         )
@@ -140,7 +133,7 @@ def test_a_run_longer_than_the_grace_ends_worker_stopped_and_a_waiting_run_is_ha
         ended_after = time.monotonic() - sigterm_at
         seen += list(stream)
         exited_after = _exited_after(first, sigterm_at, 20)
-        left_pending = _pending(redis_url, queue)
+        left_pending = deployment.pending()
         waiting_url = f"{base}/{cid}/runs/{waiting_events[0][2]['sessionId']}"
         meanwhile = client.get(waiting_url).json()
 

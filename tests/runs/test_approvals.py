@@ -26,6 +26,8 @@ from turnstream.keys import RunKeys
 from turnstream.live.client import entries
 from turnstream.store.history import to_openai
 
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
+
 SIX_TIMES_SEVEN = '/tool calculator {"expression": "6*7"}'
 
 

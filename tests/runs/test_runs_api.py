@@ -12,6 +12,8 @@ from sse import parse_sse
 
 from turnstream.keys import RunField, RunKeys
 
+pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
+
 
 @pytest.fixture
 async def slow_app(settings):
