@@ -63,7 +63,8 @@ def test_embedded_serve_streams_and_a_second_client_resumes(tmp_path):
 def production(cluster):
     """API A and API B and one worker."""
     deployment = cluster()
-    processes = {"a": deployment.api(), "b": deployment.api(), "worker": deployment.worker()}
+    a, b = deployment.apis(2)
+    processes = {"a": a, "b": b, "worker": deployment.worker()}
     return processes, deployment.token()
 
 
@@ -86,14 +87,14 @@ def test_start_on_one_api_process_and_resume_on_another(production):
     assert messages[-1]["content"] == text and len(text.split()) == 120
 
 
-def test_sigkilled_worker_ends_the_run_with_error_within_10_seconds(production):
-    processes, headers = production
-    a = processes["a"].url
+def test_sigkilled_worker_ends_the_run_with_error_within_10_seconds(cluster):
+    deployment = cluster()
+    a, worker, headers = deployment.api().url, deployment.worker(), deployment.token()
     with httpx.Client(headers=headers, timeout=30) as client:
         cid = _conversation(client, a)
         stream = _post_stream(client, a, cid)
         seen = [next(stream) for _ in range(10)]
-        processes["worker"].signal(signal.SIGKILL)
+        worker.signal(signal.SIGKILL)
         killed_at = time.monotonic()
         seen += list(stream)  # the client is still streaming: it must see the end
         ended_after = time.monotonic() - killed_at

@@ -66,7 +66,7 @@ def test_redis_going_away_mid_run_loses_nothing(own_redis, cluster, how):
         TURNSTREAM_DEMO_WORDS=str(WORDS),
         TURNSTREAM_DEMO_DELAY_MS="40",
     )
-    a, b = deployment.api(), deployment.api()
+    a, b = deployment.apis(2)
     deployment.worker()
     with httpx.Client(headers=deployment.token(), timeout=TIMEOUT) as client:
         cid = client.post(f"{a.url}/api/v1/conversations").json()["id"]
