@@ -17,11 +17,8 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import pytest
 from helpers import wait_until
 from sse import follow
-
-pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
 
 DRAIN = 4
 WORDS = 150  # 40 ms apart: the run lasts about 6 s, and goes on while A shuts down

@@ -12,8 +12,6 @@ import pytest
 from servers import Server
 from sse import follow
 
-pytestmark = pytest.mark.on_cluster_too  # and once more on a Redis Cluster (conftest.py)
-
 
 def _conversation(client: httpx.Client, base: str) -> str:
     response = client.post(f"{base}/api/v1/conversations")
