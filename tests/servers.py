@@ -1,4 +1,5 @@
-"""Real processes for tests: `serve`, `worker` and a Redis of a test's own, on loopback."""
+"""Real processes for tests: `serve`, `worker`, and a Redis or a Redis Cluster of a test's
+own, on loopback."""
 
 from __future__ import annotations
 
@@ -250,12 +251,13 @@ class RedisClusterNodes:
 
     def _state_ok(self) -> bool:
         try:
-            return all(
-                redis.Redis(port=p, socket_timeout=1).cluster("info")["cluster_state"] == "ok"
-                for p in self.ports
-            )
+            for port in self.ports:
+                with redis.Redis(port=port, socket_timeout=1) as client:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
         except redis.RedisError:
             return False
+        return True
 
     def pid(self, port: int) -> int:
         return self.procs[port].pid
