@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,52 +139,17 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", self.fsync,
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            wait_until(
-                lambda: _answers(self.port),
-                timeout=10,
-                what=f"redis-server on port {self.port} to answer PING",
-            )
-        except AssertionError as exc:
-            log = (self.dir / "redis.log").read_text()
-            raise AssertionError(f"{exc}; its log:\n{log}") from None
+        self.proc = _start_redis(self.binary, self.port, self.dir, aof=True, fsync=self.fsync)
 
     def stop(self) -> None:
         """A clean shutdown: the AOF is flushed, as with `systemctl restart redis`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(redis.RedisError):
-            # No retries: redis-py would retry the SHUTDOWN that closed its connection (4 s).
-            with redis.Redis(
-                port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0)
-            ) as client:
-                client.shutdown(nosave=True)  # nosave: no RDB; the AOF is flushed regardless
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            _shut_down(self.port, self.proc)
 
     def kill(self) -> None:
         """SIGKILL: a crash."""
         assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(5)
+        _kill(self.proc)
 
 
 class RedisClusterNodes:
@@ -215,7 +181,12 @@ class RedisClusterNodes:
     def start(self) -> None:
         """Start every node; the first time, make them a cluster. Waits for `cluster_state:ok`."""
         for port in self.ports:
-            self._start_node(port)
+            self.procs[port] = _start_redis(
+                self.binary, port, self.dir / str(port), aof=self.aof, fsync=self.fsync,
+                extra=["--cluster-enabled", "yes", "--cluster-port", str(self.bus_ports[port]),
+                       "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                       "--repl-diskless-sync-delay", "0"],
+            )  # fmt: skip
         if not self._created:
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
             create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"]
@@ -224,30 +195,6 @@ class RedisClusterNodes:
             assert made.returncode == 0, f"{' '.join(create)}:\n{made.stdout}{made.stderr}"
             self._created = True
         wait_until(self._state_ok, timeout=20, what=f"cluster_state:ok on {self.ports}")
-
-    def _start_node(self, port: int) -> None:
-        folder = self.dir / str(port)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.procs[port] = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(port),
-                "--cluster-port", str(self.bus_ports[port]),
-                "--bind", "127.0.0.1",
-                "--dir", str(folder),
-                "--save", "",
-                "--appendonly", "yes" if self.aof else "no",
-                "--appendfsync", self.fsync,
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
-                "--repl-diskless-sync-delay", "0",
-                "--logfile", str(folder / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_until(lambda: _answers(port), timeout=10, what=f"redis-server on port {port}")
 
     def _state_ok(self) -> bool:
         try:
@@ -265,26 +212,42 @@ class RedisClusterNodes:
     def stop(self) -> None:
         """A clean shutdown of every node (the AOF flushed), as RedisServer.stop()."""
         for port, proc in self.procs.items():
-            if proc.poll() is None:
-                with contextlib.suppress(redis.RedisError):
-                    with redis.Redis(port=port, retry=Retry(NoBackoff(), 0)) as client:
-                        client.shutdown(nosave=True)
-        self._reap()
+            _shut_down(port, proc)
 
     def kill(self) -> None:
         """SIGKILL every node: a crash of the whole cluster."""
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        self._reap()
+            _kill(proc)
 
-    def _reap(self) -> None:
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+
+def _start_redis(
+    binary: str, port: int, folder: Path, *, aof: bool, fsync: str, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """A `redis-server` on 127.0.0.1:`port`, its files in `folder`, once it answers PING."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(folder),
+            "--save", "",
+            "--appendonly", "yes" if aof else "no",
+            "--appendfsync", fsync,
+            "--logfile", str(folder / "redis.log"),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: _answers(port), timeout=10, what=f"redis-server on port {port} to answer PING"
+        )
+    except AssertionError as exc:
+        log = (folder / "redis.log").read_text()
+        raise AssertionError(f"{exc}; its log:\n{log}") from None
+    return proc
 
 
 def _answers(port: int) -> bool:
@@ -293,3 +256,23 @@ def _answers(port: int) -> bool:
             return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def _shut_down(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """SHUTDOWN, which flushes the AOF; SIGKILL if the server is still there 10 s later."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        # No retries: redis-py would retry the SHUTDOWN that closed its connection (4 s).
+        with redis.Redis(port=port, socket_timeout=5, retry=Retry(NoBackoff(), 0)) as client:
+            client.shutdown(nosave=True)  # nosave: no RDB; the AOF is flushed regardless
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(5)

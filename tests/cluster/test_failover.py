@@ -51,7 +51,10 @@ def six_nodes(tmp_path: Path) -> Iterator[RedisClusterNodes]:
 
 
 def _replicas_synced(ports: list[int]) -> bool:
-    roles = [redis.Redis(port=p).info("replication") for p in ports]
+    roles = []
+    for port in ports:
+        with redis.Redis(port=port) as client:
+            roles.append(client.info("replication"))
     replicas = [r for r in roles if r["role"] == "slave"]
     return len(replicas) == 3 and all(r["master_link_status"] == "up" for r in replicas)
 
