@@ -348,8 +348,7 @@ def main() -> None:
             url, port, token = start_processes(Path(tmp), args.database)
             runs = asyncio.run(measure(args, url, port, token))
         finally:
-            for proc in reversed(Proc.live):  # the database last: its clients go first
-                proc.stop()
+            Proc.stop_all()
     summary_doc = report(args, runs)
     params = {k: v for k, v in vars(args).items() if k != "quick"}
     write_results(

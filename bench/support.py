@@ -101,7 +101,8 @@ class Proc:
 
     @classmethod
     def stop_all(cls) -> None:
-        for p in list(cls.live):
+        """The last started first: a server's clients go before it (the database last)."""
+        for p in reversed(list(cls.live)):
             p.stop()
 
 

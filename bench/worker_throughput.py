@@ -573,8 +573,7 @@ def main() -> None:
             url, port, token, groups = start_processes(Path(tmp))
             runs = asyncio.run(measure(args, url, port, token, groups))
         finally:
-            for proc in reversed(Proc.live):  # the database last: its clients go first
-                proc.stop()
+            Proc.stop_all()
     summary_doc = report(runs)
     params = {k: v for k, v in vars(args).items() if k != "quick"}
     write_results(
